@@ -1,0 +1,88 @@
+"""flora_nb: FLORA generative-AI runs as first-class citizens of Jupyter notebooks.
+
+Importing this package is cheap: the HTTP client, pandas, ipywidgets and IPython load only
+when a name that needs them is first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._errors import (
+    APIError,
+    AuthenticationError,
+    BudgetExceededError,
+    ConfigError,
+    FloraConnectionError,
+    FloraError,
+    FloraTimeout,
+    IdempotencyDuplicateError,
+    InputError,
+    InsufficientCreditsError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    RunFailedError,
+    ServerError,
+    UnsafeURLError,
+    ValidationError,
+)
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from ._client import FloraClient
+    from ._models import Asset, Output, RunStart, RunState, Technique, TechniqueInput, Workspace
+
+# name -> module that defines it; imported on first attribute access (PEP 562).
+_LAZY = {
+    "FloraClient": "._client",
+    "Asset": "._models",
+    "Output": "._models",
+    "RunStart": "._models",
+    "RunState": "._models",
+    "Technique": "._models",
+    "TechniqueInput": "._models",
+    "Workspace": "._models",
+}
+
+__all__ = [
+    "APIError",
+    "Asset",
+    "AuthenticationError",
+    "BudgetExceededError",
+    "ConfigError",
+    "FloraClient",
+    "FloraConnectionError",
+    "FloraError",
+    "FloraTimeout",
+    "IdempotencyDuplicateError",
+    "InputError",
+    "InsufficientCreditsError",
+    "NotFoundError",
+    "Output",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "RunFailedError",
+    "RunStart",
+    "RunState",
+    "ServerError",
+    "Technique",
+    "TechniqueInput",
+    "UnsafeURLError",
+    "ValidationError",
+    "Workspace",
+    "__version__",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'flora_nb' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
