@@ -1,0 +1,419 @@
+"""FloraClient: the only place in flora_nb that speaks HTTP to FLORA."""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import mimetypes
+import os
+import random
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+from urllib.parse import quote, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from ._errors import (
+    DEFAULT_CODES,
+    APIError,
+    ConfigError,
+    FloraConnectionError,
+    FloraError,
+    FloraTimeout,
+    InputError,
+    NotFoundError,
+    RateLimitError,
+    UnsafeURLError,
+    error_for_status,
+)
+from ._models import Asset, RunStart, RunState, Technique, Workspace
+from ._throttle import Throttle
+from ._version import __version__
+
+__all__ = ["DEFAULT_BASE_URL", "FloraClient", "new_idempotency_key", "setting"]
+
+log = logging.getLogger("flora_nb.client")
+
+DEFAULT_BASE_URL = "https://app.flora.ai/api/v1"
+DEFAULT_TIMEOUT = (5.0, 60.0)  # (connect, read) seconds, per attempt
+MAX_UPLOAD_BYTES = 4 * 1024 * 1024
+_RETRY_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
+_PAGE_LIMIT = 100
+
+
+def setting(value: str | None, env: str, default: str | None = None) -> str | None:
+    """Argument, then environment variable, then default; blank values count as unset."""
+    for candidate in (value, os.environ.get(env)):
+        if candidate is not None and str(candidate).strip():
+            return str(candidate).strip()
+    return default
+
+
+def new_idempotency_key() -> str:
+    """A fresh key for one logical start; reuse it for every retry of that start."""
+    return f"flora_nb-{uuid.uuid4().hex}"
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme.lower(), (parts.hostname or "").lower(), port
+
+
+class FloraClient:
+    """A thread-safe FLORA REST client: retries, idempotent starts, one rate limiter, typed errors.
+
+    Settings come from the arguments, then ``FLORA_API_KEY`` / ``FLORA_BASE_URL``, then defaults.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        *,
+        timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
+        max_retries: int = 3,
+        max_retry_wait: float = 60.0,
+        rate_limit: float | None = None,
+        session: requests.Session | None = None,
+    ):
+        key = setting(api_key, "FLORA_API_KEY")
+        if not key:
+            raise ConfigError(
+                "No FLORA API key. Set the FLORA_API_KEY environment variable, pass api_key=..., "
+                "or use the offline simulator (flora_nb.Flora.simulated() / python -m flora_nb sim)."
+            )
+        self.__key = key
+        self.base_url = self._check_base_url(setting(base_url, "FLORA_BASE_URL", DEFAULT_BASE_URL))
+        self.timeout = timeout
+        self.max_retries = max(0, int(max_retries))
+        self.max_retry_wait = float(max_retry_wait)
+        self.throttle = Throttle(rate_limit)
+        self._session = session or self._new_session()
+        self._origin = _origin(self.base_url)
+
+    @staticmethod
+    def _check_base_url(url: str | None) -> str:
+        parts = urlsplit(url or "")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"FLORA base URL must be an http(s) URL such as {DEFAULT_BASE_URL!r}; got {url!r}.")
+        return (url or "").rstrip("/")
+
+    @staticmethod
+    def _new_session() -> requests.Session:
+        session = requests.Session()
+        session.trust_env = False  # never pick up ~/.netrc credentials or proxies for FLORA
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32, max_retries=0)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        session.headers.update({"User-Agent": f"flora_nb/{__version__}", "Accept": "application/json"})
+        return session
+
+    def __repr__(self) -> str:
+        return f"FloraClient(base_url={self.base_url!r}, api_key=<hidden>)"
+
+    __str__ = __repr__
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._session.close()
+
+    def __enter__(self) -> FloraClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- resources
+
+    def workspaces(self) -> list[Workspace]:
+        """Every workspace this key can see (the endpoint is not paginated)."""
+        body = self.request("GET", "/workspaces")
+        return [Workspace.from_api(w) for w in body.get("workspaces") or []]
+
+    def techniques(self, query: str | None = None, workspace_id: str | None = None) -> Iterator[Technique]:
+        """Every technique in the catalog (optionally searched), one page at a time."""
+        params = {"query": query, "workspace_id": workspace_id}
+        for item in self.paginate("/techniques", "techniques", params):
+            yield Technique.from_api(item)
+
+    def technique(self, id_or_slug: str) -> Technique:
+        """One technique by ``tech_`` id or slug."""
+        if not id_or_slug or not str(id_or_slug).strip():
+            raise InputError("technique id or slug is empty; list them with techniques().")
+        return Technique.from_api(self.request("GET", f"/techniques/{_segment(id_or_slug)}"))
+
+    def start_technique_run(
+        self,
+        technique_id: str,
+        workspace_id: str,
+        inputs: Mapping[str, Any],
+        idempotency_key: str | None = None,
+    ) -> RunStart:
+        """Start one technique run (``POST /runs/technique``); safe to retry with the same key."""
+        body = {"technique_id": technique_id, "workspace_id": workspace_id, "inputs": dict(inputs)}
+        key = idempotency_key or new_idempotency_key()
+        return RunStart.from_api(self.request("POST", "/runs/technique", json=body, idempotency_key=key))
+
+    def get_run(self, run_id: str, poll_url: str | None = None) -> RunState:
+        """The run's current state, from its ``poll_url`` when known, else ``/runs/{run_id}``."""
+        fallback = f"/runs/{_segment(run_id)}"
+        if not poll_url:
+            return RunState.from_api(self.request("GET", fallback))
+        if _origin(poll_url) != self._origin:
+            raise UnsafeURLError(
+                f"Refusing to poll {urlsplit(poll_url).netloc!r}: it is not the origin of the "
+                f"base URL ({self.base_url}), so the API key would leak. Poll by run id instead."
+            )
+        try:
+            return RunState.from_api(self.request("GET", poll_url))
+        except NotFoundError:
+            if self._absolute(fallback) == poll_url:
+                raise
+            return RunState.from_api(self.request("GET", fallback))
+
+    def technique_runs(self, page_size: int = _PAGE_LIMIT, **filters: Any) -> Iterator[RunState]:
+        """Technique run history, newest first, across all pages (stop iterating to stop paging).
+
+        Filters: ``workspace_id``, ``project_id``, ``technique_id``, ``status``.
+        """
+        params = {k: v for k, v in filters.items() if v is not None}
+        params["limit"] = page_size
+        for item in self.paginate("/technique-runs", "technique_runs", params):
+            yield RunState.from_api(item)
+
+    def create_asset(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        url: str | None = None,
+        workspace_id: str,
+        content_type: str | None = None,
+        file_name: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Asset:
+        """Upload a local file (up to 4 MB) or register a public URL as an asset."""
+        if (path is None) == (url is None):
+            raise InputError("create_asset takes exactly one of a local file path or url=...")
+        key = idempotency_key or new_idempotency_key()
+        if url is not None:
+            body = {"source": url, "workspace_id": workspace_id, "content_type": content_type,
+                    "file_name": file_name}
+            body = {k: v for k, v in body.items() if v is not None}
+            return Asset.from_api(self.request("POST", "/assets", json=body, idempotency_key=key))
+        data, name, ctype = _read_upload(Path(path), file_name, content_type)
+        files = {"file": (name, data, ctype)}
+        form = {"workspace_id": workspace_id}
+        return Asset.from_api(self.request("POST", "/assets", files=files, data=form, idempotency_key=key))
+
+    def get_asset(self, asset_id: str) -> Asset:
+        """One asset by id."""
+        return Asset.from_api(self.request("GET", f"/assets/{_segment(asset_id)}"))
+
+    def fetch_media(self, url: str) -> bytes:
+        """The bytes of an output or asset URL; the key is sent only to the base URL's origin."""
+        response = self._send_with_retries("GET", url, {}, idempotency_key=None, throttled=False)
+        if response.status_code >= 400:
+            self._raise_for(response)
+        return response.content
+
+    # ----------------------------------------------------------------- plumbing
+
+    def paginate(self, path: str, items_key: str, params: Mapping[str, Any] | None = None) -> Iterator[dict]:
+        """Follow ``meta.next_cursor`` page by page, yielding raw items."""
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        while True:
+            body = self.request("GET", path, params=query)
+            items = body.get(items_key) or []
+            yield from items
+            meta = body.get("meta") or {}
+            cursor = meta.get("next_cursor") or meta.get("nextCursor")
+            if not items or not cursor:
+                return
+            query = {**query, "cursor": cursor}
+
+    def request(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        files: Any = None,
+        data: Any = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Send one API request (with retries) and return its JSON body; raise on errors."""
+        kwargs = {"params": params, "json": json, "files": files, "data": data}
+        url = self._absolute(path_or_url)
+        response = self._send_with_retries(method, url, kwargs, idempotency_key=idempotency_key)
+        if response.status_code >= 400:
+            self._raise_for(response)
+        return self._json_body(response)
+
+    def _absolute(self, path_or_url: str) -> str:
+        if "://" in path_or_url:
+            return path_or_url
+        return self.base_url + "/" + path_or_url.lstrip("/")
+
+    def _headers(self, url: str, idempotency_key: str | None, attempt: int) -> dict[str, str]:
+        headers = {"X-Flora-Retry-Count": str(attempt)}
+        if _origin(url) == self._origin:
+            headers["Authorization"] = f"Bearer {self.__key}"
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
+        return headers
+
+    def _send_with_retries(
+        self, method: str, url: str, kwargs: dict, *, idempotency_key: str | None, throttled: bool = True
+    ) -> requests.Response:
+        # A POST is only safe to repeat because the server dedupes it by its idempotency key.
+        retryable = method.upper() in ("GET", "HEAD") or bool(idempotency_key)
+        attempt = 0
+        while True:
+            if throttled:
+                self.throttle.acquire()
+            try:
+                response = self._send_once(method, url, kwargs, idempotency_key, attempt)
+            except (FloraConnectionError, FloraTimeout) as exc:
+                if not retryable or attempt >= self.max_retries:
+                    raise
+                wait = self._backoff(attempt)
+                log.info("flora_nb: %s %s failed (%s); retry %d in %.2fs", method, _path(url), type(exc).__name__, attempt + 1, wait)
+            else:
+                if response.status_code not in _RETRY_STATUSES or not retryable or attempt >= self.max_retries:
+                    return response
+                wait = self._retry_wait(response, attempt)
+                log.info("flora_nb: %s %s -> %d; retry %d in %.2fs", method, _path(url), response.status_code, attempt + 1, wait)
+                if response.status_code == 429:
+                    self.throttle.pause(wait)  # every thread of this client holds off, not just this one
+                    wait = 0.0
+            time.sleep(wait)
+            attempt += 1
+
+    def _send_once(self, method: str, url: str, kwargs: dict, idempotency_key: str | None, attempt: int):
+        headers = self._headers(url, idempotency_key, attempt)
+        try:
+            response = self._session.request(method, url, headers=headers, timeout=self.timeout, **kwargs)
+        except requests.Timeout as exc:
+            raise FloraTimeout(f"{method} {_path(url)} timed out after {self.timeout} s") from None
+        except requests.ConnectionError as exc:
+            raise FloraConnectionError(f"{method} {_path(url)}: no answer from {_netloc(url)} ({_reason(exc)})") from None
+        log.debug("flora_nb: %s %s -> %d (%s)", method, _path(url), response.status_code, response.headers.get("request-id", "-"))
+        return response
+
+    def _backoff(self, attempt: int) -> float:
+        return min(0.5 * 2**attempt, 8.0) * random.uniform(0.75, 1.0)
+
+    def _retry_wait(self, response: requests.Response, attempt: int) -> float:
+        server = _server_wait(response.headers)
+        if server is None:
+            return self._backoff(attempt)
+        return min(max(server, 0.0), self.max_retry_wait)
+
+    def _json_body(self, response: requests.Response) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except ValueError:
+            raise APIError(
+                f"expected JSON from FLORA, got {response.headers.get('content-type', 'no content type')}: "
+                f"{_snippet(response.text)}",
+                status=response.status_code, code="invalid_response",
+                request_id=response.headers.get("request-id"),
+            ) from None
+        if not isinstance(body, dict):
+            raise APIError("expected a JSON object from FLORA", status=response.status_code,
+                           code="invalid_response", request_id=response.headers.get("request-id"))
+        return body
+
+    def _raise_for(self, response: requests.Response) -> None:
+        code, message, fields = _parse_envelope(response)
+        cls = error_for_status(response.status_code, code)
+        error = cls(
+            message.replace(self.__key, "<hidden>"),
+            status=response.status_code,
+            code=code or DEFAULT_CODES.get(response.status_code, "unknown_error"),
+            fields=fields,
+            request_id=response.headers.get("request-id"),
+        )
+        if isinstance(error, RateLimitError):
+            error.retry_after = _server_wait(response.headers)
+        raise error
+
+
+# --------------------------------------------------------------------- helpers
+
+
+def _segment(value: str) -> str:
+    return quote(str(value).strip(), safe="")
+
+
+def _path(url: str) -> str:
+    return urlsplit(url).path or "/"
+
+
+def _netloc(url: str) -> str:
+    return urlsplit(url).netloc
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    for marker in ("RemoteDisconnected", "Connection refused", "Connection reset", "Connection aborted"):
+        if marker in text:
+            return marker
+    return type(exc).__name__
+
+
+def _snippet(text: str, limit: int = 200) -> str:
+    text = " ".join((text or "").split())
+    return repr(text[:limit] + ("..." if len(text) > limit else "")) if text else "an empty body"
+
+
+def _parse_envelope(response: requests.Response) -> tuple[str | None, str, list[dict[str, str]]]:
+    try:
+        body = response.json()
+    except ValueError:
+        reason = response.reason or "error"
+        return None, f"HTTP {response.status_code} {reason} with a non-JSON body: {_snippet(response.text)}", []
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return None, f"HTTP {response.status_code} with an unexpected body: {_snippet(response.text)}", []
+    fields = [f for f in error.get("fields") or [] if isinstance(f, dict)]
+    message = str(error.get("message") or response.reason or "error")
+    return error.get("code"), message, fields
+
+
+def _server_wait(headers: Mapping[str, str]) -> float | None:
+    """Seconds the server asked us to wait: ``retry-after-ms`` first, then ``Retry-After``."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            value = float(ms)
+            if value == value and value > 0:  # NaN and 0 fall through, as in FLORA's SDK
+                return value / 1000.0
+        except ValueError:
+            pass
+    after = headers.get("retry-after")
+    if not after:
+        return 0.0 if ms is not None else None
+    try:
+        return float(after)
+    except ValueError:
+        when = email.utils.parsedate_to_datetime(after) if after else None
+        return None if when is None else when.timestamp() - time.time()
+
+
+def _read_upload(path: Path, file_name: str | None, content_type: str | None) -> tuple[bytes, str, str]:
+    if not path.is_file():
+        raise InputError(f"{str(path)!r} is not a file; pass the path of an image, video, audio or PDF file.")
+    size = path.stat().st_size
+    if size > MAX_UPLOAD_BYTES:
+        raise InputError(
+            f"{path.name} is {size / 1e6:.1f} MB; FLORA takes uploads up to 4 MB. "
+            "Host it publicly and pass url=... instead (URL sources may be up to 50 MB)."
+        )
+    ctype = content_type or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return path.read_bytes(), file_name or path.name, ctype
