@@ -1,0 +1,40 @@
+"""Shared fixtures: the built-in simulator over real loopback sockets."""
+
+from __future__ import annotations
+
+import pytest
+
+from flora_nb import FloraClient
+from flora_nb.sim import FloraSimulator
+
+
+@pytest.fixture(scope="session")
+def shared_sim():
+    """One fault-free simulator for tests that only read or add independent runs."""
+    with FloraSimulator(speed=100.0, seed=0) as sim:
+        yield sim
+
+
+@pytest.fixture
+def sim():
+    """A fresh simulator per test, for tests that set faults or count requests."""
+    with FloraSimulator(speed=100.0, seed=1) as sim:
+        yield sim
+
+
+def make_client(sim, **options) -> FloraClient:
+    """A client of ``sim`` (faster backoff than the defaults, so retry tests stay short)."""
+    options.setdefault("max_retry_wait", 5.0)
+    return FloraClient(api_key=sim.api_key, base_url=sim.base_url, **options)
+
+
+@pytest.fixture
+def client(sim):
+    with make_client(sim) as c:
+        yield c
+
+
+@pytest.fixture
+def shared_client(shared_sim):
+    with make_client(shared_sim) as c:
+        yield c
