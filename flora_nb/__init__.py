@@ -32,11 +32,16 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from ._client import FloraClient
+    from ._run import Run, RunOutput
+    from ._session import Flora
     from ._models import Asset, Output, RunStart, RunState, Technique, TechniqueInput, Workspace
 
 # name -> module that defines it; imported on first attribute access (PEP 562).
 _LAZY = {
+    "Flora": "._session",
     "FloraClient": "._client",
+    "Run": "._run",
+    "RunOutput": "._run",
     "Asset": "._models",
     "Output": "._models",
     "RunStart": "._models",
@@ -52,6 +57,7 @@ __all__ = [
     "AuthenticationError",
     "BudgetExceededError",
     "ConfigError",
+    "Flora",
     "FloraClient",
     "FloraConnectionError",
     "FloraError",
@@ -63,7 +69,9 @@ __all__ = [
     "Output",
     "PermissionDeniedError",
     "RateLimitError",
+    "Run",
     "RunFailedError",
+    "RunOutput",
     "RunStart",
     "RunState",
     "ServerError",

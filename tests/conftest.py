@@ -8,6 +8,18 @@ from flora_nb import FloraClient
 from flora_nb.sim import FloraSimulator
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_home(tmp_path_factory):
+    """Keep ledgers and caches out of the real ~/.flora_nb."""
+    home = tmp_path_factory.mktemp("flora_home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FLORA_NB_HOME", str(home))
+        mp.delenv("FLORA_API_KEY", raising=False)
+        mp.delenv("FLORA_BASE_URL", raising=False)
+        mp.delenv("FLORA_WORKSPACE_ID", raising=False)
+        yield home
+
+
 @pytest.fixture(scope="session")
 def shared_sim():
     """One fault-free simulator for tests that only read or add independent runs."""

@@ -8,10 +8,10 @@ import sys
 import flora_nb
 
 PUBLIC = [
-    "APIError", "Asset", "AuthenticationError", "BudgetExceededError", "ConfigError", "FloraClient",
+    "APIError", "Asset", "AuthenticationError", "BudgetExceededError", "ConfigError", "Flora", "FloraClient",
     "FloraConnectionError", "FloraError", "FloraTimeout", "IdempotencyDuplicateError", "InputError",
     "InsufficientCreditsError", "NotFoundError", "Output", "PermissionDeniedError", "RateLimitError",
-    "RunFailedError", "RunStart", "RunState", "ServerError", "Technique", "TechniqueInput",
+    "Run", "RunFailedError", "RunOutput", "RunStart", "RunState", "ServerError", "Technique", "TechniqueInput",
     "UnsafeURLError", "ValidationError", "Workspace", "__version__",
 ]
 

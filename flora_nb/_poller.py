@@ -1,0 +1,327 @@
+"""The poller: one background thread per session that keeps every tracked run fresh.
+
+It refreshes many runs with one ``GET /technique-runs`` request (paging back only as far as
+the oldest run it still needs), falls back to single polls, schedules each run's next look
+from its estimate, and reconciles starts whose response was lost. It never prints and
+survives any exception (they are logged and counted in ``stats``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
+
+from ._errors import FloraError
+from ._models import RunState
+
+if TYPE_CHECKING:
+    from ._client import FloraClient
+    from ._run import Run
+
+__all__ = ["Poller", "PollerStats"]
+
+log = logging.getLogger("flora_nb.poller")
+
+SETTLE_POLLS = 30  # polls to wait for a terminal run's final charged_cost before leaving it NaN
+CLOCK_SLACK = 30.0  # seconds of client/server clock skew tolerated when matching lost starts
+
+
+@dataclass
+class PollerStats:
+    """What the poller has done; shown by ``Flora.status()``."""
+
+    cycles: int = 0
+    batch_requests: int = 0
+    single_requests: int = 0
+    reconciled: int = 0
+    errors: int = 0
+    listener_errors: int = 0
+    last_error: str | None = None
+    running: bool = False
+
+
+@dataclass
+class _Entry:
+    run: Run
+    due: float
+    settle_polls: int = 0
+
+
+@dataclass
+class _Intent:
+    run: Run
+    give_up_at: float
+
+
+@dataclass
+class _Cycle:
+    """Runs due now, grouped by workspace."""
+
+    by_workspace: dict[str, list[_Entry]] = field(default_factory=dict)
+
+
+class Sink(Protocol):
+    """Where the poller sends what it learns (the session, which owns the ledger)."""
+
+    def record(self, pairs: Sequence[tuple[Run, RunState]]) -> None: ...
+
+    def attach(self, run: Run, state: RunState) -> None: ...
+
+    def give_up(self, run: Run) -> None: ...
+
+    def known_run_ids(self) -> set[str]: ...
+
+
+class Poller:
+    """Keeps tracked runs fresh from one daemon thread."""
+
+    def __init__(self, client: FloraClient, sink: Sink, interval: tuple[float, float] = (2.0, 5.0),
+                 grace: float = 60.0):
+        self._client = client
+        self._sink = sink
+        self.interval = (float(interval[0]), float(max(interval)))
+        self.grace = grace
+        self.stats = PollerStats()
+        self._lock = threading.Lock()
+        self._entries: dict[str, _Entry] = {}
+        self._intents: dict[int, _Intent] = {}
+        self._in_flight = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------- public
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="flora_nb-poller", daemon=True)
+            self.stats.running = True
+            self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the thread (idempotent); runs stay in the ledger for ``resume()``."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        self.stats.running = False
+
+    def track(self, run: Run, first_poll_in: float | None = None) -> None:
+        """Poll ``run`` until it is terminal and its charge is known."""
+        delay = self._first_delay(run) if first_poll_in is None else first_poll_in
+        with self._lock:
+            self._entries[run.id] = _Entry(run, time.monotonic() + delay)
+        self._wake.set()
+
+    def reconcile(self, run: Run) -> None:
+        """Look for the server-side run of a start whose answer was lost."""
+        with self._lock:
+            self._intents[run.local_id] = _Intent(run, time.monotonic() + self.grace)
+        self._wake.set()
+
+    @contextmanager
+    def starting(self) -> Iterator[None]:
+        """Mark a start in flight: reconciliation waits, so it never takes another start's run."""
+        with self._lock:
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    @property
+    def tracked(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    @property
+    def pending_intents(self) -> int:
+        with self._lock:
+            return len(self._intents)
+
+    # ------------------------------------------------------------- loop
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._cycle()
+            except Exception as exc:  # never die: count it, show it in status(), go on
+                self._failed(exc)
+            self._sleep_until_due()
+
+    def _failed(self, exc: BaseException) -> None:
+        self.stats.errors += 1
+        self.stats.last_error = f"{type(exc).__name__}: {exc}"
+        log.warning("flora_nb poller: %s", self.stats.last_error, exc_info=not isinstance(exc, FloraError))
+
+    def _sleep_until_due(self) -> None:
+        with self._lock:
+            dues = [e.due for e in self._entries.values()]
+            if self._intents:
+                dues.append(time.monotonic() + self.interval[0])
+        pause = self._client.throttle.paused_for
+        wait = max(min(dues) - time.monotonic(), pause, 0.005) if dues else None
+        self._wake.wait(wait)
+        self._wake.clear()
+
+    def _cycle(self) -> None:
+        self.stats.cycles += 1
+        due = self._due_now()
+        for workspace, entries in due.by_workspace.items():
+            if self._stop.is_set():
+                return
+            self._poll_workspace(workspace, entries)
+        self._reconcile_intents()
+
+    def _due_now(self) -> _Cycle:
+        now = time.monotonic()
+        cycle = _Cycle()
+        with self._lock:
+            for entry in self._entries.values():
+                if entry.due <= now:
+                    cycle.by_workspace.setdefault(entry.run.workspace_id, []).append(entry)
+        return cycle
+
+    # ------------------------------------------------------------- polling
+
+    def _poll_workspace(self, workspace: str, due: list[_Entry]) -> None:
+        try:
+            if len(due) == 1 and self._tracked_in(workspace) == 1:
+                seen = {}
+            else:
+                seen = self._batch(workspace, due)
+            missing = [e for e in due if e.run.id not in seen]
+            for entry in missing:
+                seen[entry.run.id] = self._single(entry.run)
+        except FloraError as exc:
+            self._failed(exc)
+            self._postpone(due)
+            return
+        self._observe(list(seen.values()))
+
+    def _tracked_in(self, workspace: str) -> int:
+        with self._lock:
+            return sum(1 for e in self._entries.values() if e.run.workspace_id == workspace)
+
+    def _batch(self, workspace: str, due: list[_Entry]) -> dict[str, RunState]:
+        """One pass over run history, newest first, back to the oldest due run."""
+        wanted = {e.run.id for e in due}
+        oldest = min(_created(e.run) for e in due) - CLOCK_SLACK
+        with self._lock:
+            tracked = set(self._entries)
+        seen: dict[str, RunState] = {}
+        pages_before = self.stats.batch_requests
+        for index, state in enumerate(self._client.technique_runs(workspace_id=workspace)):
+            if index % 100 == 0:
+                self.stats.batch_requests += 1
+            if state.run_id in tracked:
+                seen[state.run_id] = state
+                wanted.discard(state.run_id)
+            created = state.created_at.timestamp() if state.created_at else None
+            if not wanted or (created is not None and created < oldest):
+                break
+        if self.stats.batch_requests == pages_before:
+            self.stats.batch_requests += 1  # an empty history still cost one request
+        return seen
+
+    def _single(self, run: Run) -> RunState:
+        self.stats.single_requests += 1
+        return self._client.get_run(run.id, run.poll_url)
+
+    def _observe(self, states: list[RunState]) -> None:
+        pairs = []
+        with self._lock:
+            for state in states:
+                entry = self._entries.get(state.run_id)
+                if entry is not None:
+                    pairs.append((entry.run, state))
+        if pairs:
+            self._sink.record(pairs)
+        self._reschedule([run for run, _ in pairs])
+
+    def _reschedule(self, runs: list[Run]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for run in runs:
+                entry = self._entries.get(run.id)
+                if entry is None:
+                    continue
+                if run.done and (run.charged_cost is not None or entry.settle_polls >= SETTLE_POLLS):
+                    del self._entries[run.id]
+                    continue
+                if run.done:
+                    entry.settle_polls += 1
+                entry.due = now + self._next_delay(run)
+
+    def _postpone(self, entries: list[_Entry]) -> None:
+        later = time.monotonic() + max(self.interval[1], self._client.throttle.paused_for)
+        with self._lock:
+            for entry in entries:
+                entry.due = later
+
+    def _first_delay(self, run: Run) -> float:
+        estimate = run.estimated_seconds
+        return max(self.interval[0], estimate if estimate is not None else self.interval[0])
+
+    def _next_delay(self, run: Run) -> float:
+        """Poll again when the run should be done, within the configured interval."""
+        low, high = self.interval
+        estimate = run.estimated_seconds
+        if run.done or estimate is None:
+            return high if run.done else low
+        left = estimate * (1.0 - run.progress / 100.0) if run.status == "running" else estimate
+        return min(max(left, low), high)
+
+    # ------------------------------------------------------------- reconciliation
+
+    def _reconcile_intents(self) -> None:
+        with self._lock:
+            if not self._intents or self._in_flight:
+                return
+            intents = sorted(self._intents.values(), key=lambda i: i.run.local_id)
+        groups: dict[tuple[str, str], list[_Intent]] = {}
+        for intent in intents:
+            groups.setdefault((intent.run.workspace_id, intent.run.technique_id), []).append(intent)
+        for (workspace, technique), group in groups.items():
+            try:
+                self._match(workspace, technique, group)
+            except FloraError as exc:
+                self._failed(exc)
+        self._expire_intents()
+
+    def _match(self, workspace: str, technique: str, group: list[_Intent]) -> None:
+        """Pair lost starts (oldest first) with server runs nobody knows yet (oldest first)."""
+        oldest = min(i.run.intent_at for i in group) - CLOCK_SLACK
+        known = self._sink.known_run_ids()
+        candidates: list[RunState] = []
+        self.stats.batch_requests += 1
+        for state in self._client.technique_runs(workspace_id=workspace, technique_id=technique):
+            created = state.created_at.timestamp() if state.created_at else 0.0
+            if created < oldest:
+                break
+            if state.run_id not in known:
+                candidates.append(state)
+        candidates.reverse()
+        for intent, state in zip(group, candidates):
+            with self._lock:
+                self._intents.pop(intent.run.local_id, None)
+            self.stats.reconciled += 1
+            self._sink.attach(intent.run, state)
+
+    def _expire_intents(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            expired = [i for i in self._intents.values() if i.give_up_at <= now]
+            for intent in expired:
+                del self._intents[intent.run.local_id]
+        for intent in expired:
+            self._sink.give_up(intent.run)
+
+
+def _created(run: Run) -> float:
+    return run._row.created_at or run._row.intent_at

@@ -1,0 +1,221 @@
+"""Run: the live handle a notebook gets back from ``Flora.run()``."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import html
+import logging
+import mimetypes
+import re
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from ._errors import FloraTimeout, RunFailedError
+from ._ledger import LedgerRow
+from ._models import TERMINAL
+
+if TYPE_CHECKING:
+    from ._session import Flora
+
+__all__ = ["Run", "RunOutput"]
+
+log = logging.getLogger("flora_nb.run")
+
+_EXTENSIONS = {"imageUrl": ".png", "videoUrl": ".mp4", "audioUrl": ".wav", "documentUrl": ".pdf", "text": ".txt"}
+
+
+class RunOutput:
+    """One output of a run; media is fetched through the kernel and cached on disk."""
+
+    def __init__(self, session: Flora, data: dict[str, Any]):
+        self._session = session
+        self.output_id = str(data.get("output_id") or "")
+        self.type = str(data.get("type") or "")
+        self.url = str(data.get("url") or "")
+
+    @property
+    def text(self) -> str | None:
+        """The text itself, for text outputs (FLORA carries it in ``url``)."""
+        return self.url if self.type == "text" else None
+
+    def fetch(self) -> bytes:
+        """The output's bytes (downloaded once, then read from the cache)."""
+        if self.text is not None:
+            return self.text.encode("utf-8")
+        cache = self._session.cache_dir / hashlib.sha256(self.url.encode()).hexdigest()
+        if cache.exists():
+            return cache.read_bytes()
+        data = self._session.client.fetch_media(self.url)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".part")
+        tmp.write_bytes(data)
+        tmp.replace(cache)  # atomic: a half-written file is never taken for a cached one
+        return data
+
+    @property
+    def extension(self) -> str:
+        suffix = Path(self.url.split("?")[0]).suffix if self.text is None else ""
+        return suffix if 1 < len(suffix) <= 6 else _EXTENSIONS.get(self.type, ".bin")
+
+    def save(self, path: str | Path) -> Path:
+        """Write the output to ``path`` (a file name, or a directory to put it in)."""
+        target = Path(path)
+        if target.is_dir():
+            target = target / f"{self.output_id or 'output'}{self.extension}"
+        target.write_bytes(self.fetch())
+        return target
+
+    @property
+    def mime_type(self) -> str:
+        return mimetypes.guess_type("x" + self.extension)[0] or "application/octet-stream"
+
+    def __repr__(self) -> str:
+        shown = (self.text[:40] + "...") if self.text and len(self.text) > 40 else (self.text or self.url)
+        return f"RunOutput({self.output_id!r}, type={self.type!r}, {shown!r})"
+
+
+def _ts(value: float | None) -> _dt.datetime | None:
+    return None if value is None else _dt.datetime.fromtimestamp(value, tz=_dt.timezone.utc)
+
+
+class Run:
+    """A run started from this session; its state is kept fresh by the session's poller."""
+
+    def __init__(self, session: Flora, row: LedgerRow):
+        self._session = session
+        self._row = row
+        self._changed = threading.Condition()
+        self._listeners: list[Callable[[Run], Any]] = []
+
+    # ---------------------------------------------------------------- state
+
+    @property
+    def local_id(self) -> int:
+        return self._row.local_id
+
+    @property
+    def id(self) -> str | None:
+        """The FLORA run id (None while the start is not confirmed)."""
+        return self._row.run_id
+
+    run_id = id
+
+    def __getattr__(self, name: str) -> Any:
+        # status, progress, charged_cost, estimated_cost, error_code, error_message, inputs,
+        # labels, technique_id, technique_name, workspace_id, sweep_id, estimated_seconds ...
+        row = self.__dict__.get("_row")
+        if row is not None and name in row.__dataclass_fields__:
+            return getattr(row, name)
+        raise AttributeError(f"'Run' object has no attribute {name!r}")
+
+    @property
+    def outputs(self) -> list[RunOutput]:
+        return [RunOutput(self._session, o) for o in self._row.outputs]
+
+    @property
+    def created_at(self) -> _dt.datetime | None:
+        return _ts(self._row.created_at)
+
+    @property
+    def started_at(self) -> _dt.datetime | None:
+        return _ts(self._row.started_at)
+
+    @property
+    def completed_at(self) -> _dt.datetime | None:
+        return _ts(self._row.completed_at)
+
+    @property
+    def done(self) -> bool:
+        """True once the run is completed, failed or skipped (nothing more will happen)."""
+        return self._row.status in TERMINAL or self._row.status == "skipped"
+
+    # ---------------------------------------------------------------- updates
+
+    def _apply(self, row: LedgerRow) -> None:
+        """Take a newer ledger row (called by the session, from any thread)."""
+        with self._changed:
+            self._row = row
+            self._changed.notify_all()
+        for callback in list(self._listeners):
+            try:
+                callback(self)
+            except Exception:  # a broken widget must not stop tracking
+                self._session._listener_failed(callback)
+
+    def on_change(self, callback: Callable[[Run], Any]) -> Callable[[Run], Any]:
+        """Call ``callback(run)`` after every change (from the poller thread)."""
+        self._listeners.append(callback)
+        return callback
+
+    def refresh(self) -> Run:
+        """Poll FLORA for this run now (the background poller does this by itself)."""
+        self._session._refresh(self)
+        return self
+
+    def wait(self, timeout: float | None = None) -> Run:
+        """Block until the run is done; FloraTimeout at the deadline. Ctrl-C stops the wait only."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._changed:
+            while not self.done:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise FloraTimeout(
+                        f"run {self.id or self.local_id} is still {self.status} after {timeout} s; "
+                        "it keeps being tracked, call wait() again or look at it later."
+                    )
+                # Short slices keep Ctrl-C responsive: a Condition wait is not interruptible.
+                self._changed.wait(0.2 if left is None else min(left, 0.2))
+        return self
+
+    def raise_for_status(self) -> Run:
+        """Raise RunFailedError if the run failed; return the run otherwise."""
+        if self._row.status == "failed":
+            raise RunFailedError(
+                f"run {self.id or self.local_id} failed: {self._row.error_code}: {self._row.error_message}",
+                run=self,
+            )
+        return self
+
+    def download(self, directory: str | Path = ".") -> list[Path]:
+        """Save every output into ``directory``; returns the paths written."""
+        folder = Path(directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = _safe(self.id or f"local{self.local_id}")
+        return [o.save(folder / f"{stem}_{_safe(o.output_id)}{o.extension}") for o in self.outputs]
+
+    # ---------------------------------------------------------------- display
+
+    def _summary(self) -> str:
+        row = self._row
+        cost = "cost unknown" if row.charged_cost is None else f"${row.charged_cost:.4f}"
+        if row.status in ("pending", "running"):
+            cost = f"est. ${row.estimated_cost:.4f}" if row.estimated_cost is not None else "cost unknown"
+        name = row.technique_name or row.technique_id
+        text = f"{name} · {row.status}"
+        if row.status == "running":
+            text += f" {row.progress:.0f}%"
+        text += f" · {cost}"
+        if row.error_code:
+            text += f" · {row.error_code}"
+        return text
+
+    def __repr__(self) -> str:
+        return f"<Run {self.id or 'local:' + str(self.local_id)} {self._summary()}>"
+
+    def _repr_html_(self) -> str:
+        esc = html.escape
+        row = self._row
+        bar = f"<progress max='100' value='{row.progress:.0f}'></progress> " if not self.done else ""
+        outs = ", ".join(esc(f"{o.output_id} ({o.type})") for o in self.outputs)
+        error = f"<br><span style='color:#b00'>{esc(row.error_message or '')}</span>" if row.error_message else ""
+        return (
+            f"<div><code>{esc(self.id or 'not started')}</code> {bar}{esc(self._summary())}"
+            f"{'<br>outputs: ' + outs if outs else ''}{error}</div>"
+        )
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:80] or "x"
