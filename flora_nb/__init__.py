@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from ._client import FloraClient
     from ._run import Run, RunOutput
     from ._session import Flora
+    from ._sweep import Sweep
     from ._models import Asset, Output, RunStart, RunState, Technique, TechniqueInput, Workspace
 
 # name -> module that defines it; imported on first attribute access (PEP 562).
@@ -42,6 +43,7 @@ _LAZY = {
     "FloraClient": "._client",
     "Run": "._run",
     "RunOutput": "._run",
+    "Sweep": "._sweep",
     "Asset": "._models",
     "Output": "._models",
     "RunStart": "._models",
@@ -75,6 +77,7 @@ __all__ = [
     "RunStart",
     "RunState",
     "ServerError",
+    "Sweep",
     "Technique",
     "TechniqueInput",
     "UnsafeURLError",

@@ -15,11 +15,15 @@ from ._models import RunState, Technique
 __all__ = [
     "RUN_COLUMNS",
     "STATUSES",
+    "compare_frame",
     "cost_summary",
     "history_frame",
     "models_frame",
+    "plan_frame",
     "runs_frame",
     "select_runs",
+    "spend_series",
+    "sweep_frame",
     "techniques_frame",
 ]
 
@@ -44,7 +48,8 @@ def runs_frame(raw_rows: Iterable[Sequence[Any]]) -> pd.DataFrame:
     for name in _FLOATS:
         frame[name] = pd.to_numeric(raw[name], errors="coerce").astype("float64")
     for name in _TIMES:
-        frame[name] = pd.to_datetime(raw[name].astype("float64"), unit="s", utc=True).astype("datetime64[ns, UTC]")
+        stamps = pd.to_datetime(raw[name].astype("float64"), unit="s", utc=True).astype("datetime64[ns, UTC]")
+        frame[name] = stamps.dt.round("us")  # float seconds carry ~100 ns of noise
     _add_durations(frame)
     for name in ("error_code", "error_message"):
         frame[name] = raw[name].astype("string")
@@ -93,27 +98,106 @@ def select_runs(frame: pd.DataFrame, *, status: str | Sequence[str] | None = Non
 
 
 def cost_summary(frame: pd.DataFrame, by: str | Sequence[str]) -> pd.DataFrame:
-    """Per group: runs, completed, failed, estimated and charged totals, unknown-cost runs."""
+    """Per group: runs, outcomes, estimated vs charged totals and drift; unknown costs apart.
+
+    Runs served from the ledger by ``reuse=True`` cost nothing and are counted in ``reused`` only.
+    """
     keys = [by] if isinstance(by, str) else list(by)
     missing = [k for k in keys if k not in frame.columns]
     if missing:
-        raise KeyError(f"cannot group costs by {missing}; columns include {sorted(frame.columns)[:12]}...")
+        raise KeyError(f"cannot group costs by {missing}; try one of: {', '.join(_groupable(frame))}")
+    reused = frame["reused_from"].notna() if "reused_from" in frame else pd.Series(False, index=frame.index)
+    terminal = frame["status"].isin(["completed", "failed"])
+    known = terminal & frame["charged_cost"].notna() & ~reused
     work = frame.assign(
-        _completed=frame["status"].eq("completed"), _failed=frame["status"].eq("failed"),
-        _unknown=frame["status"].isin(["completed", "failed"]) & frame["charged_cost"].isna(),
+        _paid=~reused, _reused=reused,
+        _completed=frame["status"].eq("completed") & ~reused, _failed=frame["status"].eq("failed"),
+        _skipped=frame["status"].eq("skipped"), _unknown=terminal & frame["charged_cost"].isna(),
+        _est=frame["estimated_cost"].where(~reused & ~frame["status"].eq("skipped")),
+        _est_known=frame["estimated_cost"].where(known), _charged=frame["charged_cost"].where(~reused),
     )
-    grouped = work.groupby(keys, dropna=False, observed=True)
+    g = work.groupby(keys, dropna=False, observed=True)
     out = pd.DataFrame({
-        "runs": grouped.size(),
-        "completed": grouped["_completed"].sum(),
-        "failed": grouped["_failed"].sum(),
-        "unknown_cost_runs": grouped["_unknown"].sum(),
-        "estimated_usd": grouped["estimated_cost"].sum(min_count=1),
-        "charged_usd": grouped["charged_cost"].sum(min_count=1),
-        "mean_run_seconds": grouped["run_seconds"].mean(),
+        "runs": g["_paid"].sum(), "completed": g["_completed"].sum(), "failed": g["_failed"].sum(),
+        "skipped": g["_skipped"].sum(), "reused": g["_reused"].sum(), "unknown_cost_runs": g["_unknown"].sum(),
+        "estimated_usd": g["_est"].sum(min_count=1), "charged_usd": g["_charged"].sum(min_count=1),
+        "estimated_known_usd": g["_est_known"].sum(min_count=1), "mean_run_seconds": g["run_seconds"].mean(),
     })
+    out["drift_usd"] = out["charged_usd"] - out["estimated_known_usd"]
+    out["drift_pct"] = 100.0 * out["drift_usd"] / out["estimated_known_usd"].replace(0, np.nan)
     out["cost_per_completed_usd"] = out["charged_usd"] / out["completed"].replace(0, np.nan)
     return out
+
+
+def _groupable(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c in ("technique_name", "technique_id", "status", "sweep_id", "workspace_id")
+            or c.startswith(("input.", "label."))]
+
+
+def spend_series(frame: pd.DataFrame) -> pd.Series:
+    """Cumulative charged USD over completion time (known charges only), ready for ``.plot()``."""
+    paid = frame[frame["charged_cost"].notna() & frame["completed_at"].notna()]
+    if "reused_from" in paid:
+        paid = paid[paid["reused_from"].isna()]
+    series = paid.set_index("completed_at")["charged_cost"].sort_index().cumsum()
+    series.name = "cumulative_usd"
+    return series
+
+
+def sweep_frame(frame: pd.DataFrame, varied: Sequence[str]) -> pd.DataFrame:
+    """A sweep's runs: ``variation``, ``repeat``, the varied inputs, then the runs schema."""
+    frame = frame.sort_values(["variation", "local_id"], kind="stable").reset_index(drop=True)
+    frame["repeat"] = frame.groupby("variation").cumcount().astype("int64")
+    frame["reused"] = frame["reused_from"].notna()
+    first = ["variation", "repeat"] + [f"input.{k}" for k in varied if f"input.{k}" in frame]
+    return frame[first + [c for c in frame.columns if c not in first]]
+
+
+def compare_frame(frame: pd.DataFrame, varied: Sequence[str], values: str, index: Any, columns: Any,
+                  aggfunc: Any) -> pd.DataFrame:
+    """Pivot ``values`` over varied inputs; bare input ids are accepted for ``input.<id>``."""
+    def col(name: str) -> str:
+        return name if name in frame.columns or f"input.{name}" not in frame.columns else f"input.{name}"
+
+    def cols(spec: Any) -> list[str]:
+        return [] if spec is None else [col(spec)] if isinstance(spec, str) else [col(s) for s in spec]
+
+    axes = [f"input.{k}" for k in varied]
+    rows, across = cols(index), cols(columns)
+    if not rows and not across:
+        rows, across = (axes[:1] + axes[2:], axes[1:2]) if axes else (["variation"], [])
+    elif not rows:
+        rows = [a for a in axes if a not in across] or ["variation"]
+    value = col(values)
+    if value not in frame.columns:
+        raise KeyError(f"no column {values!r} to compare; try charged_cost, run_seconds, total_seconds, status")
+    numeric = pd.api.types.is_numeric_dtype(frame[value])
+    agg = aggfunc or ("mean" if numeric else "first")
+    return frame.pivot_table(index=rows, columns=across or None, values=value, aggfunc=agg, observed=True,
+                             dropna=False)
+
+
+def plan_frame(plan: Any, tech: Technique, workspace: str, reuse: dict[str, str], reusable: dict[str, str]) -> pd.DataFrame:
+    """A dry run: one row per planned run, status ``queued`` (``skipped``-free), nothing started."""
+    from ._ledger import canonical_json
+
+    n = len(plan.inputs)
+    keys = [canonical_json(i) for i in plan.inputs]
+    inputs = pd.DataFrame.from_records(plan.inputs)
+    inputs.columns = [f"input.{c}" for c in inputs.columns]
+    frame = pd.DataFrame({
+        "variation": np.asarray(plan.variation, dtype="int64"), "repeat": np.asarray(plan.repeat_index, dtype="int64"),
+        "technique_id": pd.array([tech.technique_id] * n, dtype="string"),
+        "technique_name": pd.array([tech.name] * n, dtype="string"),
+        "workspace_id": pd.array([workspace] * n, dtype="string"),
+        "status": pd.Categorical(["completed" if k in reuse else "queued" for k in keys], categories=STATUSES),
+        "estimated_cost": np.asarray([0.0 if k in reuse else (tech.run_cost or np.nan) for k in keys], dtype="float64"),
+        "reusable": np.asarray([k in reusable for k in keys], dtype=bool),
+        "reused_from": pd.array([reuse.get(k) for k in keys], dtype="string"),
+    })
+    first = ["variation", "repeat"] + [f"input.{k}" for k in plan.varied]
+    frame = pd.concat([frame, inputs], axis=1)
+    return frame[first + [c for c in frame.columns if c not in first]]
 
 
 def history_frame(states: Iterable[RunState]) -> pd.DataFrame:

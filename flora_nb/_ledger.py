@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-__all__ = ["ACTIVE", "COLUMNS", "Ledger", "LedgerRow", "default_home", "default_ledger_path"]
+__all__ = ["ACTIVE", "COLUMNS", "Ledger", "LedgerRow", "canonical_json", "default_home", "default_ledger_path"]
 
 SCHEMA_VERSION = 1
 ACTIVE = ("starting", "pending", "running")  # statuses the poller still has work for
@@ -170,34 +170,33 @@ class Ledger:
     def _write(self) -> _Transaction:
         return _Transaction(self._db, self._lock)
 
-    def add_intent(
-        self,
-        *,
-        endpoint: str,
-        workspace_id: str,
-        idempotency_key: str,
-        technique_id: str,
-        technique_name: str | None,
-        inputs: Mapping[str, Any],
-        labels: Mapping[str, Any] | None = None,
-        estimated_cost: float | None = None,
-        sweep_id: str | None = None,
-        variation: int | None = None,
-        status: str = "starting",
-    ) -> int:
+    def add_intent(self, **intent: Any) -> int:
         """Record a start before it is sent; returns the row's local id."""
+        return self.add_intents([intent])[0]
+
+    def add_intents(self, intents: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Record many planned starts in one transaction (a sweep's queue); returns their local ids.
+
+        Each intent has ``endpoint``, ``workspace_id``, ``idempotency_key``, ``technique_id`` and
+        optionally ``technique_name``, ``inputs``, ``labels``, ``estimated_cost``, ``sweep_id``,
+        ``variation``, ``status`` (default ``starting``) and any other updatable column.
+        """
         now = time.time()
+        ids = []
         with self._write() as db:
-            cur = db.execute(
-                "INSERT INTO runs (endpoint, workspace_id, idempotency_key, technique_id, technique_name,"
-                " status, estimated_cost, intent_at, inputs, labels, sweep_id, variation, updated_at)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (endpoint, workspace_id, idempotency_key, technique_id, technique_name, status,
-                 estimated_cost, now, _dumps(inputs), _dumps(labels or {}), sweep_id, variation, now),
-            )
-            local_id = int(cur.lastrowid)
-            _event(db, local_id, now, status, 0.0, None, "intent")
-        return local_id
+            for intent in intents:
+                unknown = set(intent) - _UPDATABLE - {"endpoint", "idempotency_key"}
+                if unknown:
+                    raise ValueError(f"not ledger columns: {sorted(unknown)}")
+                values = {"status": "starting", "inputs": {}, "labels": {}, **intent}
+                values = {k: (_dumps(v) if k in _JSON_COLUMNS else v) for k, v in values.items()}
+                values.update(intent_at=now, updated_at=now)
+                names = ", ".join(values)
+                cur = db.execute(f"INSERT INTO runs ({names}) VALUES ({','.join('?' * len(values))})",
+                                 tuple(values.values()))
+                ids.append(int(cur.lastrowid))
+                _event(db, ids[-1], now, values["status"], 0.0, None, "intent")
+        return ids
 
     def update(self, local_id: int, note: str | None = None, **changes: Any) -> None:
         """Change some columns of one row, and log a status event when the status or cost moved."""
@@ -222,6 +221,16 @@ class Ledger:
     def find_run(self, endpoint: str, run_id: str) -> LedgerRow | None:
         rows = self._select("WHERE endpoint = ? AND run_id = ?", (endpoint, run_id))
         return rows[0] if rows else None
+
+    def completed_inputs(self, endpoint: str, workspace_id: str, technique_id: str) -> dict[str, str]:
+        """Canonical inputs JSON -> run id of a completed, paid run with exactly those inputs."""
+        with self._lock:
+            cur = self._db.execute(
+                "SELECT inputs, run_id FROM runs WHERE endpoint = ? AND workspace_id = ? AND technique_id = ?"
+                " AND status = 'completed' AND run_id IS NOT NULL AND reused_from IS NULL ORDER BY local_id",
+                (endpoint, workspace_id, technique_id),
+            )
+            return {inputs: run_id for inputs, run_id in cur}
 
     def known_run_ids(self, endpoint: str) -> set[str]:
         with self._lock:
@@ -319,6 +328,11 @@ def _event(db: sqlite3.Connection, local_id: int, at: float, status: str, progre
         "INSERT INTO events (local_id, at, status, progress, charged_cost, note) VALUES (?,?,?,?,?,?)",
         (local_id, at, status, progress, cost, note),
     )
+
+
+def canonical_json(value: Any) -> str:
+    """The JSON form the ledger stores (sorted keys, no spaces): equal inputs give equal text."""
+    return _dumps(value)
 
 
 def _dumps(value: Any) -> str:

@@ -55,6 +55,7 @@ class _Entry:
 class _Intent:
     run: Run
     give_up_at: float
+    attempts: int = 0  # searches made; never give up on an intent that was not searched for
 
 
 @dataclass
@@ -307,6 +308,8 @@ class Poller:
             if state.run_id not in known:
                 candidates.append(state)
         candidates.reverse()
+        for intent in group:
+            intent.attempts += 1
         for intent, state in zip(group, candidates):
             with self._lock:
                 self._intents.pop(intent.run.local_id, None)
@@ -316,7 +319,7 @@ class Poller:
     def _expire_intents(self) -> None:
         now = time.monotonic()
         with self._lock:
-            expired = [i for i in self._intents.values() if i.give_up_at <= now]
+            expired = [i for i in self._intents.values() if i.give_up_at <= now and i.attempts >= 2]
             for intent in expired:
                 del self._intents[intent.run.local_id]
         for intent in expired:

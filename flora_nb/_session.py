@@ -182,22 +182,33 @@ class Flora:
             raise InputError(f"{tech.name} ({tech.technique_id}): " + "; ".join(problems))
         return self._start(tech, values, workspace or self.workspace_id, dict(labels or {}))
 
-    def _start(self, tech: Technique, inputs: dict[str, Any], workspace: str, labels: dict[str, Any],
-               sweep_id: str | None = None, variation: int | None = None) -> Run:
-        key = new_idempotency_key()
-        local_id = self.ledger.add_intent(
-            endpoint=self.endpoint, workspace_id=workspace, idempotency_key=key,
-            technique_id=tech.technique_id, technique_name=tech.name, inputs=inputs, labels=labels,
-            estimated_cost=tech.run_cost, sweep_id=sweep_id, variation=variation,
-        )
-        run = self._adopt(self.ledger.get(local_id))
+    def _start(self, tech: Technique, inputs: dict[str, Any], workspace: str, labels: dict[str, Any]) -> Run:
+        [run] = self._queue(tech, workspace, [{"inputs": inputs, "labels": labels}], status="starting")
+        self._launch(run, tech)
+        return run
+
+    def _queue(self, tech: Technique, workspace: str, planned: Sequence[Mapping[str, Any]],
+               status: str = "queued") -> list[Run]:
+        """Write planned starts to the ledger (one transaction) and return their Run handles."""
+        intents = [{
+            "endpoint": self.endpoint, "workspace_id": workspace, "idempotency_key": new_idempotency_key(),
+            "technique_id": tech.technique_id, "technique_name": tech.name, "estimated_cost": tech.run_cost,
+            "status": status, **plan,
+        } for plan in planned]
+        return [self._adopt(self.ledger.get(i)) for i in self.ledger.add_intents(intents)]
+
+    def _launch(self, run: Run, tech: Technique) -> None:
+        """Send one queued start; a lost answer is reconciled, a rejection is recorded and raised."""
+        if run.status != "starting":
+            self._update(run, status="starting")
         with self.poller.starting():
             try:
-                start = self.client.start_technique_run(tech.technique_id, workspace, inputs, idempotency_key=key)
+                start = self.client.start_technique_run(
+                    tech.technique_id, run.workspace_id, run.inputs, idempotency_key=run.idempotency_key)
             except (IdempotencyDuplicateError, FloraConnectionError, FloraTimeout) as exc:
                 self._update(run, note=f"start unconfirmed: {type(exc).__name__}")
                 self.poller.reconcile(run)  # the server may have created it: find it, never start again
-                return run
+                return
             except APIError as exc:
                 self._update(run, status="failed", error_code=exc.code, error_message=exc.message, charged_cost=0.0)
                 raise
@@ -207,7 +218,21 @@ class Flora:
             changes["estimated_cost"] = start.charged_cost
         self._update(run, note="started", **changes)
         self.poller.track(run)
-        return run
+
+    def sweep(self, technique: str, grid: Mapping[str, Any] | None = None, zip: Mapping[str, Any] | None = None,
+              fixed: Mapping[str, Any] | None = None, variations: Sequence[Mapping[str, Any]] | None = None,
+              repeat: int = 1, max_concurrency: int = 4, budget: float | None = None,
+              labels: Mapping[str, Any] | None = None, reuse: bool = False, dry_run: bool = False,
+              workspace: str | None = None) -> Any:
+        """Run every variation of ``technique``: priced and validated before anything starts.
+
+        Returns a running ``Sweep``, or with ``dry_run=True`` the plan as a DataFrame.
+        """
+        from ._sweep import start_sweep
+
+        return start_sweep(self, technique, grid=grid, zip=zip, fixed=fixed, variations=variations,
+                           repeat=repeat, max_concurrency=max_concurrency, budget=budget, labels=labels,
+                           reuse=reuse, dry_run=dry_run, workspace=workspace)
 
     def _adopt(self, row: LedgerRow | None) -> Run:
         assert row is not None
@@ -220,6 +245,14 @@ class Flora:
     def _update(self, run: Run, note: str | None = None, **changes: Any) -> None:
         self.ledger.update(run.local_id, note=note, **changes)
         run._apply(self.ledger.get(run.local_id))
+
+    def _update_many(self, runs: Sequence[Run], **changes: Any) -> None:
+        """The same change to many runs, in one ledger transaction."""
+        if not runs:
+            return
+        self.ledger.update_many([(run.local_id, changes) for run in runs])
+        for run in runs:
+            run._apply(self.ledger.get(run.local_id))
 
     def _refresh(self, run: Run) -> None:
         if run.id is None:
@@ -306,6 +339,12 @@ class Flora:
         from ._frames import cost_summary
 
         return cost_summary(self.runs(**filters), by)
+
+    def spend(self, **filters: Any) -> pd.Series:
+        """Cumulative charged USD over completion time (known charges only), ready for ``.plot()``."""
+        from ._frames import spend_series
+
+        return spend_series(self.runs(**filters))
 
     def history(self, **filters: Any) -> pd.DataFrame:
         """Run history from FLORA itself (``GET /technique-runs``, all pages) as a DataFrame."""
