@@ -1,0 +1,36 @@
+"""Fault switches for the simulator: every default means "behave like a healthy FLORA"."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+_SHARES = ("error_rate", "drop_rate", "run_failure_rate")
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Faults the simulator injects; assign a new one to ``FloraSimulator.faults`` at any time."""
+
+    error_rate: float = 0.0
+    drop_rate: float = 0.0
+    latency: float = 0.0
+    rate_limit: float | None = None
+    run_failure_rate: float = 0.0
+    credits: float | None = None
+    max_concurrent_runs: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in _SHARES:
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
+        if self.latency < 0:
+            raise ValueError(f"latency must be >= 0, got {self.latency!r}")
+        if self.rate_limit is not None and self.rate_limit <= 0:
+            raise ValueError(f"rate_limit must be > 0 or None, got {self.rate_limit!r}")
+        if self.credits is not None and self.credits < 0:
+            raise ValueError(f"credits must be >= 0 or None, got {self.credits!r}")
+        if self.max_concurrent_runs is not None and self.max_concurrent_runs < 1:
+            raise ValueError(
+                f"max_concurrent_runs must be >= 1 or None, got {self.max_concurrent_runs!r}"
+            )

@@ -1,0 +1,255 @@
+"""Output files in pure Python: PNG, WAV, PDF, text, plus the committed MP4 clips.
+
+Everything is derived from a digest of (seed, technique, inputs, output id), so the same
+inputs give the same bytes and different inputs give visibly different files.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import functools
+import hashlib
+import io
+import math
+import struct
+import wave
+import zlib
+from importlib import resources
+
+from ._state import canonical_inputs
+
+# Output type -> (file extension, Content-Type). Text outputs carry their text in `url`.
+FILE_TYPES = {
+    "imageUrl": ("png", "image/png"),
+    "videoUrl": ("mp4", "video/mp4"),
+    "audioUrl": ("wav", "audio/wav"),
+    "documentUrl": ("pdf", "application/pdf"),
+}
+IMAGE_SIZE = 256
+SAMPLE_RATE = 16000
+
+
+def output_digest(seed: int, technique_id: str, inputs: dict[str, str], output_id: str) -> bytes:
+    """The 32 bytes every property of one output is drawn from."""
+    material = canonical_inputs(technique_id, inputs, seed) + output_id.encode()
+    return hashlib.sha256(material).digest()
+
+
+@functools.lru_cache(maxsize=128)
+def render(output_type: str, digest: bytes, title: str, lines: tuple[str, ...]) -> bytes:
+    """The file for a media output type (cached: polling clients fetch the same URL often)."""
+    if output_type == "imageUrl":
+        return png(digest)
+    if output_type == "audioUrl":
+        return wav(digest)
+    if output_type == "documentUrl":
+        return pdf(title, [*lines, *text_lines(digest, 4)])
+    if output_type == "videoUrl":
+        return mp4(digest)
+    raise ValueError(f"no file for output type {output_type!r}")
+
+
+# -- PNG ---------------------------------------------------------------------------------
+
+
+def _palette(digest: bytes) -> list[bytes]:
+    """256 RGB colours running through three hues taken from the digest, and back."""
+    hue = digest[1] / 255
+    shifts = (0.0, 0.18 + digest[8] / 800, 0.5 + digest[9] / 1000)
+    stops = [
+        colorsys.hsv_to_rgb(
+            (hue + shift) % 1.0, 0.45 + digest[2 + i] / 510, 0.55 + digest[5 + i] / 570
+        )
+        for i, shift in enumerate(shifts)
+    ]
+    colours = []
+    for i in range(256):
+        t = (i if i < 128 else 255 - i) / 127.5 * 2  # ping-pong 0..2 hides wrap-around seams
+        a, b = (stops[0], stops[1]) if t < 1 else (stops[1], stops[2])
+        f = t if t < 1 else t - 1
+        colours.append(bytes(int(255 * (a[c] + (b[c] - a[c]) * f)) for c in range(3)))
+    return colours
+
+
+def _levels(digest: bytes) -> list[list[int]]:
+    """A 256x256 grid of palette indices in one of six pattern families."""
+    n = IMAGE_SIZE
+    kind = digest[0] % 6
+    freq = 1.5 + digest[10] / 40
+    cx, cy = 40 + digest[11] * 176 // 255, 40 + digest[12] * 176 // 255
+    angle = digest[13] / 255 * math.pi
+    ca, sa = math.cos(angle) * freq, math.sin(angle) * freq
+    rows = []
+    for y in range(n):
+        dy = y - cy
+        if kind == 0:  # rings
+            row = [int(math.hypot(x - cx, dy) * freq) & 255 for x in range(n)]
+        elif kind == 1:  # stripes
+            row = [int(x * ca + y * sa) & 255 for x in range(n)]
+        elif kind == 2:  # diamonds
+            row = [int((abs(x - cx) + abs(dy)) * freq) & 255 for x in range(n)]
+        elif kind == 3:  # plaid
+            wy = 60 * math.sin(y * freq / 13)
+            row = [int(128 + 60 * math.sin(x * freq / 9) + wy) & 255 for x in range(n)]
+        elif kind == 4:  # waves
+            phase = 3 * math.sin(y * freq / 70)
+            row = [int(128 + 127 * math.sin(x * freq / 60 + phase)) & 255 for x in range(n)]
+        else:  # spiral
+            # 40.7 = 256 / 2π: one palette cycle per turn around the centre.
+            row = [
+                int(math.atan2(dy, x - cx) * 40.7 + math.hypot(x - cx, dy) * freq) & 255
+                for x in range(n)
+            ]
+        rows.append(row)
+    return rows
+
+
+def png(digest: bytes) -> bytes:
+    """A 256x256 RGB PNG whose pattern and colours come from ``digest``."""
+    palette = _palette(digest)
+    raw = b"".join(b"\x00" + b"".join(palette[i] for i in row) for row in _levels(digest))
+    header = struct.pack(">IIBBBBB", IMAGE_SIZE, IMAGE_SIZE, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", zlib.compress(raw, 6))
+        + _chunk(b"IEND", b"")
+    )
+
+
+def _chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+
+# -- WAV ---------------------------------------------------------------------------------
+
+_CHORDS = ((0, 4, 7), (0, 3, 7), (0, 5, 7), (0, 4, 7, 10))
+
+
+def wav(digest: bytes, seconds: float = 1.0) -> bytes:
+    """A mono 16 kHz 16-bit chord whose root and quality come from ``digest``."""
+    root = 48 + digest[0] % 24  # MIDI C3..B4
+    freqs = [440.0 * 2 ** ((root + step - 69) / 12) for step in _CHORDS[digest[1] % len(_CHORDS)]]
+    count = int(SAMPLE_RATE * seconds)
+    decay = 2.0 + digest[2] / 64
+    frames = bytearray()
+    for i in range(count):
+        t = i / SAMPLE_RATE
+        envelope = min(1.0, t / 0.02) * math.exp(-decay * t)
+        value = sum(math.sin(2 * math.pi * f * t) for f in freqs) / len(freqs)
+        frames += struct.pack("<h", int(value * envelope * 28000))
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(SAMPLE_RATE)
+        out.writeframes(bytes(frames))
+    return buf.getvalue()
+
+
+# -- PDF ---------------------------------------------------------------------------------
+
+
+def _pdf_text(text: str) -> str:
+    # Helvetica with WinAnsiEncoding covers cp1252; anything else becomes '?'.
+    latin = text.encode("cp1252", "replace").decode("cp1252")
+    return latin.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+
+
+def _wrap(line: str, width: int = 88) -> list[str]:
+    words, out, current = line.split(), [], ""
+    for word in words:
+        if current and len(current) + 1 + len(word) > width:
+            out.append(current)
+            current = word
+        else:
+            current = f"{current} {word}".strip()
+    return [*out, current] if current else out or [""]
+
+
+def pdf(title: str, lines: list[str]) -> bytes:
+    """A one-page A4 PDF with a title and wrapped lines of Helvetica text."""
+    body = [f"BT /F1 20 Tf 56 780 Td ({_pdf_text(title)}) Tj ET"]
+    y = 744
+    for line in (part for raw in lines for part in _wrap(raw)):
+        if y < 60:
+            break
+        body.append(f"BT /F1 11 Tf 56 {y} Td ({_pdf_text(line)}) Tj ET")
+        y -= 16
+    stream = "\n".join(body).encode("cp1252")
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] "
+        b"/Resources << /Font << /F1 4 0 R >> >> /Contents 5 0 R >>",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
+        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+    ]
+    return _pdf_file(objects)
+
+
+def _pdf_file(objects: list[bytes]) -> bytes:
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, obj in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + obj + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\n" % (len(objects) + 1)
+    out += b"startxref\n%d\n%%%%EOF\n" % xref
+    return bytes(out)
+
+
+# -- MP4 ---------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def _clips() -> tuple[bytes, ...]:
+    folder = resources.files("flora_nb.sim") / "assets"
+    names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".mp4"))
+    return tuple((folder / name).read_bytes() for name in names)
+
+
+def mp4(digest: bytes) -> bytes:
+    """One of the committed clips (ffmpeg test patterns), picked by ``digest``."""
+    clips = _clips()
+    return clips[int.from_bytes(digest[:4], "big") % len(clips)]
+
+
+# -- text --------------------------------------------------------------------------------
+
+_SENTENCES = (
+    "The composition leads the eye from the lower left into the focal point.",
+    "Colour temperature is consistent; a cooler accent would add depth.",
+    "Typography feels confident but the tracking on the headline is tight.",
+    "Negative space is doing real work here; keep it.",
+    "The contrast between foreground and background could be pushed further.",
+    "Edges are crisp, though the horizon sits a little too close to the centre.",
+    "The palette is cohesive and reads well at thumbnail size.",
+    "Consider a stronger silhouette for the main subject.",
+    "Lighting direction is clear and motivates the shadows well.",
+    "The grid is respected; one deliberate break would add energy.",
+    "Texture in the midtones gives the piece a tactile quality.",
+    "The hierarchy is clear: headline, image, call to action.",
+)
+
+
+def text_lines(digest: bytes, count: int) -> list[str]:
+    """``count`` distinct sentences chosen by ``digest``."""
+    picked: list[str] = []
+    for byte in digest:
+        sentence = _SENTENCES[byte % len(_SENTENCES)]
+        if sentence not in picked:
+            picked.append(sentence)
+        if len(picked) == count:
+            break
+    return picked
+
+
+def text_output(technique_name: str, inputs: dict[str, str], digest: bytes) -> str:
+    """A text output: names what it was made from, then a few sentences chosen by ``digest``."""
+    subject = next(iter(inputs.values()), "")
+    head = f"{technique_name} on {subject[:80]!r}:" if subject else f"{technique_name}:"
+    return " ".join([head, *text_lines(digest, 3)])

@@ -1,0 +1,200 @@
+"""FloraSimulator: a local FLORA API on loopback, with fault switches and server-side truth."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any
+
+from ._accounts import Accounts
+from ._assets import AssetStore
+from ._catalog import Catalog
+from ._faults import Faults
+from ._routes import API_PREFIX, POLL_URL_STYLES, Api
+from ._server import App, SimServer
+from ._state import Clock, World, to_ms
+from ._traffic import Traffic
+
+DEFAULT_API_KEY = "sk_sim_demo"
+
+
+def _check_options(speed: float, cost_lag: float, pending: float, poll_url_style: str) -> None:
+    if speed <= 0:
+        raise ValueError(f"speed must be > 0, got {speed!r}")
+    if cost_lag < 0 or pending < 0:
+        raise ValueError("cost_lag and pending_seconds must be >= 0")
+    if poll_url_style not in POLL_URL_STYLES:
+        raise ValueError(f"poll_url_style must be one of {POLL_URL_STYLES}")
+
+
+def _url_host(host: str) -> str:
+    # A wildcard bind is reachable on loopback; IPv6 literals need brackets in URLs.
+    if host in ("", "0.0.0.0", "::"):
+        return "127.0.0.1" if host != "::" else "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+class FloraSimulator:
+    """A FLORA API simulator serving over HTTP in a background thread.
+
+    Every duration is divided by ``speed`` and reported in real (scaled) time. ``faults`` can
+    be reassigned while serving; same ``seed`` + same request order -> same behaviour.
+    """
+
+    def __init__(
+        self,
+        api_keys: Iterable[str] = (DEFAULT_API_KEY,),
+        speed: float = 20.0,
+        faults: Faults | None = None,
+        seed: int = 0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        catalog: list[dict[str, Any]] | None = None,
+        *,
+        key_workspaces: dict[str, list[str]] | None = None,
+        cost_lag: float = 0.0,
+        pending_seconds: float = 1.0,
+        poll_url_style: str = "runs",
+    ) -> None:
+        _check_options(speed, cost_lag, pending_seconds, poll_url_style)
+        keys = (api_keys,) if isinstance(api_keys, str) else tuple(api_keys)
+        self._clock = Clock()
+        self._accounts = Accounts(keys, key_workspaces, to_ms(self._clock()))
+        self._world = World(
+            faults=faults or Faults(),
+            seed=seed,
+            speed=speed,
+            pending_seconds=pending_seconds,
+            clock=self._clock,
+        )
+        self._traffic = Traffic()
+        self._api = Api(
+            world=self._world,
+            catalog=Catalog(catalog),
+            assets=AssetStore(),
+            accounts=self._accounts,
+            cost_lag=cost_lag,
+            poll_url_style=poll_url_style,
+        )
+        self._app = App(api=self._api, traffic=self._traffic, clock=self._clock)
+        self._host, self._port = host, port
+        self._server: SimServer | None = None
+        self._thread: threading.Thread | None = None
+        self._lifecycle = threading.Lock()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> FloraSimulator:
+        """Bind and serve in a daemon thread; a no-op when already serving."""
+        with self._lifecycle:
+            if self._server is not None:
+                return self
+            server = SimServer((self._host, self._port), self._app)
+            # Keep the port across stop()/start() so poll_urls handed out stay valid.
+            self._port = server.server_address[1]
+            self._api.origin = f"http://{_url_host(self._host)}:{self._port}"
+            self._thread = threading.Thread(
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name=f"flora-sim:{self._port}",
+                daemon=True,
+            )
+            self._server = server
+            self._thread.start()
+            return self
+
+    def stop(self) -> None:
+        """Stop serving and cut open connections; a no-op when not serving."""
+        with self._lifecycle:
+            server, thread = self._server, self._thread
+            self._server = self._thread = None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        server.close_connections()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def __enter__(self) -> FloraSimulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        where = self._api.origin + API_PREFIX if self._server else "stopped"
+        return f"<FloraSimulator {where} speed={self._world.speed}>"
+
+    # -- connection details ---------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """Whether the server is serving."""
+        return self._server is not None
+
+    @property
+    def origin(self) -> str:
+        """``http://host:port`` (media URLs live here, outside the API prefix)."""
+        if not self._api.origin:
+            raise RuntimeError("the simulator has not been started")
+        return self._api.origin
+
+    @property
+    def base_url(self) -> str:
+        """``http://host:port/api/v1``."""
+        return self.origin + API_PREFIX
+
+    @property
+    def api_key(self) -> str:
+        """The first API key."""
+        return self._accounts.keys[0]
+
+    @property
+    def workspace_id(self) -> str:
+        """The default workspace of the first key."""
+        grants = self._accounts.grants(self.api_key)
+        assert grants is not None
+        return grants[0]
+
+    @property
+    def speed(self) -> float:
+        """The factor every simulated duration is divided by."""
+        return self._world.speed
+
+    @property
+    def faults(self) -> Faults:
+        """The faults in force."""
+        return self._world.faults
+
+    @faults.setter
+    def faults(self, faults: Faults) -> None:
+        self._world.set_faults(faults)
+
+    # -- server-side truth ------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of runs (advanced to now) and requests since the last reset_stats()."""
+        return {**self._world.stats(), **self._traffic.stats()}
+
+    def reset_stats(self) -> None:
+        """Clear request counters and the request log; runs and credits are untouched."""
+        self._traffic.reset()
+
+    def run_records(self) -> list[dict[str, Any]]:
+        """Every run as the server knows it, oldest first."""
+        return self._world.records()
+
+    def requests(self) -> list[dict[str, Any]]:
+        """The most recent requests (up to 20000), oldest first; never the key."""
+        return self._traffic.records()
+
+    def techniques(self) -> list[dict[str, Any]]:
+        """The catalog as GET /techniques shows it."""
+        return [spec.view() for spec in self._api.catalog.search(None)]
