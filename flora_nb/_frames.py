@@ -168,6 +168,8 @@ def compare_frame(frame: pd.DataFrame, varied: Sequence[str], values: str, index
         rows, across = (axes[:1] + axes[2:], axes[1:2]) if axes else (["variation"], [])
     elif not rows:
         rows = [a for a in axes if a not in across] or ["variation"]
+    elif not across:
+        across = [a for a in axes if a not in rows][:1]
     value = col(values)
     if value not in frame.columns:
         raise KeyError(f"no column {values!r} to compare; try charged_cost, run_seconds, total_seconds, status")

@@ -232,6 +232,12 @@ class Ledger:
             )
             return {inputs: run_id for inputs, run_id in cur}
 
+    def total_charged(self, endpoint: str) -> float:
+        """Sum of known charges for this endpoint (USD)."""
+        with self._lock:
+            value = self._db.execute("SELECT SUM(charged_cost) FROM runs WHERE endpoint = ?", (endpoint,)).fetchone()[0]
+        return float(value or 0.0)
+
     def known_run_ids(self, endpoint: str) -> set[str]:
         with self._lock:
             cur = self._db.execute("SELECT run_id FROM runs WHERE endpoint = ? AND run_id IS NOT NULL", (endpoint,))

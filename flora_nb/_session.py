@@ -356,7 +356,7 @@ class Flora:
     def status(self) -> dict[str, Any]:
         """Endpoint, workspace, runs tracked, spend and poller health."""
         stats = self.poller.stats
-        spent = sum(r.charged_cost or 0.0 for r in self.ledger.rows(self.endpoint))
+        spent = self.ledger.total_charged(self.endpoint)
         return {
             "endpoint": self.endpoint,
             "simulator": self.simulator is not None,

@@ -231,6 +231,9 @@ class Sweep:
             rows.append(("budget", f"${self.budget:.2f}"))
         if self.stop_reason:
             rows.append(("stopped launching", self.stop_reason))
+        if self.reusable and not any(r.reused_from for r in self.runs):
+            saving = self.reusable * (self.technique.run_cost or 0.0)
+            rows.append(("could reuse", f"{self.reusable} runs already in the ledger; reuse=True would save ${saving:.2f}"))
         return rows
 
     def __repr__(self) -> str:

@@ -1,0 +1,207 @@
+"""Scale benchmark: the ledger and the session with many runs.
+
+(a) fl.runs() over 10,000 completed ledger rows (inputs, labels, outputs, costs, timestamps):
+    median seconds to build the DataFrame; target < 0.5 s. Baseline: pandas.read_sql of the
+    same table through sqlite3 (raw columns, no dtype work).
+(b) status writes/s: Ledger.update_many in batches of 200 rows as the poller writes them
+    (pending->running, progress, running->completed with cost and outputs); target >= 2,000/s.
+    Baseline: raw sqlite3 executemany UPDATE of the same rows, one transaction per batch,
+    on an identical ledger file (no events table writes), interleaved batch by batch.
+(c) memory per tracked run: tracemalloc growth while a Flora session starts and tracks N=2,000
+    runs of a 1-hour technique (simulator in a child process, so only the session is measured);
+    target < 10 KB/run. Baseline: the same runs' ledger rows as plain dicts.
+
+Usage: python benchmarks/bench_scale.py [--rows N] [--writes N] [--tracked N] [--parts abc]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sqlite3
+import statistics
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+from _common import TECH, catalog, private_home, scaled_poll_interval, sim_process
+
+from flora_nb import Flora
+from flora_nb._ledger import COLUMNS, Ledger
+
+ENDPOINT = "http://127.0.0.1:9/api/v1"  # never contacted: part (a) only reads the ledger
+BATCH = 200
+STYLES = ("noir", "pastel", "bauhaus", "risograph")
+
+
+def median_seconds(fn: Callable[[], Any], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        began = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
+def add_rows(ledger: Ledger, n: int) -> list[int]:
+    """n intents as Flora._start writes them, then confirmed as pending runs."""
+    ids = [ledger.add_intent(
+        endpoint=ENDPOINT, workspace_id="ws_bench", idempotency_key=f"flora_nb-bench{i:08d}",
+        technique_id=TECH, technique_name="Bench Poster", estimated_cost=0.04,
+        inputs={"prompt": f"a poster of city number {i % 97}", "style": STYLES[i % 4], "size": 256 + i % 3},
+        labels={"experiment": f"e{i % 5}", "seed": i},
+        sweep_id=f"swp_{i // 100:04d}" if i % 2 else None, variation=i % 100 if i % 2 else None,
+    ) for i in range(n)]
+    now = time.time()
+    ledger.update_many([(lid, {
+        "run_id": f"run_{lid:020x}", "status": "pending", "project_id": "prj_bench", "estimated_seconds": 12.0,
+        "poll_url": f"{ENDPOINT}/runs/run_{lid:020x}", "created_at": now,
+    }) for lid in ids], note="started")
+    return ids
+
+
+def running(lid: int, now: float) -> dict[str, Any]:
+    return {"status": "running", "progress": 10.0, "started_at": now}
+
+
+def progress(lid: int, now: float) -> dict[str, Any]:
+    return {"progress": 55.5}
+
+
+def completed(lid: int, now: float) -> dict[str, Any]:
+    if lid % 20 == 0:
+        return {"status": "failed", "progress": 62.0, "completed_at": now, "charged_cost": 0.0,
+                "error_code": "GENERATION_GENERIC_ERROR", "error_message": "The generation failed."}
+    return {"status": "completed", "progress": 100.0, "completed_at": now, "charged_cost": 0.04,
+            "outputs": [{"output_id": "image", "type": "imageUrl",
+                         "url": f"http://127.0.0.1:9/media/run_{lid:020x}/image.png"}]}
+
+
+PHASES = (running, progress, completed)
+
+
+def part_a(home: Path, rows: int) -> None:
+    ledger = Ledger(home / "a.sqlite")
+    began = time.perf_counter()
+    ids = add_rows(ledger, rows)
+    now = time.time()
+    for k in range(0, rows, 500):
+        for phase in PHASES:
+            ledger.update_many([(lid, phase(lid, now)) for lid in ids[k:k + 500]])
+    fill = time.perf_counter() - began
+    ledger.close()
+    conn = sqlite3.connect(home / "a.sqlite")
+    fl = Flora(api_key="sk_bench", base_url=ENDPOINT, ledger_path=home / "a.sqlite", resume=False)
+    try:
+        frame = fl.runs()  # warm-up (and a sanity check)
+        assert len(frame) == rows and frame["status"].eq("completed").sum() == rows - len(ids[::20])
+        ours = median_seconds(fl.runs, 5)
+    finally:
+        fl.close()
+    base = median_seconds(lambda: pd.read_sql("SELECT * FROM runs", conn), 5)
+    conn.close()
+    print(f"(a) {rows} ledger rows (filled in {fill:.1f} s), {frame.shape[1]} DataFrame columns")
+    print(f"    pandas.read_sql, raw       : {base:7.3f} s (baseline)")
+    print(f"    fl.runs()                  : {ours:7.3f} s   (target < 0.5 s: {'met' if ours < 0.5 else 'MISSED'})")
+    print(f"    ratio fl.runs()/read_sql   : {ours / base:7.2f}")
+
+
+def part_b(home: Path, writes: int) -> None:
+    per_phase = max(BATCH, writes // len(PHASES) // BATCH * BATCH)
+    ledger = Ledger(home / "b_ledger.sqlite")
+    ids = add_rows(ledger, per_phase)
+    raw_ledger = Ledger(home / "b_raw.sqlite")
+    raw_ids = add_rows(raw_ledger, per_phase)
+    raw_ledger.close()
+    assert ids == raw_ids
+    raw = sqlite3.connect(home / "b_raw.sqlite", isolation_level=None)
+    raw.execute("PRAGMA journal_mode=WAL")
+    raw.execute("PRAGMA synchronous=NORMAL")
+    ours = base = 0.0
+    count = 0
+    for phase in PHASES:
+        for k in range(0, per_phase, BATCH):
+            now = time.time()
+            batch = [(lid, phase(lid, now)) for lid in ids[k:k + BATCH]]
+            began = time.perf_counter()
+            ledger.update_many(batch)
+            ours += time.perf_counter() - began
+            began = time.perf_counter()
+            raw_update(raw, batch)
+            base += time.perf_counter() - began
+            count += len(batch)
+    ledger.close()
+    raw.close()
+    b, o = count / base, count / ours
+    print(f"(b) {count} row writes in batches of {BATCH} ({per_phase} rows x {len(PHASES)} kinds of change)")
+    print(f"    raw sqlite3 executemany    : {b:9.0f} writes/s (baseline)")
+    print(f"    Ledger.update_many         : {o:9.0f} writes/s   (target >= 2,000: {'met' if o >= 2000 else 'MISSED'})")
+    print(f"    ratio ours/raw             : {o / b:9.2f}")
+
+
+def raw_update(db: sqlite3.Connection, batch: list[tuple[int, dict[str, Any]]]) -> None:
+    """One transaction; rows grouped by the set of columns they change (one executemany each)."""
+    groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+    for lid, fields in batch:
+        values = {k: json.dumps(v) if k in ("outputs", "inputs", "labels") else v for k, v in fields.items()}
+        groups.setdefault(tuple(values), []).append((*values.values(), time.time(), lid))
+    db.execute("BEGIN IMMEDIATE")
+    for columns, params in groups.items():
+        sets = ", ".join(f"{c} = ?" for c in (*columns, "updated_at"))
+        db.executemany(f"UPDATE runs SET {sets} WHERE local_id = ?", params)
+    db.execute("COMMIT")
+
+
+def part_c(home: Path, n: int) -> None:
+    with sim_process(1.0, catalog(3600.0)) as (base_url, key):
+        fl = Flora(api_key=key, base_url=base_url, ledger_path=home / "c.sqlite",
+                   poll_interval=scaled_poll_interval(1.0), resume=False)
+        try:
+            fl.run(TECH, inputs={"prompt": "warm-up"})  # catalog, workspace, connection: not per run
+            gc.collect()
+            tracemalloc.start()
+            before = tracemalloc.get_traced_memory()[0]
+            began = time.perf_counter()
+            for i in range(n):
+                fl.run(TECH, inputs={"prompt": f"a poster of city number {i}"}, labels={"seed": i})
+            took = time.perf_counter() - began
+            gc.collect()
+            ours = (tracemalloc.get_traced_memory()[0] - before) / n
+            tracemalloc.stop()
+            tracked = fl.poller.tracked
+            gc.collect()
+            tracemalloc.start()
+            before = tracemalloc.get_traced_memory()[0]
+            dicts = [dict(zip(COLUMNS, r)) for r in fl.ledger.iter_raw(fl.endpoint)][1:]
+            base = (tracemalloc.get_traced_memory()[0] - before) / len(dicts)
+            tracemalloc.stop()
+        finally:
+            fl.close()
+    print(f"(c) {n} runs started and tracked (poller tracks {tracked}; starts took {took:.1f} s under tracemalloc)")
+    print(f"    ledger row as a dict       : {base / 1024:7.2f} KB/run (baseline)")
+    print(f"    session, per tracked run   : {ours / 1024:7.2f} KB/run   (target < 10 KB: "
+          f"{'met' if ours < 10240 else 'MISSED'})")
+    print(f"    ratio ours/row dict        : {ours / base:7.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=10_000, help="(a) ledger rows")
+    parser.add_argument("--writes", type=int, default=6_000, help="(b) row writes in total")
+    parser.add_argument("--tracked", type=int, default=2_000, help="(c) runs tracked")
+    parser.add_argument("--parts", default="abc", help="which parts to run, e.g. 'ab'")
+    args = parser.parse_args()
+    with private_home() as home:
+        if "a" in args.parts:
+            part_a(home, args.rows)
+        if "b" in args.parts:
+            part_b(home, args.writes)
+        if "c" in args.parts:
+            part_c(home, args.tracked)
+
+
+if __name__ == "__main__":
+    main()
