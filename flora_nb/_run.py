@@ -205,6 +205,11 @@ class Run:
     def __repr__(self) -> str:
         return f"<Run {self.id or 'local:' + str(self.local_id)} {self._summary()}>"
 
+    def _ipython_display_(self) -> None:
+        from ._display import display_live
+
+        display_live(self)
+
     def _repr_html_(self) -> str:
         esc = html.escape
         row = self._row

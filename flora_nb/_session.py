@@ -234,6 +234,20 @@ class Flora:
                            repeat=repeat, max_concurrency=max_concurrency, budget=budget, labels=labels,
                            reuse=reuse, dry_run=dry_run, workspace=workspace)
 
+    def tracked_runs(self) -> list[Run]:
+        """Runs of this session that are not done yet."""
+        with self._lock:
+            return [r for r in self._runs.values() if not r.done]
+
+    def find_run(self, run_id: str) -> Run | None:
+        """A run of this endpoint by FLORA run id (from this session or the ledger)."""
+        with self._lock:
+            found = next((r for r in self._runs.values() if r.id == run_id), None)
+        if found is None:
+            row = self.ledger.find_run(self.endpoint, run_id)
+            found = self._adopt(row) if row is not None else None
+        return found
+
     def _adopt(self, row: LedgerRow | None) -> Run:
         assert row is not None
         with self._lock:

@@ -239,6 +239,11 @@ class Sweep:
     def __repr__(self) -> str:
         return "<Sweep " + "; ".join(f"{k}: {v}" for k, v in self._summary_rows()) + ">"
 
+    def _ipython_display_(self) -> None:
+        from ._display import display_live
+
+        display_live(self)
+
     def _repr_html_(self) -> str:
         esc = html.escape
         body = "".join(f"<tr><th style='text-align:left'>{esc(k)}</th><td>{esc(v)}</td></tr>"

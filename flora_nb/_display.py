@@ -1,0 +1,95 @@
+"""Live displays of runs and sweeps: ipywidgets in a kernel, quiet text elsewhere."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Any, Callable
+
+__all__ = ["display_live", "widgets_available"]
+
+_MIN_UPDATE_SECONDS = 0.25  # a widget is redrawn at most 4 times a second, whatever the poll rate
+
+
+def widgets_available() -> bool:
+    """True inside a Jupyter kernel (JupyterLab, Notebook 7, VS Code) with ipywidgets importable."""
+    shell = sys.modules.get("IPython") and _shell()
+    if shell is None or not hasattr(shell, "kernel"):
+        return False
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _shell() -> Any:
+    from IPython import get_ipython
+
+    return get_ipython()
+
+
+class _Throttled:
+    """Calls ``update`` at most every ``_MIN_UPDATE_SECONDS``, and always for the final state."""
+
+    def __init__(self, update: Callable[[], None], finished: Callable[[], bool]):
+        self._update = update
+        self._finished = finished
+        self._last = 0.0
+        self._lock = threading.Lock()
+
+    def __call__(self, *_: Any) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if not self._finished() and now - self._last < _MIN_UPDATE_SECONDS:
+                return
+            self._last = now
+        self._update()
+
+
+def _run_widget(run: Any) -> Any:
+    import ipywidgets as w
+
+    bar = w.FloatProgress(min=0, max=100, value=run.progress, layout=w.Layout(width="160px"))
+    label = w.HTML()
+
+    def update() -> None:
+        bar.value = run.progress if run.status != "completed" else 100.0
+        bar.bar_style = {"completed": "success", "failed": "danger", "skipped": "warning"}.get(run.status, "")
+        label.value = run._repr_html_()
+
+    update()
+    run.on_change(_Throttled(update, lambda: run.done))
+    return w.HBox([bar, label])
+
+
+def _sweep_widget(sweep: Any) -> Any:
+    import ipywidgets as w
+
+    done = sum(1 for r in sweep.runs if r.done)
+    bar = w.IntProgress(min=0, max=max(1, len(sweep.runs)), value=done, layout=w.Layout(width="220px"))
+    table = w.HTML()
+
+    def update() -> None:
+        bar.value = sum(1 for r in sweep.runs if r.done)
+        table.value = sweep._repr_html_()
+
+    update()
+    throttled = _Throttled(update, lambda: sweep.done)
+    for run in sweep.runs:
+        run.on_change(throttled)
+    return w.VBox([bar, table])
+
+
+def display_live(obj: Any) -> None:
+    """Show a Run or Sweep that keeps itself up to date (a widget), or one text line if no widgets."""
+    from IPython.display import display
+
+    if widgets_available():
+        from ._run import Run
+
+        display(_run_widget(obj) if isinstance(obj, Run) else _sweep_widget(obj))
+    else:
+        # No widgets (terminal IPython): one line now, nothing per poll; repr(obj) tells more later.
+        print(repr(obj))

@@ -1,0 +1,220 @@
+"""Parsing ``%flora`` / ``%%flora`` text into a Command. Pure: no session, no HTTP, no display.
+
+Every user mistake becomes an IPython ``UsageError`` with one clear line and a hint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from IPython.core.error import UsageError
+
+__all__ = ["COMMANDS", "Command", "HelpShown", "parse", "parse_cell_inputs", "parse_value"]
+
+
+class HelpShown(Exception):
+    """``-h`` was given: the help text was produced instead of a command."""
+
+    def __init__(self, text: str):
+        super().__init__(text)
+        self.text = text
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError instead of printing and exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"%flora {self.prog.split()[-1]}: {message}. See %flora {self.prog.split()[-1]} -h")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        raise HelpShown(self.format_help())
+
+    def print_help(self, file: Any = None) -> None:
+        raise HelpShown(self.format_help())
+
+
+@dataclass
+class Command:
+    """A parsed ``%flora`` command: its name, options, and ``key=value`` inputs."""
+
+    name: str
+    options: argparse.Namespace
+    inputs: dict[str, Any] = field(default_factory=dict)
+
+
+def _new(name: str, help_text: str) -> _Parser:
+    return _Parser(prog=f"%flora {name}", description=help_text, add_help=True)
+
+
+def _add_output(p: _Parser) -> None:
+    p.add_argument("-o", "--output", metavar="VAR", help="store the result in this variable")
+
+
+def _run_parser() -> _Parser:
+    p = _new("run", "Start one run; returns its live display at once. Inputs are key=value.")
+    p.add_argument("technique", help="technique id (tech_...) or slug")
+    p.add_argument("pairs", nargs="*", metavar="key=value", help="inputs; values are Python literals or plain text")
+    p.add_argument("--label", action="append", default=[], metavar="k=v", help="a label (repeatable)")
+    p.add_argument("--workspace", metavar="ws_...")
+    p.add_argument("--wait", action="store_true", help="block until the run ends (Ctrl-C stops waiting only)")
+    _add_output(p)
+    return p
+
+
+def _sweep_parser() -> _Parser:
+    p = _new("sweep", "Start a sweep: list values vary (grid, or --zip), scalars are fixed.")
+    p.add_argument("technique")
+    p.add_argument("pairs", nargs="*", metavar="key=value")
+    p.add_argument("--zip", action="store_true", help="pair the lists element by element instead of a grid")
+    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--max-concurrency", type=int, default=None)
+    p.add_argument("--budget", type=float, default=None, metavar="USD")
+    p.add_argument("--dry-run", action="store_true", help="price and plan only; start nothing")
+    p.add_argument("--reuse", action="store_true", help="do not pay again for identical completed runs")
+    p.add_argument("--label", action="append", default=[], metavar="k=v")
+    p.add_argument("--workspace", metavar="ws_...")
+    _add_output(p)
+    return p
+
+
+def _simple(name: str, help_text: str, *args: tuple[tuple[str, ...], dict[str, Any]]) -> _Parser:
+    p = _new(name, help_text)
+    for flags, kwargs in args:
+        p.add_argument(*flags, **kwargs)
+    _add_output(p)
+    return p
+
+
+def _parsers() -> dict[str, _Parser]:
+    return {
+        "status": _simple("status", "A short status: endpoint, workspace, runs tracked, spend, poller health."),
+        "connect": _simple(
+            "connect", "(Re)configure the session.",
+            (("--sim",), {"action": "store_true", "help": "start the built-in simulator"}),
+            (("--speed",), {"type": float, "default": 20.0, "help": "simulator speed-up (with --sim)"}),
+            (("--base-url",), {"metavar": "URL"}), (("--workspace",), {"metavar": "ws_..."}),
+            (("--budget",), {"type": float, "metavar": "USD", "help": "default budget for sweeps"}),
+        ),
+        "workspaces": _simple("workspaces", "The workspaces your key can see."),
+        "techniques": _simple("techniques", "The technique catalog.", (("query",), {"nargs": "*"})),
+        "show": _simple("show", "A technique card: inputs, types, required, cost.", (("technique",), {})),
+        "run": _run_parser(),
+        "sweep": _sweep_parser(),
+        "runs": _simple(
+            "runs", "The ledger as a DataFrame.", (("--sweep",), {"metavar": "ID"}),
+            (("--status",), {}), (("--technique",), {}), (("--last",), {"type": int, "metavar": "N"}),
+        ),
+        "costs": _simple("costs", "Cost summary.", (("--by",), {"default": "technique_name", "metavar": "COL[,COL]"})),
+        "history": _simple(
+            "history", "Run history from FLORA itself.", (("--status",), {}), (("--technique",), {}),
+        ),
+        "form": _simple("form", "An ipywidgets form for a technique.", (("technique",), {})),
+        "wait": _simple("wait", "Block until a run or sweep (default: everything tracked) is done.",
+                        (("target",), {"nargs": "?", "metavar": "ID"}),
+                        (("--timeout",), {"type": float, "default": None})),
+        "stop": _simple("stop", "Stop launching a sweep (default: the last one).", (("sweep",), {"nargs": "?"})),
+        "resume": _simple("resume", "Re-attach to runs the ledger has not seen finish."),
+    }
+
+
+COMMANDS = tuple(_parsers())
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+
+
+def _split(line: str) -> list[str]:
+    """Split on spaces outside quotes and brackets, keeping the quotes (so "5" stays text)."""
+    tokens: list[str] = []
+    current, quote, depth = "", "", 0
+    for char in line:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "[":
+            depth += 1
+        elif char == "]":
+            depth = max(0, depth - 1)
+        elif char.isspace() and depth == 0:
+            if current:
+                tokens.append(current)
+            current = ""
+            continue
+        current += char
+    if quote:
+        raise UsageError(f"%flora: a {quote} quote is not closed; check your quotes.")
+    return tokens + ([current] if current else [])
+
+
+def parse_value(text: str) -> Any:
+    """A Python literal when the text is one (numbers, quoted strings, lists), else the text."""
+    text = text.strip()
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError):
+        pass
+    if text.startswith("[") and text.endswith("]"):  # [a, b] with bare words
+        inner = text[1:-1].strip()
+        return [parse_value(part) for part in inner.split(",")] if inner else []
+    return text
+
+
+def parse_pairs(pairs: list[str], what: str = "input") -> dict[str, Any]:
+    """``key=value`` tokens into a dict; a token without ``=`` is a usage error."""
+    values: dict[str, Any] = {}
+    for token in pairs:
+        key, sep, raw = token.partition("=")
+        if not sep or not _KEY.match(key):
+            raise UsageError(f"%flora: expected {what} as key=value, got {token!r}. Quote values with spaces: "
+                             f'prompt="a red fox".')
+        if key in values:
+            raise UsageError(f"%flora: {what} {key!r} is given twice.")
+        values[key] = parse_value(raw)
+    return values
+
+
+def parse(line: str, cell: str | None = None) -> Command:
+    """Parse a ``%flora`` line (and the ``%%flora`` cell body, if any) into a Command."""
+    tokens = _split(line)
+    name = tokens[0] if tokens else "status"
+    parsers = _parsers()
+    if name not in parsers:
+        close = [c for c in COMMANDS if c.startswith(name[:2])] or list(COMMANDS)
+        raise UsageError(f"%flora: unknown command {name!r}. Did you mean: {', '.join(close)}? See %flora?")
+    options = parsers[name].parse_args([_unquote_option(t) for t in tokens[1:]])
+    inputs = parse_pairs(getattr(options, "pairs", []) or [])
+    if cell is not None and cell.strip():
+        if name not in ("run", "sweep"):
+            raise UsageError(f"%%flora {name} takes no cell body; only %%flora run and %%flora sweep do.")
+        inputs = {**parse_cell_inputs(cell), **inputs}
+    options.labels = parse_pairs(getattr(options, "label", []) or [], "label")
+    return Command(name, options, inputs)
+
+
+def _unquote_option(token: str) -> str:
+    # shlex(posix=False) keeps quotes; strip them from whole tokens that are not key=value inputs.
+    if len(token) >= 2 and token[0] == token[-1] and token[0] in "'\"" and "=" not in token:
+        return token[1:-1]
+    return token
+
+
+def parse_cell_inputs(cell: str) -> dict[str, Any]:
+    """A cell body: a JSON object, ``key: value`` lines, or (marked ``_text``) free text."""
+    body = cell.strip()
+    if body.startswith("{"):
+        try:
+            data = json.loads(body)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"%%flora: the cell looks like JSON but is not valid: {exc.msg} (line {exc.lineno}).") from None
+        if not isinstance(data, dict):
+            raise UsageError("%%flora: a JSON cell must be an object of inputs.")
+        return data
+    lines = [ln for ln in body.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    pairs = [re.match(r"^\s*([A-Za-z_][A-Za-z0-9_.-]*)\s*:\s?(.*)$", ln) for ln in lines]
+    if lines and all(pairs):
+        return {m.group(1): parse_value(m.group(2)) for m in pairs if m}
+    return {"_text": body}
