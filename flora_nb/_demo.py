@@ -1,12 +1,12 @@
-"""The README's main job, on the built-in simulator: list techniques, run one, print the result."""
+"""The README's main job, on the built-in simulator: one run, one sweep, compare, costs."""
 
 from __future__ import annotations
 
 import argparse
-import time
+import tempfile
+from pathlib import Path
 
-from ._client import FloraClient
-from ._models import RunState
+import pandas as pd
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -16,47 +16,45 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _poll(client: FloraClient, run_id: str, poll_url: str | None, every: float) -> RunState:
-    while True:
-        state = client.get_run(run_id, poll_url)
-        print(f"  {state.status:<9} {state.progress:5.1f}%")
-        if state.terminal:
-            return state
-        time.sleep(every)
+def _section(title: str) -> None:
+    print(f"\n== {title} " + "=" * max(0, 70 - len(title)))
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; returns the exit code."""
-    from .sim import FloraSimulator
+    from ._session import Flora
 
     args = _parse(argv)
-    with FloraSimulator(speed=args.speed, seed=0) as sim:
-        client = FloraClient(api_key=sim.api_key, base_url=sim.base_url)
-        print(f"FLORA simulator at {sim.base_url} (speed x{args.speed:g})\n")
-        print("Techniques:")
-        techniques = list(client.techniques())
-        for t in techniques:
-            print(f"  {t.technique_id:<22} {t.name:<32} ${t.run_cost:.2f}/run")
-        tech = next(t for t in techniques if [i.type for i in t.required_inputs] == ["text"])
-        workspace = client.workspaces()[0].workspace_id
-        prompt_id = tech.required_inputs[0].id
-        print(f"\nStarting {tech.name!r} in {workspace} with {prompt_id}={args.prompt!r}")
-        start = client.start_technique_run(tech.technique_id, workspace, {prompt_id: args.prompt})
-        print(f"  run {start.run_id}: quoted ${start.charged_cost:.2f}, about {start.estimated_seconds:.1f} s")
-        every = max(0.05, min(2.0, (start.estimated_seconds or 2.0) / 5))
-        state = _poll(client, start.run_id, start.poll_url, every)
-        _report(client, state)
-        return 0 if state.status == "completed" else 1
+    pd.set_option("display.width", 140)
+    pd.set_option("display.max_columns", 12)
+    with tempfile.TemporaryDirectory() as home, Flora.simulated(
+        speed=args.speed, ledger_path=Path(home) / "ledger.sqlite"
+    ) as fl:
+        print(f"FLORA simulator at {fl.endpoint} (speed x{args.speed:g}); ledger {fl.ledger.path}")
+        _section("Techniques")
+        print(fl.techniques()[["slug", "name", "run_cost", "inputs", "outputs"]].to_string(index=False))
 
+        _section("One run")
+        run = fl.run("poster-studio", {"prompt": args.prompt}, labels={"demo": "single"})
+        print(f"started {run!r}  (returned at once; polling in the background)")
+        run.wait(120).raise_for_status()
+        print(f"finished {run!r}")
+        for out in run.outputs:
+            print(f"  {out.output_id} ({out.type}): {out.url} [{len(out.fetch())} bytes, via the kernel]")
 
-def _report(client: FloraClient, state: RunState) -> None:
-    cost = "unknown" if state.charged_cost is None else f"${state.charged_cost:.4f}"
-    print(f"\nRun {state.run_id} {state.status}; charged {cost}")
-    if state.error_code:
-        print(f"  error {state.error_code}: {state.error_message}")
-    for out in state.outputs:
-        if out.text is not None:
-            print(f"  {out.output_id} (text): {out.text[:120]}")
-        else:
-            size = len(client.fetch_media(out.url))
-            print(f"  {out.output_id} ({out.type}): {out.url} [{size} bytes]")
+        _section("A sweep: 2 prompts x 2 styles, budget $1")
+        sweep = fl.sweep("jingle-writer", grid={"prompt": ["sea shanty", "city lights"], "style": ["jazz", "punk"]},
+                         budget=1.0, max_concurrency=4)
+        sweep.wait(120)
+        print(repr(sweep))
+        print("\ncharged_cost by prompt x style:")
+        print(sweep.compare(values="charged_cost"))
+        print("\nrun seconds by prompt x style:")
+        print(sweep.compare(values="run_seconds").round(2))
+
+        _section("Costs")
+        print(fl.costs()[["runs", "completed", "failed", "estimated_usd", "charged_usd", "cost_per_completed_usd"]])
+        print(f"\nserver truth: {fl.simulator.stats()['total_charged']:.4f} USD charged; "
+              f"ledger: {fl.runs()['charged_cost'].sum():.4f} USD")
+        failed = fl.runs(status="failed")
+        return 0 if failed.empty else 1
