@@ -189,12 +189,13 @@ def throughput(n: int, k: int, speed: float, duration: float, concurrencies: lis
           f" with {PENDING:g} FLORA s pending per wave: {bound_pending:.2f} s")
 
     def show(name: str, res: Outcome, note: str = "") -> None:
-        print(f"  {name:<34}: {res.wall:7.2f} s  ratio {res.wall / bound:5.2f} (w/ pending {res.wall / bound_pending:5.2f})"
-              f"  429s {res.stats['rate_limited']:5d}  req/run {res.per_run:5.2f}{note}")
+        print(f"  {name:<34}: {res.wall:7.2f} s  ratio {res.wall / bound:5.2f}"
+              f" (w/ pending {res.wall / bound_pending:5.2f})  429s {res.stats['rate_limited']:5d}  req/run {res.per_run:5.2f}{note}")
 
     seq = naive_sequential(k, speed, duration)
-    est = Outcome(seq.wall * n / k, n, seq.stats, seq.span)
-    show("(a) sequential, poll every 2 FLORA s", est, f"   EXTRAPOLATED from {k} runs ({seq.wall:.2f} s) x {n}/{k}")
+    est = Outcome(seq.wall * n / k, k, seq.stats, seq.span)  # 429s and requests/run: of the k runs done
+    show("(a) sequential, poll every 2 FLORA s", est,
+         f"   EXTRAPOLATED: {k} runs took {seq.wall:.2f} s, x {n}/{k}")
     par = naive_parallel(n, speed, duration)
     show("(b) start all, poll every 2 FLORA s", par, f"   server busy {par.span:.2f} s")
     for c in concurrencies:

@@ -113,6 +113,10 @@ class FloraMagics(Magics):
         else:
             self.session = Flora(base_url=o.base_url, workspace=workspace, poll_interval=self.poll_interval)
         self.budget = o.budget
+        try:
+            self.session.workspace_id  # resolve now, so the status line below shows it
+        except FloraError as exc:
+            print(f"Connected; choose a workspace with --workspace: {exc}")
         return self.session
 
 
