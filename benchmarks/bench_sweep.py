@@ -186,11 +186,14 @@ def throughput(n: int, k: int, speed: float, duration: float, concurrencies: lis
     print(f"Throughput: {n} runs of a {duration:g} FLORA-s technique, speed {speed:g}; server: "
           f"max_concurrent_runs={SLOTS}, rate_limit={RATE:g} req/s")
     print(f"  bound = max({waves} waves x {duration:g} FLORA s, {n} starts / {RATE:g} req/s) = {bound:.2f} s real;"
-          f" with {PENDING:g} FLORA s pending per wave: {bound_pending:.2f} s")
+          f" with {PENDING:g} FLORA s pending per wave: {bound_pending:.2f} s\n"
+          f"  (pending per wave binds a client keeping only {SLOTS} in flight; a primed server queue pays it"
+          f" once: {max((PENDING + waves * duration) / speed, n / RATE):.2f} s)")
 
     def show(name: str, res: Outcome, note: str = "") -> None:
         print(f"  {name:<34}: {res.wall:7.2f} s  ratio {res.wall / bound:5.2f}"
-              f" (w/ pending {res.wall / bound_pending:5.2f})  429s {res.stats['rate_limited']:5d}  req/run {res.per_run:5.2f}{note}")
+              f" (w/ pending {res.wall / bound_pending:5.2f})  429s {res.stats['rate_limited']:5d}"
+              f"  req/run {res.per_run:5.2f}{note}")
 
     seq = naive_sequential(k, speed, duration)
     est = Outcome(seq.wall * n / k, k, seq.stats, seq.span)  # 429s and requests/run: of the k runs done

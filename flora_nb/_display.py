@@ -48,19 +48,65 @@ class _Throttled:
         self._update()
 
 
+def estimated_progress(run: Any, now: float | None = None) -> float:
+    """Progress to show between polls: the last seen value, or the share of the estimate elapsed.
+
+    The poller looks at a run when it should be done (that is what keeps polling cheap), so
+    between polls the bar moves on the clock; the status text always shows what FLORA said.
+    """
+    if run.done:
+        return 100.0 if run.status == "completed" else run.progress
+    began = run._row.started_at or run._row.created_at or run._row.intent_at
+    estimate = run.estimated_seconds
+    if not estimate or began is None:
+        return run.progress
+    elapsed = (time.time() if now is None else now) - began
+    return max(run.progress, min(95.0, 100.0 * elapsed / estimate))
+
+
+class _Ticker:
+    """One daemon thread that moves every live progress bar between polls."""
+
+    def __init__(self) -> None:
+        self._bars: list[tuple[Any, Any]] = []
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, run: Any, bar: Any) -> None:
+        with self._lock:
+            self._bars.append((run, bar))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="flora_nb-display", daemon=True)
+                self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(0.5)
+            with self._lock:
+                self._bars = [(r, b) for r, b in self._bars if not r.done]
+                live = list(self._bars)
+            for run, bar in live:
+                bar.value = estimated_progress(run)
+
+
+_TICKER = _Ticker()
+
+
 def _run_widget(run: Any) -> Any:
     import ipywidgets as w
 
-    bar = w.FloatProgress(min=0, max=100, value=run.progress, layout=w.Layout(width="160px"))
+    bar = w.FloatProgress(min=0, max=100, value=estimated_progress(run), layout=w.Layout(width="160px"))
     label = w.HTML()
 
     def update() -> None:
-        bar.value = run.progress if run.status != "completed" else 100.0
+        bar.value = estimated_progress(run)
         bar.bar_style = {"completed": "success", "failed": "danger", "skipped": "warning"}.get(run.status, "")
         label.value = run._repr_html_()
 
     update()
     run.on_change(_Throttled(update, lambda: run.done))
+    if not run.done:
+        _TICKER.add(run, bar)
     return w.HBox([bar, label])
 
 

@@ -1,0 +1,78 @@
+"""A real notebook executed in a real kernel (nbclient): magics, live widgets, gallery, no key leak."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+CELLS = [
+    "%load_ext flora_nb",
+    "%flora connect --sim --speed 50",
+    '%flora run poster-studio prompt="a red fox" --wait -o r\nr.status, round(r.charged_cost, 2)',
+    "%flora run jingle-writer prompt=sea style=jazz",
+    "s = %flora sweep poster-studio prompt=[fox,owl] --budget 1\ns.wait(60); s.counts",
+    "s.gallery()",
+    "s.compare()",
+    "%flora costs",
+    "%flora run poster-studio nope=1",
+    "%flora",
+]
+
+
+def _outputs(cell: nbformat.NotebookNode) -> list[dict]:
+    return cell.get("outputs", [])
+
+
+def _text(cell: nbformat.NotebookNode) -> str:
+    return json.dumps(_outputs(cell))
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    workdir = tmp_path_factory.mktemp("nb")
+    client = NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True,
+                            store_widget_state=True, resources={"metadata": {"path": str(workdir)}})
+    client.execute()
+    return nb
+
+
+def test_cells_run_without_tracebacks(executed):
+    errors = [o for c in executed.cells for o in _outputs(c) if o["output_type"] == "error"]
+    assert errors == []
+    # The deliberate mistake shows as one UsageError line on stderr, without a traceback.
+    [mistake] = _outputs(executed.cells[8])
+    assert mistake["name"] == "stderr" and mistake["text"].count("\n") == 1
+    assert mistake["text"].startswith("UsageError: InputError:") and "unknown input 'nope'" in mistake["text"]
+
+
+def test_run_and_sweep_results(executed):
+    assert "('completed', 0.04)" in _text(executed.cells[2])
+    assert "{'completed': 2}" in _text(executed.cells[4])
+    assert "0.04" in _text(executed.cells[6]) and "fox" in _text(executed.cells[6])
+    assert "Poster Studio" in _text(executed.cells[7])
+
+
+def test_live_widgets_and_gallery_state(executed):
+    views = [o for c in executed.cells for o in _outputs(c)
+             if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert len(views) >= 3  # the live run displays and the gallery
+    state = executed.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    models = [m["model_name"] for m in state.values()]
+    assert models.count("ImageModel") >= 2 and "FloatProgressModel" in models and "GridBoxModel" in models
+    bars = [m["state"] for m in state.values() if m["model_name"] == "FloatProgressModel"]
+    assert any(b.get("value") == 100 for b in bars)
+
+
+def test_status_cell(executed):
+    text = _text(executed.cells[9])
+    assert "simulator: True" in text and "poller_errors: 0" in text
+
+
+def test_api_key_never_in_outputs(executed):
+    everything = json.dumps(executed)
+    assert "sk_sim_demo" not in everything
