@@ -179,12 +179,10 @@ def compare_frame(frame: pd.DataFrame, varied: Sequence[str], values: str, index
                              dropna=False)
 
 
-def plan_frame(plan: Any, tech: Technique, workspace: str, reuse: dict[str, str], reusable: dict[str, str]) -> pd.DataFrame:
-    """A dry run: one row per planned run, status ``queued`` (``skipped``-free), nothing started."""
-    from ._ledger import canonical_json
-
+def plan_frame(plan: Any, tech: Technique, workspace: str, keys: Sequence[str], reuse: dict[str, str],
+               reusable: dict[str, str]) -> pd.DataFrame:
+    """A dry run: one row per planned run (``queued``, or ``completed`` when reused); nothing started."""
     n = len(plan.inputs)
-    keys = [canonical_json(i) for i in plan.inputs]
     inputs = pd.DataFrame.from_records(plan.inputs)
     inputs.columns = [f"input.{c}" for c in inputs.columns]
     frame = pd.DataFrame({

@@ -274,19 +274,20 @@ def start_sweep(session: Flora, technique: str, *, grid: Any, zip: Any, fixed: A
     if budget is not None and not reuse and not dry_run:
         _check_budget(len(plan) * cost, budget, len(plan), tech)  # before any request at all
     workspace = workspace or session.workspace_id
-    reusable = _reusable(session, tech, workspace, plan)
+    keys = [canonical_json(i) for i in plan.inputs]  # what "identical inputs" means for reuse
+    reusable = _reusable(session, tech, workspace, keys)
     if dry_run:
         from ._frames import plan_frame
 
-        return plan_frame(plan, tech, workspace, reusable if reuse else {}, reusable)
-    to_pay = sum(1 for inputs in plan.inputs if not (reuse and canonical_json(inputs) in reusable))
+        return plan_frame(plan, tech, workspace, keys, reusable if reuse else {}, reusable)
+    to_pay = sum(1 for key in keys if not (reuse and key in reusable))
     if budget is not None:
         _check_budget(to_pay * cost, budget, to_pay, tech)
     sweep_id = f"swp_{uuid.uuid4().hex[:12]}"
-    planned = _planned_rows(session, plan, sweep_id, dict(labels or {}), reusable if reuse else {})
+    planned = _planned_rows(session, plan, keys, sweep_id, dict(labels or {}), reusable if reuse else {})
     runs = session._queue(tech, workspace, planned)
     sweep = Sweep(session, tech, plan, runs, sweep_id, max_concurrency, budget)
-    sweep.reusable = sum(1 for i in plan.inputs if canonical_json(i) in reusable)
+    sweep.reusable = sum(1 for key in keys if key in reusable)
     return sweep.start()
 
 
@@ -299,18 +300,20 @@ def _check_budget(estimate: float, budget: float, runs: int, tech: Technique) ->
         )
 
 
-def _reusable(session: Flora, tech: Technique, workspace: str, plan: Plan) -> dict[str, str]:
+def _reusable(session: Flora, tech: Technique, workspace: str, keys: Sequence[str]) -> dict[str, str]:
     done = session.ledger.completed_inputs(session.endpoint, workspace, tech.technique_id)
-    wanted = {canonical_json(i) for i in plan.inputs}
+    if not done:
+        return {}
+    wanted = set(keys)
     return {k: v for k, v in done.items() if k in wanted}
 
 
-def _planned_rows(session: Flora, plan: Plan, sweep_id: str, labels: dict[str, Any],
+def _planned_rows(session: Flora, plan: Plan, keys: Sequence[str], sweep_id: str, labels: dict[str, Any],
                   reuse: dict[str, str]) -> list[dict[str, Any]]:
     rows = []
-    for inputs, number in zip(plan.inputs, plan.variation):
+    for inputs, number, key in zip(plan.inputs, plan.variation, keys):
         row: dict[str, Any] = {"inputs": inputs, "labels": labels, "sweep_id": sweep_id, "variation": number}
-        source = reuse.get(canonical_json(inputs))
+        source = reuse.get(key)
         if source is not None:
             row.update(_reused_columns(session, source))
         rows.append(row)

@@ -27,7 +27,9 @@ class Throttle:
         if rate is not None and rate <= 0:
             raise ValueError("rate must be positive requests per second, or None for no limit")
         self.rate = rate
-        self.burst = float(burst if burst is not None else max(1.0, rate or 1.0))
+        # One token of headroom by default: the server's bucket starts when our first request
+        # *arrives* (after the connection is opened), so a full-size burst overruns it by one.
+        self.burst = float(burst if burst is not None else max(1.0, (rate or 2.0) - 1.0))
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
