@@ -9,13 +9,15 @@
 from __future__ import annotations
 
 import json
+import statistics
 import os
 import subprocess
 import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 TECH = "tech_bench"
 
@@ -96,3 +98,13 @@ def pct(values: Sequence[float], q: float) -> float:
     low = int(pos)
     high = min(low + 1, len(data) - 1)
     return data[low] + (data[high] - data[low]) * (pos - low)
+
+
+def median_seconds(fn: Callable[[], Any], repeat: int) -> float:
+    """Median wall time of ``repeat`` calls of ``fn``."""
+    times = []
+    for _ in range(repeat):
+        began = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)

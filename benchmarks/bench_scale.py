@@ -20,14 +20,13 @@ import argparse
 import gc
 import json
 import sqlite3
-import statistics
 import time
 import tracemalloc
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
-from _common import TECH, catalog, private_home, scaled_poll_interval, sim_process
+from _common import TECH, catalog, median_seconds, private_home, scaled_poll_interval, sim_process
 
 from flora_nb import Flora
 from flora_nb._ledger import COLUMNS, Ledger
@@ -35,15 +34,6 @@ from flora_nb._ledger import COLUMNS, Ledger
 ENDPOINT = "http://127.0.0.1:9/api/v1"  # never contacted: part (a) only reads the ledger
 BATCH = 200
 STYLES = ("noir", "pastel", "bauhaus", "risograph")
-
-
-def median_seconds(fn: Callable[[], Any], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        began = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
 
 
 def add_rows(ledger: Ledger, n: int) -> list[int]:

@@ -26,7 +26,6 @@ import argparse
 import heapq
 import itertools
 import math
-import statistics
 import threading
 import time
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
-from _common import TECH, catalog, private_home
+from _common import TECH, catalog, median_seconds, private_home
 
 from flora_nb import Flora, FloraClient, RateLimitError
 from flora_nb.sim import Faults, FloraSimulator
@@ -136,15 +135,6 @@ def naive_parallel(n: int, speed: float, duration: float) -> Outcome:
         for t in threads:
             t.join()
         return outcome(time.perf_counter() - began, n, sim)
-
-
-def median_seconds(fn: Callable[[], Any], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        began = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
 
 
 def planning(size: int, repeat: int, home: Path) -> None:

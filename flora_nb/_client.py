@@ -21,7 +21,6 @@ from ._errors import (
     APIError,
     ConfigError,
     FloraConnectionError,
-    FloraError,
     FloraTimeout,
     InputError,
     NotFoundError,
@@ -298,7 +297,7 @@ class FloraClient:
         headers = self._headers(url, idempotency_key, attempt)
         try:
             response = self._session.request(method, url, headers=headers, timeout=self.timeout, **kwargs)
-        except requests.Timeout as exc:
+        except requests.Timeout:
             raise FloraTimeout(f"{method} {_path(url)} timed out after {self.timeout} s") from None
         except requests.ConnectionError as exc:
             raise FloraConnectionError(f"{method} {_path(url)}: no answer from {_netloc(url)} ({_reason(exc)})") from None
