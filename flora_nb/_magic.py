@@ -8,7 +8,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from traitlets import Bool, Float, Int, Tuple, Unicode
 
-from ._errors import FloraError
+from ._errors import FloraError, NotFoundError
 from ._magic_parse import Command, HelpShown, parse
 
 if TYPE_CHECKING:
@@ -201,8 +201,14 @@ def _techniques(m: FloraMagics, c: Command) -> Any:
 
 
 def _runs(m: FloraMagics, c: Command) -> Any:
-    o = c.options
-    frame = m.fl().runs(status=o.status, technique=o.technique, sweep_id=o.sweep)
+    o, fl = c.options, m.fl()
+    technique = o.technique
+    if technique:
+        try:
+            technique = fl.technique(technique).technique_id  # a slug or id; names match as they are
+        except NotFoundError:
+            pass
+    frame = fl.runs(status=o.status, technique=technique, sweep_id=o.sweep)
     return frame.tail(o.last).reset_index(drop=True) if o.last else frame
 
 

@@ -346,6 +346,9 @@ class Flora:
         from ._frames import runs_frame, select_runs
 
         rows = self.ledger.iter_raw(None if all_endpoints else self.endpoint)
+        with self._lock:  # a slug seen in this session means its technique id
+            known = self._techniques.get(technique) if technique else None
+        technique = known.technique_id if known else technique
         return select_runs(runs_frame(rows), status=status, technique=technique, sweep_id=sweep_id, since=since)
 
     def costs(self, by: str | Sequence[str] = "technique_name", **filters: Any) -> pd.DataFrame:

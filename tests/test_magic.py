@@ -206,3 +206,18 @@ def test_parser_never_crashes_on_commands(prefix, rest, body):
         parse(prefix + rest, body)
     except (UsageError, HelpShown):
         pass
+
+
+def test_connect_to_a_base_url_with_workspace(ip, monkeypatch):
+    from flora_nb.sim import FloraSimulator
+
+    with FloraSimulator(speed=100.0) as sim:
+        monkeypatch.setenv("FLORA_API_KEY", sim.api_key)
+        fl = cell(ip, f"%flora connect --base-url {sim.base_url} --workspace {sim.workspace_id}")
+        assert fl.endpoint == sim.base_url and fl.simulator is None and fl.workspace_id == sim.workspace_id
+        sweep = cell(ip, f"%flora sweep {POSTER} prompt=[a,b] --label team=red")
+        sweep.wait(30)
+        frame = cell(ip, f"%flora runs --technique {POSTER}")
+        assert len(frame) == 2 and set(frame["label.team"]) == {"red"}
+        assert sim.stats()["runs_created"] == 2
+        fl.close()
