@@ -25,6 +25,7 @@ from ._errors import (
     RateLimitError,
     RunFailedError,
     ServerError,
+    StartUnconfirmedError,
     UnsafeURLError,
     ValidationError,
 )
@@ -77,6 +78,7 @@ __all__ = [
     "RunStart",
     "RunState",
     "ServerError",
+    "StartUnconfirmedError",
     "Sweep",
     "Technique",
     "TechniqueInput",

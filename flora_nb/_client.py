@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import math
 import mimetypes
 import os
 import random
@@ -84,6 +85,11 @@ class FloraClient:
             raise ConfigError(
                 "No FLORA API key. Set the FLORA_API_KEY environment variable, pass api_key=..., "
                 "or use the offline simulator (flora_nb.Flora.simulated() / python -m flora_nb sim)."
+            )
+        if not key.isascii() or not key.isprintable() or any(c.isspace() for c in key):
+            raise ConfigError(
+                "The FLORA API key contains spaces, line breaks or other characters a key never has; "
+                "copy it again (the key itself is not shown here)."
             )
         self.__key = key
         self.base_url = self._check_base_url(setting(base_url, "FLORA_BASE_URL", DEFAULT_BASE_URL))
@@ -271,7 +277,7 @@ class FloraClient:
     ) -> requests.Response:
         # A POST is only safe to repeat because the server dedupes it by its idempotency key.
         retryable = method.upper() in ("GET", "HEAD") or bool(idempotency_key)
-        attempt = 0
+        attempt, unanswered = 0, False
         while True:
             if throttled:
                 self.throttle.acquire()
@@ -280,14 +286,17 @@ class FloraClient:
             except (FloraConnectionError, FloraTimeout) as exc:
                 if not retryable or attempt >= self.max_retries:
                     raise
+                unanswered = True
                 wait = self._backoff(attempt)
                 log.info("flora_nb: %s %s failed (%s); retry %d in %.2fs", method, _path(url), type(exc).__name__, attempt + 1, wait)
             else:
+                # An attempt that got no answer may have been acted on: the final error must say so.
+                response.flora_unanswered_attempt = unanswered  # type: ignore[attr-defined]
                 if response.status_code not in _RETRY_STATUSES or not retryable or attempt >= self.max_retries:
                     return response
                 wait = self._retry_wait(response, attempt)
                 log.info("flora_nb: %s %s -> %d; retry %d in %.2fs", method, _path(url), response.status_code, attempt + 1, wait)
-                if response.status_code == 429:
+                if response.status_code == 429 and throttled:
                     self.throttle.pause(wait)  # every thread of this client holds off, not just this one
                     wait = 0.0
             time.sleep(wait)
@@ -299,7 +308,9 @@ class FloraClient:
             response = self._session.request(method, url, headers=headers, timeout=self.timeout, **kwargs)
         except requests.Timeout:
             raise FloraTimeout(f"{method} {_path(url)} timed out after {self.timeout} s") from None
-        except requests.ConnectionError as exc:
+        except requests.RequestException as exc:
+            # Refused, reset, dropped, or a body cut off mid-transfer: no usable answer. The
+            # exception text is not reused, since some requests errors quote the headers.
             raise FloraConnectionError(f"{method} {_path(url)}: no answer from {_netloc(url)} ({_reason(exc)})") from None
         log.debug("flora_nb: %s %s -> %d (%s)", method, _path(url), response.status_code, response.headers.get("request-id", "-"))
         return response
@@ -340,6 +351,7 @@ class FloraClient:
         )
         if isinstance(error, RateLimitError):
             error.retry_after = _server_wait(response.headers)
+        error.unanswered_attempt = bool(getattr(response, "flora_unanswered_attempt", False))
         raise error
 
 
@@ -360,7 +372,8 @@ def _netloc(url: str) -> str:
 
 def _reason(exc: Exception) -> str:
     text = str(exc)
-    for marker in ("RemoteDisconnected", "Connection refused", "Connection reset", "Connection aborted"):
+    for marker in ("RemoteDisconnected", "Connection refused", "Connection reset", "Connection aborted",
+                   "IncompleteRead", "Connection broken"):
         if marker in text:
             return marker
     return type(exc).__name__
@@ -386,23 +399,31 @@ def _parse_envelope(response: requests.Response) -> tuple[str | None, str, list[
 
 
 def _server_wait(headers: Mapping[str, str]) -> float | None:
-    """Seconds the server asked us to wait: ``retry-after-ms`` first, then ``Retry-After``."""
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            value = float(ms)
-            if value == value and value > 0:  # NaN and 0 fall through, as in FLORA's SDK
-                return value / 1000.0
-        except ValueError:
-            pass
+    """Seconds the server asked us to wait: ``retry-after-ms`` first, then ``Retry-After``.
+
+    Values that are not finite numbers or HTTP dates are ignored (backoff applies instead).
+    """
+    ms = _finite(headers.get("retry-after-ms"))
+    if ms is not None and ms > 0:  # 0 and NaN fall through, as in FLORA's SDK
+        return ms / 1000.0
     after = headers.get("retry-after")
-    if not after:
-        return 0.0 if ms is not None else None
+    seconds = _finite(after)
+    if seconds is None and after:
+        try:
+            seconds = email.utils.parsedate_to_datetime(after).timestamp() - time.time()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            seconds = None
+    if seconds is None:
+        return 0.0 if ms == 0 else None
+    return seconds
+
+
+def _finite(text: str | None) -> float | None:
     try:
-        return float(after)
+        value = float(text) if text is not None else None
     except ValueError:
-        when = email.utils.parsedate_to_datetime(after) if after else None
-        return None if when is None else when.timestamp() - time.time()
+        return None
+    return value if value is not None and math.isfinite(value) else None
 
 
 def _read_upload(path: Path, file_name: str | None, content_type: str | None) -> tuple[bytes, str, str]:

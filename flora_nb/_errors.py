@@ -8,6 +8,7 @@ Every error flora_nb raises on purpose derives from ``FloraError``::
     ├── UnsafeURLError               a poll URL on another origin than the base URL
     ├── BudgetExceededError          a sweep would spend more than its budget
     ├── RunFailedError               a run ended ``failed`` (carries ``.run``)
+    ├── StartUnconfirmedError        a start's answer was lost and its run was not found (``.run``)
     ├── FloraConnectionError (ConnectionError)   the request never got an answer
     ├── FloraTimeout (TimeoutError)  a request, or a wait, ran out of time
     └── APIError                     FLORA answered with an error envelope
@@ -43,6 +44,7 @@ __all__ = [
     "RateLimitError",
     "RunFailedError",
     "ServerError",
+    "StartUnconfirmedError",
     "UnsafeURLError",
     "ValidationError",
     "error_for_status",
@@ -82,6 +84,14 @@ class RunFailedError(FloraError):
         self.run = run
 
 
+class StartUnconfirmedError(FloraError):
+    """A start's answer was lost and no matching run was found; ``resume()`` looks again."""
+
+    def __init__(self, message: str, *, run: Any = None):
+        super().__init__(message)
+        self.run = run
+
+
 class FloraConnectionError(FloraError, ConnectionError):
     """The request got no answer (refused, reset, dropped)."""
 
@@ -94,6 +104,9 @@ class APIError(FloraError):
     """FLORA answered with an error envelope."""
 
     hint = ""
+    # True when an earlier attempt of the same request got no answer: the server may have acted
+    # on it (a start may exist) even though the last answer was an error.
+    unanswered_attempt = False
 
     def __init__(
         self,

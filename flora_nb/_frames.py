@@ -191,7 +191,8 @@ def plan_frame(plan: Any, tech: Technique, workspace: str, keys: Sequence[str], 
         "technique_name": pd.array([tech.name] * n, dtype="string"),
         "workspace_id": pd.array([workspace] * n, dtype="string"),
         "status": pd.Categorical(["completed" if k in reuse else "queued" for k in keys], categories=STATUSES),
-        "estimated_cost": np.asarray([0.0 if k in reuse else (tech.run_cost or np.nan) for k in keys], dtype="float64"),
+        "estimated_cost": np.asarray([0.0 if k in reuse else (np.nan if tech.run_cost is None else tech.run_cost)
+                                      for k in keys], dtype="float64"),
         "reusable": np.asarray([k in reusable for k in keys], dtype=bool),
         "reused_from": pd.array([reuse.get(k) for k in keys], dtype="string"),
     })

@@ -7,6 +7,7 @@ as Binder where the browser cannot reach the output URLs. Cells fill in as runs 
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import html
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -63,6 +64,9 @@ def _fill(cell: w.VBox, run: Run, varied: Sequence[str]) -> None:
     cell.children = (*media, _caption(run, varied))
 
 
+_FETCHER = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="flora_nb-gallery")
+
+
 def _cell(run: Run, varied: Sequence[str]) -> w.VBox:
     cell = w.VBox(layout=w.Layout(width=_CELL_WIDTH, border="1px solid #ddd", padding="4px"))
     _fill(cell, run, varied)
@@ -72,7 +76,10 @@ def _cell(run: Run, varied: Sequence[str]) -> w.VBox:
         def update(r: Run) -> None:
             if not state["done"]:
                 state["done"] = r.done
-                _fill(cell, r, varied)
+                if r.done:  # downloads happen off the poller thread: a slow file never stalls tracking
+                    _FETCHER.submit(_fill, cell, r, varied)
+                else:
+                    _fill(cell, r, varied)
 
         run.on_change(update)
     return cell

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 __all__ = ["ACTIVE", "COLUMNS", "Ledger", "LedgerRow", "canonical_json", "default_home", "default_ledger_path"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 ACTIVE = ("starting", "pending", "running")  # statuses the poller still has work for
 
 _MIGRATIONS: tuple[str, ...] = (
@@ -68,6 +68,10 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX events_by_run ON events (local_id);
     """,
+    # version 2: which session (host:pid:token) wrote a row, to tell a live start from a dead one
+    """
+    ALTER TABLE runs ADD COLUMN owner TEXT;
+    """,
 )
 
 COLUMNS = (
@@ -75,6 +79,7 @@ COLUMNS = (
     "technique_id", "technique_name", "project_id", "status", "progress", "estimated_cost",
     "charged_cost", "estimated_seconds", "intent_at", "created_at", "started_at", "completed_at",
     "error_code", "error_message", "outputs", "inputs", "labels", "poll_url", "reused_from", "updated_at",
+    "owner",
 )
 _JSON_COLUMNS = ("outputs", "inputs", "labels")
 _UPDATABLE = frozenset(COLUMNS) - {"local_id", "endpoint", "idempotency_key", "intent_at"}
@@ -120,6 +125,7 @@ class LedgerRow:
     poll_url: str | None
     reused_from: str | None
     updated_at: float
+    owner: str | None
 
     @classmethod
     def from_sql(cls, values: Sequence[Any]) -> LedgerRow:
@@ -237,6 +243,12 @@ class Ledger:
         with self._lock:
             value = self._db.execute("SELECT SUM(charged_cost) FROM runs WHERE endpoint = ?", (endpoint,)).fetchone()[0]
         return float(value or 0.0)
+
+    def open_starts(self, endpoint: str, workspace_id: str, technique_id: str) -> list[LedgerRow]:
+        """Starts not yet bound to a run (in flight, lost or unconfirmed), any session."""
+        return self._select(
+            "WHERE endpoint = ? AND workspace_id = ? AND technique_id = ? AND status = 'starting'"
+            " AND run_id IS NULL ORDER BY local_id", (endpoint, workspace_id, technique_id))
 
     def known_run_ids(self, endpoint: str) -> set[str]:
         with self._lock:

@@ -241,8 +241,11 @@ def _form(m: FloraMagics, c: Command) -> Any:
 def _wait_command(m: FloraMagics, c: Command) -> Any:
     fl, target = m.fl(), c.options.target
     if target is None:
-        for run in fl.tracked_runs():
-            _wait(run, c.options.timeout)
+        try:
+            for run in fl.tracked_runs():
+                run.wait(c.options.timeout)
+        except KeyboardInterrupt:
+            print("Stopped waiting; the runs keep being tracked in the background.")
         return None
     if target in m.sweeps:
         return _wait(m.sweeps[target], c.options.timeout)

@@ -96,7 +96,7 @@ def _parsers() -> dict[str, _Parser]:
         "connect": _simple(
             "connect", "(Re)configure the session.",
             (("--sim",), {"action": "store_true", "help": "start the built-in simulator"}),
-            (("--speed",), {"type": float, "default": 20.0, "help": "simulator speed-up (with --sim)"}),
+            (("--speed",), {"type": float, "default": None, "help": "simulator speed-up (with --sim)"}),
             (("--base-url",), {"metavar": "URL"}), (("--workspace",), {"metavar": "ws_..."}),
             (("--budget",), {"type": float, "metavar": "USD", "help": "default budget for sweeps"}),
         ),
@@ -186,7 +186,10 @@ def parse(line: str, cell: str | None = None) -> Command:
         close = [c for c in COMMANDS if c.startswith(name[:2])] or list(COMMANDS)
         raise UsageError(f"%flora: unknown command {name!r}. Did you mean: {', '.join(close)}? See %flora?")
     options = parsers[name].parse_args([_unquote_option(t) for t in tokens[1:]])
-    inputs = parse_pairs(getattr(options, "pairs", []) or [])
+    try:
+        inputs = parse_pairs(getattr(options, "pairs", []) or [])
+    except RecursionError:
+        raise UsageError("%flora: a value is nested too deeply; pass such data from Python instead.") from None
     if cell is not None and cell.strip():
         if name not in ("run", "sweep"):
             raise UsageError(f"%%flora {name} takes no cell body; only %%flora run and %%flora sweep do.")

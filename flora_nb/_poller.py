@@ -11,9 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol, Sequence
 
 from ._errors import FloraError
 from ._models import RunState
@@ -27,7 +26,9 @@ __all__ = ["Poller", "PollerStats"]
 log = logging.getLogger("flora_nb.poller")
 
 SETTLE_POLLS = 30  # polls to wait for a terminal run's final charged_cost before leaving it NaN
-CLOCK_SLACK = 30.0  # seconds of client/server clock skew tolerated when matching lost starts
+# Until a start has measured it, the server's clock is assumed to agree with ours (NTP): a lost
+# start is matched only to a run created inside its own window, to the millisecond.
+CLOCK_SLACK = 0.001
 
 
 @dataclass
@@ -55,7 +56,12 @@ class _Entry:
 class _Intent:
     run: Run
     give_up_at: float
+    window: tuple[float, float]  # wall-clock span in which its POSTs were sent and answered (or not)
     attempts: int = 0  # searches made; never give up on an intent that was not searched for
+
+    def contains(self, created: float, offset: tuple[float, float]) -> bool:
+        """Could a run created at server time ``created`` come from this start?"""
+        return self.window[0] + offset[0] <= created <= self.window[1] + offset[1]
 
 
 @dataclass
@@ -70,11 +76,15 @@ class Sink(Protocol):
 
     def record(self, pairs: Sequence[tuple[Run, RunState]]) -> None: ...
 
-    def attach(self, run: Run, state: RunState) -> None: ...
+    def attach(self, run: Run, state: RunState) -> bool: ...
 
     def give_up(self, run: Run) -> None: ...
 
     def known_run_ids(self) -> set[str]: ...
+
+    def starts_in_flight(self, workspace: str, technique: str) -> bool: ...
+
+    def clock_bounds(self) -> tuple[float, float]: ...
 
 
 class Poller:
@@ -90,7 +100,7 @@ class Poller:
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
         self._intents: dict[int, _Intent] = {}
-        self._in_flight = 0
+        self._ghosts: list[tuple[float, float]] = []  # windows of starts given up on: still ambiguous
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -118,22 +128,16 @@ class Poller:
             self._entries[run.id] = _Entry(run, time.monotonic() + delay)
         self._wake.set()
 
-    def reconcile(self, run: Run) -> None:
-        """Look for the server-side run of a start whose answer was lost."""
-        with self._lock:
-            self._intents[run.local_id] = _Intent(run, time.monotonic() + self.grace)
-        self._wake.set()
+    def reconcile(self, run: Run, window: tuple[float, float] | None = None) -> None:
+        """Look for the server-side run of a start whose answer was lost.
 
-    @contextmanager
-    def starting(self) -> Iterator[None]:
-        """Mark a start in flight: reconciliation waits, so it never takes another start's run."""
+        ``window`` is the wall-clock span (unix seconds) in which the start's POSTs went out; the
+        run FLORA created for it must carry a ``created_at`` inside it.
+        """
+        window = window or (run.intent_at, time.time())
         with self._lock:
-            self._in_flight += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._in_flight -= 1
+            self._intents[run.local_id] = _Intent(run, time.monotonic() + self.grace, window)
+        self._wake.set()
 
     @property
     def tracked(self) -> int:
@@ -153,6 +157,7 @@ class Poller:
                 self._cycle()
             except Exception as exc:  # never die: count it, show it in status(), go on
                 self._failed(exc)
+                self._wake.wait(self.interval[1])  # and never spin on a failure that repeats
             self._sleep_until_due()
 
     def _failed(self, exc: BaseException) -> None:
@@ -199,7 +204,7 @@ class Poller:
             missing = [e for e in due if e.run.id not in seen]
             for entry in missing:
                 seen[entry.run.id] = self._single(entry.run)
-        except FloraError as exc:
+        except Exception as exc:  # network, a bad answer, a locked ledger: try these runs later
             self._failed(exc)
             self._postpone(due)
             return
@@ -241,9 +246,11 @@ class Poller:
                 entry = self._entries.get(state.run_id)
                 if entry is not None:
                     pairs.append((entry.run, state))
-        if pairs:
-            self._sink.record(pairs)
-        self._reschedule([run for run, _ in pairs])
+        try:
+            if pairs:
+                self._sink.record(pairs)
+        finally:
+            self._reschedule([run for run, _ in pairs])
 
     def _reschedule(self, runs: list[Run]) -> None:
         now = time.monotonic()
@@ -282,39 +289,46 @@ class Poller:
 
     def _reconcile_intents(self) -> None:
         with self._lock:
-            if not self._intents or self._in_flight:
-                return
             intents = sorted(self._intents.values(), key=lambda i: i.run.local_id)
         groups: dict[tuple[str, str], list[_Intent]] = {}
         for intent in intents:
             groups.setdefault((intent.run.workspace_id, intent.run.technique_id), []).append(intent)
         for (workspace, technique), group in groups.items():
+            # A start still in flight (any live session) may be the one that created an unknown
+            # run: wait until none is, so a lost start never takes another start's run.
+            if self._sink.starts_in_flight(workspace, technique):
+                continue
             try:
                 self._match(workspace, technique, group)
-            except FloraError as exc:
+            except Exception as exc:
                 self._failed(exc)
         self._expire_intents()
 
     def _match(self, workspace: str, technique: str, group: list[_Intent]) -> None:
-        """Pair lost starts (oldest first) with server runs nobody knows yet (oldest first)."""
-        oldest = min(i.run.intent_at for i in group) - CLOCK_SLACK
-        known = self._sink.known_run_ids()
-        candidates: list[RunState] = []
+        """Bind lost starts to server runs nobody knows yet, by when each run was created."""
+        offset = self._sink.clock_bounds()
+        oldest = min(i.window[0] for i in group) + offset[0] - 1.0
+        listed: list[RunState] = []
         self.stats.batch_requests += 1
         for state in self._client.technique_runs(workspace_id=workspace, technique_id=technique):
             created = state.created_at.timestamp() if state.created_at else 0.0
             if created < oldest:
                 break
-            if state.run_id not in known:
-                candidates.append(state)
-        candidates.reverse()
+            listed.append(state)
+        known = self._sink.known_run_ids()  # read after listing: a start that landed meanwhile counts
+        candidates = [s for s in reversed(listed) if s.run_id not in known and s.created_at is not None]
         for intent in group:
             intent.attempts += 1
-        for intent, state in zip(group, candidates):
+        for intent, state in _pair(group, candidates, offset, self._ghost_intents(group)):
             with self._lock:
                 self._intents.pop(intent.run.local_id, None)
-            self.stats.reconciled += 1
-            self._sink.attach(intent.run, state)
+            if self._sink.attach(intent.run, state):
+                self.stats.reconciled += 1
+
+    def _ghost_intents(self, group: list[_Intent]) -> list[_Intent]:
+        run = group[0].run
+        with self._lock:
+            return [_Intent(run, 0.0, window) for window in self._ghosts]
 
     def _expire_intents(self) -> None:
         now = time.monotonic()
@@ -322,9 +336,29 @@ class Poller:
             expired = [i for i in self._intents.values() if i.give_up_at <= now and i.attempts >= 2]
             for intent in expired:
                 del self._intents[intent.run.local_id]
+                # Its run may exist and be ambiguous: keep its window so no other start takes that run.
+                self._ghosts = (self._ghosts + [intent.window])[-200:]
         for intent in expired:
             self._sink.give_up(intent.run)
 
 
 def _created(run: Run) -> float:
     return run._row.created_at or run._row.intent_at
+
+
+def _pair(intents: list[_Intent], runs: list[RunState], offset: tuple[float, float],
+          ghosts: Sequence[_Intent] = ()) -> list[tuple[_Intent, RunState]]:
+    """Pairs that cannot be wrong: each run created inside exactly one lost start's window.
+
+    ``offset`` bounds the server's clock against ours; ``ghosts`` are windows of starts given up
+    on, which still make a run ambiguous. A run that fits two windows is left alone: those starts
+    are reported unconfirmed rather than risk binding a run to the wrong inputs.
+    """
+    pairs, free = [], list(intents)
+    for state in runs:
+        created = state.created_at.timestamp()  # type: ignore[union-attr]
+        fits = [i for i in [*free, *ghosts] if i.contains(created, offset)]
+        if len(fits) == 1 and fits[0] in free:
+            pairs.append((fits[0], state))
+            free.remove(fits[0])
+    return pairs

@@ -7,13 +7,15 @@ import hashlib
 import html
 import logging
 import mimetypes
+import os
 import re
+import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from ._errors import FloraTimeout, RunFailedError
+from ._errors import FloraTimeout, RunFailedError, StartUnconfirmedError
 from ._ledger import LedgerRow
 from ._models import TERMINAL
 
@@ -50,9 +52,10 @@ class RunOutput:
             return cache.read_bytes()
         data = self._session.client.fetch_media(self.url)
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".part")
-        tmp.write_bytes(data)
-        tmp.replace(cache)  # atomic: a half-written file is never taken for a cached one
+        fd, tmp = tempfile.mkstemp(dir=cache.parent, suffix=".part")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, cache)  # atomic: a half-written file is never taken for a cached one
         return data
 
     @property
@@ -128,9 +131,14 @@ class Run:
         return _ts(self._row.completed_at)
 
     @property
+    def unconfirmed(self) -> bool:
+        """The start's answer was lost and its run was not found on FLORA (``resume()`` looks again)."""
+        return self._row.status == "starting" and self._row.error_code == "start_unconfirmed"
+
+    @property
     def done(self) -> bool:
-        """True once the run is completed, failed or skipped (nothing more will happen)."""
-        return self._row.status in TERMINAL or self._row.status == "skipped"
+        """True once nothing more will happen by itself: completed, failed, skipped or unconfirmed."""
+        return self._row.status in TERMINAL or self._row.status == "skipped" or self.unconfirmed
 
     # ---------------------------------------------------------------- updates
 
@@ -168,6 +176,8 @@ class Run:
                     )
                 # Short slices keep Ctrl-C responsive: a Condition wait is not interruptible.
                 self._changed.wait(0.2 if left is None else min(left, 0.2))
+        if self.unconfirmed:
+            raise StartUnconfirmedError(f"run {self.local_id}: {self._row.error_message}", run=self)
         return self
 
     def raise_for_status(self) -> Run:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sqlite3
 import threading
+import time
 import weakref
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -17,10 +19,13 @@ from ._errors import (
     FloraTimeout,
     IdempotencyDuplicateError,
     InputError,
+    ServerError,
 )
 from ._ledger import ACTIVE, Ledger, LedgerRow, default_home
 from ._models import RunState, Technique, Workspace
-from ._poller import Poller
+from ._owner import STALE_SECONDS, is_alive, new_owner, retire
+from ._clock import ClockOffset
+from ._poller import CLOCK_SLACK, Poller
 from ._run import Run
 from ._validation import check_inputs
 
@@ -34,6 +39,28 @@ __all__ = ["Flora"]
 log = logging.getLogger("flora_nb.session")
 
 _SESSIONS: weakref.WeakSet[Flora] = weakref.WeakSet()
+
+START_GAP = 0.002  # seconds between two starts of a session
+LOST = "start_lost"  # the answer to a start never came: reconciling
+UNCONFIRMED = "start_unconfirmed"  # reconciling found nothing within the grace period
+
+
+def _maybe_started(exc: APIError) -> bool:
+    """Could FLORA have created the run although this start ended in an error?"""
+    # A duplicate key means it did; a 5xx may come after the run was made; and any error that
+    # follows an unanswered attempt may hide a run that attempt created.
+    return isinstance(exc, (IdempotencyDuplicateError, ServerError)) or exc.unanswered_attempt
+
+
+def _read_timeout(client: FloraClient) -> float:
+    timeout = client.timeout
+    return float(timeout[1] if isinstance(timeout, tuple) else timeout)
+
+
+def _owner_busy(row: LedgerRow, now: float) -> bool:
+    """Is the session that wrote this start still alive (so the start may still be in flight)?"""
+    alive = is_alive(row.owner)
+    return alive if alive is not None else now - row.intent_at < STALE_SECONDS
 
 
 @atexit.register
@@ -69,11 +96,16 @@ class Flora:
         self._workspace_arg = setting(workspace, "FLORA_WORKSPACE_ID")
         self._workspace: str | None = None
         self.ledger = Ledger(ledger_path)
-        self.cache_dir = default_home() / "cache"
+        self.owner = new_owner()
+        # Media cache beside the ledger (a demo's temporary ledger keeps its files with it).
+        self.cache_dir = self.ledger.path.parent / "cache" if ledger_path is not None else default_home() / "cache"
         self._techniques: dict[str, Technique] = {}
         self._runs: dict[int, Run] = {}
         self._lock = threading.RLock()
         self._closed = False
+        self.clock = ClockOffset(unknown_slack=CLOCK_SLACK)
+        self._start_windows: dict[int, tuple[float, float]] = {}  # local id -> when its start was sent
+        self._start_lock = threading.Lock()
         self.poller = Poller(self.client, self, interval=poll_interval, grace=reconcile_grace)
         self.poller.start()
         _SESSIONS.add(self)
@@ -104,6 +136,7 @@ class Flora:
         if self._closed:
             return
         self._closed = True
+        retire(self.owner)
         self.poller.stop()
         self.client.close()
         self.ledger.close()
@@ -192,6 +225,7 @@ class Flora:
         """Write planned starts to the ledger (one transaction) and return their Run handles."""
         intents = [{
             "endpoint": self.endpoint, "workspace_id": workspace, "idempotency_key": new_idempotency_key(),
+            "owner": self.owner,
             "technique_id": tech.technique_id, "technique_name": tech.name, "estimated_cost": tech.run_cost,
             "status": status, **plan,
         } for plan in planned]
@@ -201,23 +235,36 @@ class Flora:
         """Send one queued start; a lost answer is reconciled, a rejection is recorded and raised."""
         if run.status != "starting":
             self._update(run, status="starting")
-        with self.poller.starting():
+        with self._start_lock:  # one start at a time, so each start's time window is its own
+            sent_at = time.time()
             try:
                 start = self.client.start_technique_run(
                     tech.technique_id, run.workspace_id, run.inputs, idempotency_key=run.idempotency_key)
-            except (IdempotencyDuplicateError, FloraConnectionError, FloraTimeout) as exc:
-                self._update(run, note=f"start unconfirmed: {type(exc).__name__}")
-                self.poller.reconcile(run)  # the server may have created it: find it, never start again
-                return
+            except FloraConnectionError as exc:  # the server closed the connection: done with it
+                return self._lost(run, exc, (sent_at, time.time()))
+            except FloraTimeout as exc:  # the server may still be working on it for a while
+                return self._lost(run, exc, (sent_at, time.time() + _read_timeout(self.client)))
             except APIError as exc:
+                if _maybe_started(exc):
+                    return self._lost(run, exc, (sent_at, time.time()))
                 self._update(run, status="failed", error_code=exc.code, error_message=exc.message, charged_cost=0.0)
                 raise
+            finally:
+                time.sleep(START_GAP)  # server timestamps are milliseconds: keep windows apart
         changes = {"run_id": start.run_id, "status": "pending", "poll_url": start.poll_url,
                    "estimated_seconds": start.estimated_seconds, "project_id": start.project_id}
         if start.charged_cost is not None and tech.run_cost is None:
             changes["estimated_cost"] = start.charged_cost
         self._update(run, note="started", **changes)
+        self._start_windows[run.local_id] = (sent_at, time.time())
         self.poller.track(run)
+
+    def _lost(self, run: Run, exc: Exception, window: tuple[float, float] | None = None) -> None:
+        """FLORA may have created this run without our hearing of it: look for it, never resend."""
+        self._update(run, note=f"start answer lost: {type(exc).__name__}", error_code=LOST,
+                     error_message="The start's answer was lost; flora_nb is looking for the run on FLORA "
+                                   "(it never starts a run twice).")
+        self.poller.reconcile(run, window)
 
     def sweep(self, technique: str, grid: Mapping[str, Any] | None = None, zip: Mapping[str, Any] | None = None,
               fixed: Mapping[str, Any] | None = None, variations: Sequence[Mapping[str, Any]] | None = None,
@@ -279,6 +326,7 @@ class Flora:
         """Write what polls saw (one transaction), then update the Run handles."""
         from ._states import changes_for
 
+        self._learn_clock(pairs)
         batch = [(run, changes_for(run._row, state)) for run, state in pairs]
         batch = [(run, ch) for run, ch in batch if ch]
         if not batch:
@@ -287,28 +335,55 @@ class Flora:
         for run, _ in batch:
             run._apply(self.ledger.get(run.local_id))
 
-    def attach(self, run: Run, state: RunState) -> None:
+    def attach(self, run: Run, state: RunState) -> bool:
         """A lost start was found on the server: bind it to its ledger row and track it."""
         from ._states import changes_for
 
+        row = self.ledger.get(run.local_id)
+        if row is None or row.run_id is not None:
+            return False  # another session of this ledger found it first
         changes = {"run_id": state.run_id, "poll_url": state.poll_url, "project_id": state.project_id,
                    "error_code": None, "error_message": None}
-        changes.update(changes_for(run._row, state))
-        self._update(run, note="reconciled", **changes)
+        changes.update(changes_for(row, state))
+        try:
+            self._update(run, note="reconciled", **changes)
+        except sqlite3.IntegrityError:  # that run is bound to another row already: look again
+            self.poller.reconcile(run)
+            return False
         if not run.done or run.charged_cost is None:
             self.poller.track(run, first_poll_in=self.poller.interval[0])
+        return True
 
     def give_up(self, run: Run) -> None:
         """A lost start was not found within the grace period: say so, keep it for resume()."""
+        row = self.ledger.get(run.local_id)
+        if row is None or row.run_id is not None:
+            return
         self._update(
-            run, note="unconfirmed",
-            error_code="start_unconfirmed",
-            error_message="The start's answer was lost and no matching run was found yet; "
+            run, note="unconfirmed", error_code=UNCONFIRMED,
+            error_message="The start's answer was lost and no matching run was found on FLORA; "
                           "fl.resume() looks again. It was never started twice.",
         )
 
     def known_run_ids(self) -> set[str]:
         return self.ledger.known_run_ids(self.endpoint)
+
+    def clock_bounds(self) -> tuple[float, float]:
+        return self.clock.bounds()
+
+    def _learn_clock(self, pairs: Sequence[tuple[Run, RunState]]) -> None:
+        for run, state in pairs:
+            window = self._start_windows.pop(run.local_id, None)
+            if window is not None and state.created_at is not None:
+                self.clock.observe(window[0], window[1], state.created_at.timestamp())
+
+    def starts_in_flight(self, workspace: str, technique: str) -> bool:
+        """Is any session (this one included) still waiting for a start's answer?"""
+        now = time.time()
+        for row in self.ledger.open_starts(self.endpoint, workspace, technique):
+            if row.error_code is None and _owner_busy(row, now):
+                return True
+        return False
 
     def _listener_failed(self, callback: Any) -> None:
         self.poller.stats.listener_errors += 1
@@ -317,12 +392,20 @@ class Flora:
     # ---------------------------------------------------------------- resume
 
     def resume(self) -> list[Run]:
-        """Re-attach every unfinished run of this endpoint and look again for lost starts."""
-        runs = []
+        """Re-attach every unfinished run of this endpoint and look again for lost starts.
+
+        Starts another live session is still sending are left to it; sweeps queued by a
+        session that has died are marked ``skipped`` (``interrupted``).
+        """
+        runs, now = [], time.time()
         for row in self.ledger.rows(self.endpoint, statuses=ACTIVE):
+            if row.run_id is None and row.error_code is None and _owner_busy(row, now) and row.owner != self.owner:
+                continue
             run = self._adopt(row)
-            if row.run_id is None:
-                self.poller.reconcile(run)
+            if row.run_id is None and row.error_code == LOST:
+                self.poller.reconcile(run, self._send_window(row))
+            elif row.run_id is None:  # in flight when its session died, or unconfirmed: look again
+                self._lost(run, RuntimeError("resumed"), self._send_window(row))
             else:
                 self.poller.track(run, first_poll_in=0.0)
             runs.append(run)
@@ -331,7 +414,23 @@ class Flora:
                 run = self._adopt(row)
                 self.poller.track(run, first_poll_in=0.0)
                 runs.append(run)
+        self._skip_orphans()
         return runs
+
+    def _send_window(self, row: LedgerRow) -> tuple[float, float]:
+        """From when the row turned ``starting`` on: a start whose session died may still have
+        been on its way, or in the server's hands, when the session ended, so no end is assumed."""
+        events = self.ledger.events(row.local_id)
+        began = max((e["at"] for e in events if e["status"] == "starting" and e["note"] in (None, "intent")),
+                    default=row.intent_at)
+        return began, float("inf")
+
+    def _skip_orphans(self) -> None:
+        """Queued runs of a session that is gone will never be launched: say so."""
+        orphans = [self._adopt(row) for row in self.ledger.rows(self.endpoint, statuses=("queued",))
+                   if is_alive(row.owner) is False]
+        self._update_many(orphans, status="skipped", error_code="interrupted",
+                          error_message="The session that queued this run ended before starting it.")
 
     def _resume_on_open(self) -> None:
         runs = self.resume()

@@ -72,8 +72,7 @@ class Sweep:
             self._slot.notify_all()
 
     def _in_flight(self) -> int:
-        return sum(1 for r in self.runs if r.status in ("starting", "pending", "running")
-                   and r.error_code != "start_unconfirmed")
+        return sum(1 for r in self.runs if r.status in ("starting", "pending", "running") and not r.unconfirmed)
 
     def _committed(self) -> float:
         """Spend the launched runs may reach: the final charge when known, else the estimate."""
@@ -159,7 +158,7 @@ class Sweep:
     @property
     def estimated_remaining(self) -> float:
         """Estimated cost of runs not finished yet (USD)."""
-        return sum(r.estimated_cost or 0.0 for r in self.runs if not r.done and r.error_code != "start_unconfirmed")
+        return sum(r.estimated_cost or 0.0 for r in self.runs if not r.done)
 
     @property
     def eta_seconds(self) -> float | None:
@@ -270,6 +269,9 @@ def start_sweep(session: Flora, technique: str, *, grid: Any, zip: Any, fixed: A
     tech = session.technique(technique)
     plan = expand(grid=grid, zip=zip, variations=variations, fixed=fixed, repeat=repeat)
     validate(plan, tech)
+    if budget is not None and tech.run_cost is None:
+        raise InputError(f"{tech.name} does not publish its run_cost, so a budget cannot be enforced before "
+                         "runs start; drop budget= or price it with a small sweep first.")
     cost = tech.run_cost or 0.0
     if budget is not None and not reuse and not dry_run:
         _check_budget(len(plan) * cost, budget, len(plan), tech)  # before any request at all

@@ -415,3 +415,29 @@ def test_thread_safety(shared_client, shared_sim):
 
     with cf.ThreadPoolExecutor(8) as pool:
         assert sorted(pool.map(work, range(16))) == list(range(16))
+
+
+def test_key_with_line_break_is_refused_without_echoing_it():
+    with pytest.raises(fnb.ConfigError) as info:
+        FloraClient(api_key="sk_live_SECRET\nX-Evil: 1", base_url="http://127.0.0.1:9/api/v1")
+    assert "SECRET" not in str(info.value) and "line breaks" in str(info.value)
+
+
+@pytest.mark.parametrize("headers, expected", [
+    ({"retry-after": "soon"}, None), ({"retry-after": "nan"}, None), ({"retry-after": "inf"}, None),
+    ({"retry-after": "2"}, 2.0), ({"retry-after-ms": "150"}, 0.15), ({"retry-after-ms": "0"}, 0.0),
+    ({"retry-after-ms": "nan", "retry-after": "3"}, 3.0),
+])
+def test_server_wait_parsing(headers, expected):
+    from flora_nb._client import _server_wait
+
+    assert _server_wait(headers) == expected
+
+
+def test_error_after_a_dropped_attempt_says_so(sim):
+    sim.faults = Faults(drop_rate=1.0)
+    with make_client(sim, max_retries=1) as c:
+        tech = text_technique(c)
+        with pytest.raises(fnb.IdempotencyDuplicateError) as info:
+            c.start_technique_run(tech.technique_id, sim.workspace_id, prompt_inputs(tech))
+    assert info.value.unanswered_attempt is True and sim.stats()["runs_created"] == 1

@@ -221,3 +221,17 @@ def test_connect_to_a_base_url_with_workspace(ip, monkeypatch):
         assert len(frame) == 2 and set(frame["label.team"]) == {"red"}
         assert sim.stats()["runs_created"] == 2
         fl.close()
+
+
+def test_deeply_nested_values_are_a_usage_error():
+    with pytest.raises(UsageError, match="nested too deeply"):
+        parse("run poster p=" + "[" * 1500 + "a" + "]" * 1500)
+
+
+def test_simulator_speed_config_is_used(ip):
+    ip.run_line_magic("config", "FloraMagics.simulator_speed = 7.0")
+    try:
+        fl = cell(ip, "%flora connect --sim")
+        assert fl.simulator.speed == 7.0
+    finally:
+        ip.run_line_magic("config", "FloraMagics.simulator_speed = 20.0")

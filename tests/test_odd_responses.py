@@ -12,7 +12,7 @@ from flora_nb import FloraClient
 
 ANSWERS = {
     "/api/v1/html502": (502, "text/html", b"<html><body>Bad gateway</body></html>"),
-    "/api/v1/truncated": (500, "application/json", b'{"error": {"code": "unknown_err'),
+    "/api/v1/badjson": (500, "application/json", b'{"error": {"code": "unknown_err'),
     "/api/v1/notjson200": (200, "text/plain", b"hello"),
     "/api/v1/odd400": (400, "application/json", b'{"detail": "nope"}'),
 }
@@ -24,6 +24,15 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):  # noqa: N802 (stdlib name)
         Handler.hits[self.path] = Handler.hits.get(self.path, 0) + 1
+        if self.path == "/api/v1/cut":  # promise 100 bytes, send 20, hang up
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            self.wfile.write(b'{"workspaces": [{"wo')
+            self.wfile.flush()
+            self.close_connection = True
+            return
         status, ctype, body = ANSWERS.get(self.path, (404, "text/plain", b"?"))
         self.send_response(status)
         self.send_header("Content-Type", ctype)
@@ -56,10 +65,16 @@ def test_html_error_body(odd_client):
     assert Handler.hits["/api/v1/html502"] == 2  # 5xx retried once
 
 
-def test_truncated_json_error_body(odd_client):
+def test_invalid_json_error_body(odd_client):
     with pytest.raises(fnb.ServerError) as info:
-        odd_client.request("GET", "/truncated")
+        odd_client.request("GET", "/badjson")
     assert info.value.code == "unknown_error" and "non-JSON" in info.value.message
+
+
+def test_body_cut_mid_transfer_is_a_retried_connection_error(odd_client):
+    with pytest.raises(fnb.FloraConnectionError, match="no answer"):
+        odd_client.request("GET", "/cut")
+    assert Handler.hits["/api/v1/cut"] == 2  # retried once, like any unanswered request
 
 
 def test_non_json_success_body(odd_client):

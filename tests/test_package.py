@@ -11,7 +11,7 @@ PUBLIC = [
     "APIError", "Asset", "AuthenticationError", "BudgetExceededError", "ConfigError", "Flora", "FloraClient",
     "FloraConnectionError", "FloraError", "FloraTimeout", "IdempotencyDuplicateError", "InputError",
     "InsufficientCreditsError", "NotFoundError", "Output", "PermissionDeniedError", "RateLimitError",
-    "Run", "RunFailedError", "RunOutput", "RunStart", "RunState", "ServerError", "Sweep", "Technique", "TechniqueInput",
+    "Run", "RunFailedError", "RunOutput", "RunStart", "RunState", "ServerError", "StartUnconfirmedError", "Sweep", "Technique", "TechniqueInput",
     "UnsafeURLError", "ValidationError", "Workspace", "__version__",
 ]
 

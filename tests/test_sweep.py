@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import time
 
 import ipywidgets as w
 import pytest
@@ -111,9 +112,11 @@ def test_max_concurrency_is_respected(tmp_path):
     with Flora.simulated(speed=50.0, ledger_path=tmp_path / "l.sqlite") as fl:
         peak = 0
         sweep = fl.sweep(POSTER, grid={"prompt": [f"p{i}" for i in range(8)]}, max_concurrency=2)
-        while not sweep.done:  # the server's own count of unfinished runs never passes the cap
+        deadline = time.monotonic() + 60
+        while not sweep.done and time.monotonic() < deadline:  # the server's own count never passes the cap
             live = fl.simulator.stats()["runs_by_status"]
             peak = max(peak, live["pending"] + live["running"])
+            time.sleep(0.005)
         assert 1 <= peak <= 2 and sweep.counts == {"completed": 8}
 
 
@@ -152,8 +155,9 @@ def test_insufficient_credits_mid_sweep(tmp_path):
 def test_stop_keeps_started_runs(tmp_path):
     with Flora.simulated(speed=5.0, ledger_path=tmp_path / "l.sqlite") as fl:
         sweep = fl.sweep(POSTER, grid={"prompt": [f"p{i}" for i in range(10)]}, max_concurrency=2)
-        while _posts(fl) < 2:
-            pass
+        deadline = time.monotonic() + 30
+        while _posts(fl) < 2 and time.monotonic() < deadline:
+            time.sleep(0.005)
         sweep.stop().wait(60)
         started = [r for r in sweep.runs if r.status != "skipped"]
         assert 2 <= len(started) < 10 and all(r.status == "completed" for r in started)
