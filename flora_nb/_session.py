@@ -12,6 +12,7 @@ import weakref
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ._client import FloraClient, new_idempotency_key, setting
+from ._clock import ClockOffset
 from ._errors import (
     APIError,
     ConfigError,
@@ -24,7 +25,6 @@ from ._errors import (
 from ._ledger import ACTIVE, Ledger, LedgerRow, default_home
 from ._models import RunState, Technique, Workspace
 from ._owner import STALE_SECONDS, is_alive, new_owner, retire
-from ._clock import ClockOffset
 from ._poller import CLOCK_SLACK, Poller
 from ._run import Run
 from ._validation import check_inputs
