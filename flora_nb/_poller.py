@@ -29,6 +29,8 @@ SETTLE_POLLS = 30  # polls to wait for a terminal run's final charged_cost befor
 # Until a start has measured it, the server's clock is assumed to agree with ours (NTP): a lost
 # start is matched only to a run created inside its own window, to the millisecond.
 CLOCK_SLACK = 0.001
+HISTORY_MARGIN = 30.0  # batch polls page back this far past the oldest due run (clocks may differ)
+PAGE_SIZE = 100
 
 
 @dataclass
@@ -61,7 +63,11 @@ class _Intent:
 
     def contains(self, created: float, offset: tuple[float, float]) -> bool:
         """Could a run created at server time ``created`` come from this start?"""
-        return self.window[0] + offset[0] <= created <= self.window[1] + offset[1]
+        return _within(self.window, created, offset)
+
+
+def _within(window: tuple[float, float], created: float, offset: tuple[float, float]) -> bool:
+    return window[0] + offset[0] <= created <= window[1] + offset[1]
 
 
 @dataclass
@@ -217,13 +223,13 @@ class Poller:
     def _batch(self, workspace: str, due: list[_Entry]) -> dict[str, RunState]:
         """One pass over run history, newest first, back to the oldest due run."""
         wanted = {e.run.id for e in due}
-        oldest = min(_created(e.run) for e in due) - CLOCK_SLACK
+        oldest = min(_created(e.run) for e in due) - HISTORY_MARGIN
         with self._lock:
             tracked = set(self._entries)
         seen: dict[str, RunState] = {}
         pages_before = self.stats.batch_requests
-        for index, state in enumerate(self._client.technique_runs(workspace_id=workspace)):
-            if index % 100 == 0:
+        for index, state in enumerate(self._client.technique_runs(page_size=PAGE_SIZE, workspace_id=workspace)):
+            if index % PAGE_SIZE == 0:
                 self.stats.batch_requests += 1
             if state.run_id in tracked:
                 seen[state.run_id] = state
@@ -319,16 +325,13 @@ class Poller:
         candidates = [s for s in reversed(listed) if s.run_id not in known and s.created_at is not None]
         for intent in group:
             intent.attempts += 1
-        for intent, state in _pair(group, candidates, offset, self._ghost_intents(group)):
+        with self._lock:
+            ghosts = list(self._ghosts)
+        for intent, state in _pair(group, candidates, offset, ghosts):
             with self._lock:
                 self._intents.pop(intent.run.local_id, None)
             if self._sink.attach(intent.run, state):
                 self.stats.reconciled += 1
-
-    def _ghost_intents(self, group: list[_Intent]) -> list[_Intent]:
-        run = group[0].run
-        with self._lock:
-            return [_Intent(run, 0.0, window) for window in self._ghosts]
 
     def _expire_intents(self) -> None:
         now = time.monotonic()
@@ -347,7 +350,7 @@ def _created(run: Run) -> float:
 
 
 def _pair(intents: list[_Intent], runs: list[RunState], offset: tuple[float, float],
-          ghosts: Sequence[_Intent] = ()) -> list[tuple[_Intent, RunState]]:
+          ghosts: Sequence[tuple[float, float]] = ()) -> list[tuple[_Intent, RunState]]:
     """Pairs that cannot be wrong: each run created inside exactly one lost start's window.
 
     ``offset`` bounds the server's clock against ours; ``ghosts`` are windows of starts given up
@@ -357,8 +360,9 @@ def _pair(intents: list[_Intent], runs: list[RunState], offset: tuple[float, flo
     pairs, free = [], list(intents)
     for state in runs:
         created = state.created_at.timestamp()  # type: ignore[union-attr]
-        fits = [i for i in [*free, *ghosts] if i.contains(created, offset)]
-        if len(fits) == 1 and fits[0] in free:
+        fits = [i for i in free if i.contains(created, offset)]
+        ambiguous = any(_within(g, created, offset) for g in ghosts)
+        if len(fits) == 1 and not ambiguous:
             pairs.append((fits[0], state))
             free.remove(fits[0])
     return pairs
