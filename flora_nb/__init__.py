@@ -33,6 +33,7 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from ._client import FloraClient
+    from ._form import Form
     from ._run import Run, RunOutput
     from ._session import Flora
     from ._sweep import Sweep
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "Flora": "._session",
     "FloraClient": "._client",
+    "Form": "._form",
     "Run": "._run",
     "RunOutput": "._run",
     "Sweep": "._sweep",
@@ -65,6 +67,7 @@ __all__ = [
     "FloraConnectionError",
     "FloraError",
     "FloraTimeout",
+    "Form",
     "IdempotencyDuplicateError",
     "InputError",
     "InsufficientCreditsError",

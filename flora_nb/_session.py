@@ -281,6 +281,12 @@ class Flora:
                            repeat=repeat, max_concurrency=max_concurrency, budget=budget, labels=labels,
                            reuse=reuse, dry_run=dry_run, workspace=workspace)
 
+    def form(self, technique: str, **options: Any) -> Any:
+        """An ipywidgets form (``flora_nb.Form``) that starts runs and sweeps of ``technique``."""
+        from ._form import Form
+
+        return Form(self, technique, **options)
+
     def tracked_runs(self) -> list[Run]:
         """Runs of this session that are not done yet."""
         with self._lock:

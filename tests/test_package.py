@@ -9,7 +9,7 @@ import flora_nb
 
 PUBLIC = [
     "APIError", "Asset", "AuthenticationError", "BudgetExceededError", "ConfigError", "Flora", "FloraClient",
-    "FloraConnectionError", "FloraError", "FloraTimeout", "IdempotencyDuplicateError", "InputError",
+    "FloraConnectionError", "FloraError", "FloraTimeout", "Form", "IdempotencyDuplicateError", "InputError",
     "InsufficientCreditsError", "NotFoundError", "Output", "PermissionDeniedError", "RateLimitError",
     "Run", "RunFailedError", "RunOutput", "RunStart", "RunState", "ServerError", "StartUnconfirmedError", "Sweep", "Technique", "TechniqueInput",
     "UnsafeURLError", "ValidationError", "Workspace", "__version__",
