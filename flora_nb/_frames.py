@@ -35,7 +35,7 @@ _TIMES = ["created_at", "started_at", "completed_at"]
 _DERIVED = ["queue_seconds", "run_seconds", "total_seconds"]
 RUN_COLUMNS = (["run_id", "sweep_id", "technique_id", "technique_name", "workspace_id", "project_id",
                 "status"] + _FLOATS + _TIMES + _DERIVED + ["error_code", "error_message", "output_urls",
-                                                            "output_types"])
+                                                            "output_types", "rating", "note"])
 
 
 def runs_frame(raw_rows: Iterable[Sequence[Any]]) -> pd.DataFrame:
@@ -56,6 +56,8 @@ def runs_frame(raw_rows: Iterable[Sequence[Any]]) -> pd.DataFrame:
     outputs = [json.loads(text) for text in raw["outputs"]]
     frame["output_urls"] = pd.Series([[o.get("url") for o in outs] for outs in outputs], index=raw.index, dtype=object)
     frame["output_types"] = pd.Series([[o.get("type") for o in outs] for outs in outputs], index=raw.index, dtype=object)
+    frame["rating"] = pd.to_numeric(raw["rating"], errors="coerce").astype("float64")
+    frame["note"] = raw["note"].astype("string")
     extras = [_prefixed(raw["inputs"], "input."), _prefixed(raw["labels"], "label.")]
     frame = pd.concat([frame, *extras], axis=1)
     frame["local_id"] = raw["local_id"].astype("int64")
@@ -172,7 +174,7 @@ def compare_frame(frame: pd.DataFrame, varied: Sequence[str], values: str, index
         across = [a for a in axes if a not in rows][:1]
     value = col(values)
     if value not in frame.columns:
-        raise KeyError(f"no column {values!r} to compare; try charged_cost, run_seconds, total_seconds, status")
+        raise KeyError(f"no column {values!r} to compare; try charged_cost, rating, run_seconds, total_seconds, status")
     numeric = pd.api.types.is_numeric_dtype(frame[value])
     agg = aggfunc or ("mean" if numeric else "first")
     return frame.pivot_table(index=rows, columns=across or None, values=value, aggfunc=agg, observed=True,

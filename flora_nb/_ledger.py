@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-__all__ = ["ACTIVE", "COLUMNS", "Ledger", "LedgerRow", "canonical_json", "default_home", "default_ledger_path"]
+__all__ = ["ACTIVE", "COLUMNS", "UPLOAD_COLUMNS", "Ledger", "LedgerRow", "canonical_json", "default_home",
+           "default_ledger_path"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 ACTIVE = ("starting", "pending", "running")  # statuses the poller still has work for
 
 _MIGRATIONS: tuple[str, ...] = (
@@ -72,6 +73,24 @@ _MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE runs ADD COLUMN owner TEXT;
     """,
+    # version 3: the user's own rating and note of a run (local only, never sent to FLORA), and the
+    # uploads a content hash already made on an endpoint and workspace (so a file is uploaded once)
+    """
+    ALTER TABLE runs ADD COLUMN rating REAL;
+    ALTER TABLE runs ADD COLUMN note TEXT;
+    CREATE TABLE uploads (
+        endpoint TEXT NOT NULL,
+        workspace_id TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        content_type TEXT NOT NULL,
+        file_name TEXT,
+        asset_id TEXT NOT NULL,
+        url TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (endpoint, workspace_id, sha256)
+    );
+    """,
 )
 
 COLUMNS = (
@@ -79,10 +98,13 @@ COLUMNS = (
     "technique_id", "technique_name", "project_id", "status", "progress", "estimated_cost",
     "charged_cost", "estimated_seconds", "intent_at", "created_at", "started_at", "completed_at",
     "error_code", "error_message", "outputs", "inputs", "labels", "poll_url", "reused_from", "updated_at",
-    "owner",
+    "owner", "rating", "note",
 )
 _JSON_COLUMNS = ("outputs", "inputs", "labels")
-_UPDATABLE = frozenset(COLUMNS) - {"local_id", "endpoint", "idempotency_key", "intent_at"}
+# rating and note belong to the user: only set_rating() writes them, so no poll can overwrite them.
+_UPDATABLE = frozenset(COLUMNS) - {"local_id", "endpoint", "idempotency_key", "intent_at", "rating", "note"}
+UPLOAD_COLUMNS = ("endpoint", "workspace_id", "sha256", "size", "content_type", "file_name", "asset_id", "url",
+                  "created_at")
 
 
 def default_home() -> Path:
@@ -126,6 +148,8 @@ class LedgerRow:
     reused_from: str | None
     updated_at: float
     owner: str | None
+    rating: float | None = None
+    note: str | None = None
 
     @classmethod
     def from_sql(cls, values: Sequence[Any]) -> LedgerRow:
@@ -218,7 +242,36 @@ class Ledger:
                 count += 1
         return count
 
+    def set_rating(self, local_id: int, rating: float | None, note: str | None) -> None:
+        """Store the user's rating and note of a run; no status event, no other column touched."""
+        with self._write() as db:
+            cur = db.execute("UPDATE runs SET rating = ?, note = ?, updated_at = ? WHERE local_id = ?",
+                             (rating, note, time.time(), local_id))
+            if cur.rowcount != 1:
+                raise KeyError(f"no run with local id {local_id} in {self.path}")
+
+    def remember_upload(self, **upload: Any) -> None:
+        """Record (or replace) the asset a content hash became on an endpoint and workspace."""
+        values = tuple(upload[name] for name in UPLOAD_COLUMNS)
+        with self._write() as db:
+            db.execute(f"INSERT OR REPLACE INTO uploads ({', '.join(UPLOAD_COLUMNS)}) "
+                       f"VALUES ({','.join('?' * len(UPLOAD_COLUMNS))})", values)
+
+    def forget_upload(self, endpoint: str, workspace_id: str, sha256: str) -> None:
+        """Drop a cached upload (its asset is gone on the server)."""
+        with self._write() as db:
+            db.execute("DELETE FROM uploads WHERE endpoint = ? AND workspace_id = ? AND sha256 = ?",
+                       (endpoint, workspace_id, sha256))
+
     # ------------------------------------------------------------------ reading
+
+    def find_upload(self, endpoint: str, workspace_id: str, sha256: str) -> dict[str, Any] | None:
+        """The cached upload of this content on this endpoint and workspace, or None."""
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {', '.join(UPLOAD_COLUMNS)} FROM uploads WHERE endpoint = ? AND workspace_id = ? AND sha256 = ?",
+                (endpoint, workspace_id, sha256)).fetchone()
+        return dict(zip(UPLOAD_COLUMNS, row)) if row else None
 
     def get(self, local_id: int) -> LedgerRow | None:
         rows = self._select("WHERE local_id = ?", (local_id,))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import html
@@ -15,7 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from ._errors import FloraTimeout, RunFailedError, StartUnconfirmedError
+from ._errors import FloraTimeout, InputError, RunFailedError, StartUnconfirmedError
 from ._ledger import LedgerRow
 from ._models import TERMINAL
 
@@ -26,6 +27,7 @@ __all__ = ["Run", "RunOutput"]
 
 log = logging.getLogger("flora_nb.run")
 
+MAX_NOTE_CHARS = 2000
 _EXTENSIONS = {"imageUrl": ".png", "videoUrl": ".mp4", "audioUrl": ".wav", "documentUrl": ".pdf", "text": ".txt"}
 
 
@@ -140,11 +142,43 @@ class Run:
         """True once nothing more will happen by itself: completed, failed, skipped or unconfirmed."""
         return self._row.status in TERMINAL or self._row.status == "skipped" or self.unconfirmed
 
+    @property
+    def rating(self) -> float | None:
+        """The user's 1-5 star rating (None when unrated); kept in the local ledger only."""
+        return self._row.rating
+
+    @property
+    def note(self) -> str | None:
+        """The user's note on this run (None when there is none); kept in the local ledger only."""
+        return self._row.note
+
+    def rate(self, stars: int | None, note: str | None = None) -> Run:
+        """Rate this run 1-5 whole stars (None clears), with an optional short note; local only.
+
+        ``note=None`` keeps the note already there, ``note=""`` removes it; ``rate(None)`` clears both.
+        """
+        rating = _check_stars(stars)
+        if note is None:
+            kept = None if stars is None else self._row.note
+        else:
+            kept = _check_note(note)
+        self._session.ledger.set_rating(self.local_id, rating, kept)
+        row = self._session.ledger.get(self.local_id)
+        if row is not None:
+            with self._changed:  # our own write is the newest rating, whatever the clock says
+                self._row = dataclasses.replace(self._row, rating=row.rating, note=row.note)
+            self._apply(row)
+        return self
+
     # ---------------------------------------------------------------- updates
 
     def _apply(self, row: LedgerRow) -> None:
         """Take a newer ledger row (called by the session, from any thread)."""
         with self._changed:
+            current = self._row
+            if row.updated_at < current.updated_at and (row.rating, row.note) != (current.rating, current.note):
+                # A poll read before rate() wrote, applied after it: keep the newer rating.
+                row = dataclasses.replace(row, rating=current.rating, note=current.note)
             self._row = row
             self._changed.notify_all()
         for callback in list(self._listeners):
@@ -230,6 +264,30 @@ class Run:
             f"<div><code>{esc(self.id or 'not started')}</code> {bar}{esc(self._summary())}"
             f"{'<br>outputs: ' + outs if outs else ''}{error}</div>"
         )
+
+
+def _check_stars(stars: Any) -> float | None:
+    """Whole stars 1-5 as a float, or None; anything else is an InputError saying what to pass."""
+    if stars is None:
+        return None
+    number: float | None = None
+    if not isinstance(stars, (bool, str, bytes)):
+        try:
+            number = float(stars.__index__()) if hasattr(stars, "__index__") else float(stars)
+        except (TypeError, ValueError, OverflowError):
+            number = None
+    if number is None or not number.is_integer() or not 1 <= number <= 5:
+        raise InputError(f"A rating is a whole number of stars from 1 to 5 (or None to clear it); got {stars!r}.")
+    return number
+
+
+def _check_note(note: Any) -> str | None:
+    if not isinstance(note, str):
+        raise InputError(f"A note is text (or None to keep the current one); got {type(note).__name__}.")
+    text = note.strip()
+    if len(text) > MAX_NOTE_CHARS:
+        raise InputError(f"A note is at most {MAX_NOTE_CHARS} characters; this one has {len(text)}. Shorten it.")
+    return text or None
 
 
 def _safe(name: str) -> str:
