@@ -372,6 +372,7 @@ class RunPanel:
         self.widget = w.VBox([w.HTML(STYLE), self.live, self.outputs, self.extra])
         self.widget.add_class("flora-card")
         self._finished = False
+        self.fetched: concurrent.futures.Future[None] | None = None
         self.throttle = Throttle(self.draw, clock=clock, schedule=schedule)
         run.on_change(self._changed)
         if run.done:
@@ -406,7 +407,7 @@ class RunPanel:
         """Outputs are fetched off the poller thread: a slow file never stalls tracking."""
         self._finished = True
         if self.run.status == "completed":
-            _FETCHER.submit(self._show_outputs)
+            self.fetched = _FETCHER.submit(self._show_outputs)
 
     def _show_outputs(self) -> None:
         from ._gallery import rating_widget

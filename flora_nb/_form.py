@@ -201,14 +201,16 @@ class Form(w.VBox):
                              layout=w.Layout(width="190px"), style={"description_width": "initial"})
         self.budget_error = w.HTML()
         settings = [x for x in (self.workspace, self.budget, self.budget_error) if x is not None]
-        self._settings = w.HBox(settings, layout=w.Layout(align_items="center", gap="12px", flex_flow="row wrap"))
+        self._settings = w.HBox(settings, layout=w.Layout(align_items="center", flex_flow="row wrap"))
+        self._settings.add_class("flora-row")
         self.combine = w.ToggleButtons(options=[("every combination", "grid"), ("pair up in order (zip)", "zip")],
                                        value="grid", description="Combine", layout=w.Layout(display="none"),
                                        style={"button_width": "auto"})
         self.run_button = w.Button(description="Run", button_style="primary", icon="play",
                                    tooltip="start the run", layout=w.Layout(width="auto", min_width="110px"))
         self.cost_label = w.HTML()
-        self._run_row = w.HBox([self.run_button, self.cost_label], layout=w.Layout(align_items="center", gap="12px"))
+        self._run_row = w.HBox([self.run_button, self.cost_label], layout=w.Layout(align_items="center"))
+        self._run_row.add_class("flora-row")
         self.panels = w.VBox(layout=w.Layout(margin="10px 0 0 0"))
 
     def _workspace_picker(self) -> w.Dropdown | None:
@@ -546,5 +548,6 @@ FORM_STYLE = """<style>
   border: 1px solid var(--jp-border-color1, #bdbdbd); border-radius: 8px; padding: 0 6px; margin-left: 4px; }
 .flora-note { color: var(--jp-ui-font-color1, #212121); }
 .flora-cost { font-weight: 600; }
+.flora-row { gap: 12px; margin: 4px 0; }
 .flora-form textarea, .flora-form input[type=text] { border-radius: 6px; }
 </style>"""

@@ -167,7 +167,7 @@ def _two_axes(runs: Sequence[Run], varied: Sequence[str]) -> w.Widget:
     # The label column is as wide as its longest label (capped), not as wide as a cell.
     template = f"fit-content(16em) repeat({len(col_values)}, max-content)"
     return w.GridBox(header + body, layout=w.Layout(grid_template_columns=template, grid_gap="8px",
-                                                    align_items="start"))
+                                                    align_items="flex-start"))
 
 
 def _unique(values: Any) -> list[Any]:
