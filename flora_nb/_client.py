@@ -11,7 +11,7 @@ import random
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 from urllib.parse import quote, urlsplit
 
 import requests
@@ -22,6 +22,7 @@ from ._errors import (
     APIError,
     ConfigError,
     FloraConnectionError,
+    FloraError,
     FloraTimeout,
     InputError,
     NotFoundError,
@@ -195,24 +196,95 @@ class FloraClient:
         path: str | os.PathLike[str] | None = None,
         *,
         url: str | None = None,
+        data: bytes | None = None,
         workspace_id: str,
         content_type: str | None = None,
         file_name: str | None = None,
         idempotency_key: str | None = None,
     ) -> Asset:
-        """Upload a local file (up to 4 MB) or register a public URL as an asset."""
-        if (path is None) == (url is None):
-            raise InputError("create_asset takes exactly one of a local file path or url=...")
+        """One ``POST /assets``: a local file or bytes (multipart, up to 4 MB) or a public URL."""
+        if sum(x is not None for x in (path, url, data)) != 1:
+            raise InputError("create_asset takes exactly one of a local file path, data=bytes or url=...")
         key = idempotency_key or new_idempotency_key()
         if url is not None:
             body = {"source": url, "workspace_id": workspace_id, "content_type": content_type,
                     "file_name": file_name}
             body = {k: v for k, v in body.items() if v is not None}
             return Asset.from_api(self.request("POST", "/assets", json=body, idempotency_key=key))
-        data, name, ctype = _read_upload(Path(path), file_name, content_type)
-        files = {"file": (name, data, ctype)}
+        if data is None:
+            data, file_name, content_type = _read_upload(Path(path), file_name, content_type)  # type: ignore[arg-type]
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise InputError(f"{file_name or 'the data'} is {len(data) / 1024 / 1024:.1f} MB; a direct upload takes "
+                             "up to 4 MB. Use upload_asset(), which takes the signed-URL route for larger files.")
+        files = {"file": (file_name or "upload", data, content_type or "application/octet-stream")}
         form = {"workspace_id": workspace_id}
         return Asset.from_api(self.request("POST", "/assets", files=files, data=form, idempotency_key=key))
+
+    def upload_asset(self, data: bytes, *, file_name: str, content_type: str, workspace_id: str,
+                     poll_interval: float = 1.0, poll_timeout: float = 120.0,
+                     sleep: Callable[[float], None] = time.sleep,
+                     clock: Callable[[], float] = time.monotonic) -> Asset:
+        """Upload bytes as an asset: multipart up to 4 MB, else the signed-URL flow; returns it ready."""
+        if len(data) <= MAX_UPLOAD_BYTES:
+            return self.create_asset(data=data, file_name=file_name, content_type=content_type,
+                                     workspace_id=workspace_id)
+        reserved = self.reserve_asset_upload(workspace_id=workspace_id, content_type=content_type,
+                                             file_name=file_name)
+        self.send_asset_bytes(reserved, data, file_name=file_name, content_type=content_type)
+        self.complete_asset(reserved.asset_id)
+        return self.wait_for_asset(reserved.asset_id, interval=poll_interval, timeout=poll_timeout,
+                                   sleep=sleep, clock=clock)
+
+    def reserve_asset_upload(self, *, workspace_id: str, content_type: str, file_name: str,
+                             idempotency_key: str | None = None) -> Asset:
+        """``POST /assets {source: "signed-url"}``: an asset ``pending_upload`` with its upload target."""
+        body = {"source": "signed-url", "workspace_id": workspace_id, "content_type": content_type,
+                "file_name": file_name}
+        key = idempotency_key or new_idempotency_key()
+        return Asset.from_api(self.request("POST", "/assets", json=body, idempotency_key=key))
+
+    def send_asset_bytes(self, asset: Asset, data: bytes, *, file_name: str, content_type: str) -> None:
+        """Upload the bytes to a reserved asset's signed URL (storage: never sent the API key)."""
+        target = asset.extra.get("upload") or {}
+        url = target.get("url") if isinstance(target, dict) else None
+        if not url:
+            raise APIError(f"FLORA reserved asset {asset.asset_id} without an upload URL; try the upload again.",
+                           status=200, code="invalid_response")
+        fields = target.get("form_fields") or {}
+        form = {str(k): str(v) for k, v in fields.items()} if isinstance(fields, dict) else {}
+        files = {str(target.get("file_field") or "file"): (file_name, data, content_type)}
+        kwargs = {"files": files, "data": form, "auth": _without_key}
+        # A signed URL carries its own authorisation; the API key must not travel with it, even
+        # when storage shares FLORA's origin (as in the simulator).
+        response = self._send_with_retries(str(target.get("method") or "POST"), url, kwargs,
+                                           idempotency_key=None, throttled=False)
+        if response.status_code >= 300:
+            raise APIError(f"uploading the bytes of asset {asset.asset_id} failed: HTTP {response.status_code} "
+                           f"{_snippet(response.text)}", status=response.status_code, code="upload_failed",
+                           request_id=response.headers.get("request-id"))
+
+    def complete_asset(self, asset_id: str, idempotency_key: str | None = None) -> Asset:
+        """``POST /assets/{id}/complete``: the bytes are at the signed URL; FLORA processes them."""
+        key = idempotency_key or new_idempotency_key()
+        return Asset.from_api(self.request("POST", f"/assets/{_segment(asset_id)}/complete", idempotency_key=key))
+
+    def wait_for_asset(self, asset_id: str, *, interval: float = 1.0, timeout: float = 120.0,
+                       sleep: Callable[[float], None] = time.sleep,
+                       clock: Callable[[], float] = time.monotonic) -> Asset:
+        """Poll ``GET /assets/{id}`` until ``ready`` (as FLORA's SDK: every 1 s, up to 120 s)."""
+        deadline = clock() + timeout
+        while True:
+            asset = self.get_asset(asset_id)
+            if asset.status == "ready":
+                return asset
+            if asset.status == "failed":
+                reason = asset.extra.get("failure_message") or "no reason given"
+                raise FloraError(f"FLORA could not process asset {asset_id}: {reason}. Check the file opens "
+                                 "and matches its type, then upload it again.")
+            if clock() >= deadline:
+                raise FloraTimeout(f"asset {asset_id} is still {asset.status or 'not ready'} after {timeout:g} s; "
+                                   "look at it later with get_asset(), or upload again.")
+            sleep(interval)
 
     def get_asset(self, asset_id: str) -> Asset:
         """One asset by id."""
@@ -358,6 +430,12 @@ class FloraClient:
 # --------------------------------------------------------------------- helpers
 
 
+def _without_key(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    """A requests auth hook that drops ``Authorization`` (for signed storage URLs)."""
+    request.headers.pop("Authorization", None)
+    return request
+
+
 def _segment(value: str) -> str:
     return quote(str(value).strip(), safe="")
 
@@ -432,8 +510,8 @@ def _read_upload(path: Path, file_name: str | None, content_type: str | None) ->
     size = path.stat().st_size
     if size > MAX_UPLOAD_BYTES:
         raise InputError(
-            f"{path.name} is {size / 1e6:.1f} MB; FLORA takes uploads up to 4 MB. "
-            "Host it publicly and pass url=... instead (URL sources may be up to 50 MB)."
+            f"{path.name} is {size / 1e6:.1f} MB; a direct upload takes up to 4 MB. Use upload_asset() "
+            "(or Flora.upload()), which sends larger files through FLORA's signed-URL flow."
         )
     ctype = content_type or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     return path.read_bytes(), file_name or path.name, ctype

@@ -23,10 +23,11 @@ from ._errors import (
     ServerError,
 )
 from ._ledger import ACTIVE, Ledger, LedgerRow, default_home
-from ._models import RunState, Technique, Workspace
+from ._models import Asset, RunState, Technique, Workspace
 from ._owner import STALE_SECONDS, is_alive, new_owner, retire
 from ._poller import CLOCK_SLACK, Poller
 from ._run import Run
+from ._uploads import Uploader
 from ._validation import check_inputs
 
 if TYPE_CHECKING:
@@ -213,7 +214,27 @@ class Flora:
         problems = check_inputs(tech, values)
         if problems:
             raise InputError(f"{tech.name} ({tech.technique_id}): " + "; ".join(problems))
-        return self._start(tech, values, workspace or self.workspace_id, dict(labels or {}))
+        space = workspace or self.workspace_id
+        [values] = self.uploads.resolve(tech, [values], space)  # local files become asset URLs
+        return self._start(tech, values, space, dict(labels or {}))
+
+    @property
+    def uploads(self) -> Uploader:
+        """This session's uploader (local files to assets, cached by content in the ledger)."""
+        with self._lock:
+            uploader = self.__dict__.get("_uploader")
+            if uploader is None:
+                uploader = self.__dict__["_uploader"] = Uploader(self)
+        return uploader
+
+    def upload(self, source: str | os.PathLike[str] | bytes, *, file_name: str | None = None,
+               content_type: str | None = None, workspace: str | None = None) -> Asset:
+        """Upload a local file (path or bytes) as a FLORA asset, once per content; returns it ready.
+
+        Up to 4 MB goes in one multipart request, larger files (up to 50 MB) through FLORA's
+        signed-URL flow. A type or size FLORA refuses raises InputError before any request.
+        """
+        return self.uploads.upload(source, file_name=file_name, content_type=content_type, workspace=workspace)
 
     def _start(self, tech: Technique, inputs: dict[str, Any], workspace: str, labels: dict[str, Any]) -> Run:
         [run] = self._queue(tech, workspace, [{"inputs": inputs, "labels": labels}], status="starting")

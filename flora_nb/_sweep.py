@@ -276,6 +276,8 @@ def start_sweep(session: Flora, technique: str, *, grid: Any, zip: Any, fixed: A
     if budget is not None and not reuse and not dry_run:
         _check_budget(len(plan) * cost, budget, len(plan), tech)  # before any request at all
     workspace = workspace or session.workspace_id
+    # Each distinct local file is uploaded once, before anything is queued (a dry run sends nothing).
+    plan.inputs = session.uploads.resolve(tech, plan.inputs, workspace, upload=not dry_run)
     keys = [canonical_json(i) for i in plan.inputs]  # what "identical inputs" means for reuse
     reusable = _reusable(session, tech, workspace, keys)
     if dry_run:

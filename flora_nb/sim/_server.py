@@ -2,7 +2,8 @@
 
 Pipeline order for API requests (fixed, clients and tests rely on it):
 latency sleep -> auth -> rate limit (per workspace of the key) -> error_rate -> route.
-Media under ``/media/`` is public: no auth, no rate limit, no injected errors.
+Media under ``/media/`` and signed uploads under ``/storage/uploads/`` are public: no auth, no
+rate limit, no injected errors.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ from urllib.parse import parse_qsl, urlsplit
 
 from ._ratelimit import RateLimiter
 from ._responses import NOT_FOUND, RATE_LIMITED, UNAUTHORIZED, UNKNOWN_ERROR, ApiError, Response
-from ._routes import API_PREFIX, Api, Call
+from ._routes import API_PREFIX, STORAGE_PREFIX, Api, Call
 from ._state import to_ms
 from ._traffic import MEDIA_ROUTE, RequestRecord, Traffic
 
-MAX_BODY_BYTES = 32 * 1024 * 1024
+STORAGE_ROUTE = "POST /storage/uploads/{asset_id}"
+MAX_BODY_BYTES = 64 * 1024 * 1024  # a 50 MB signed upload plus its multipart framing
 IDLE_TIMEOUT_SECONDS = 120
 
 
@@ -67,6 +69,9 @@ class App:
         if parts.path.startswith("/media/"):
             route = MEDIA_ROUTE
             resp = self._guarded(lambda: self.api.media(parts.path))
+        elif parts.path.startswith(STORAGE_PREFIX):  # signed uploads: no API key, the form's token
+            route = STORAGE_ROUTE
+            resp = self._guarded(lambda: self.api.storage_upload(req.method, parts.path, req.headers, req.body))
         elif parts.path == API_PREFIX or parts.path.startswith(API_PREFIX + "/"):
             route, resp, authorized = self._api(req, parts.path[len(API_PREFIX) :], parts.query)
         else:

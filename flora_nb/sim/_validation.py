@@ -100,7 +100,7 @@ def _nested_item(
 def technique_inputs(
     spec: TechniqueSpec,
     inputs: dict[str, Any],
-    asset_exists: Callable[[str], bool],
+    media_problem: Callable[[str], str | None],
     sent_types: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """The inputs checked against the technique's schema; raises one 400 listing every problem."""
@@ -113,7 +113,7 @@ def technique_inputs(
                 problems.append((name, "Required"))
             continue
         sent = (sent_types or {}).get(input_id, field["type"])
-        problem = _value_problem(inputs[input_id], field["type"], sent, asset_exists)
+        problem = _value_problem(inputs[input_id], field["type"], sent, media_problem)
         if problem:
             problems.append((name, problem))
     if problems:
@@ -122,7 +122,7 @@ def technique_inputs(
 
 
 def _value_problem(
-    value: Any, declared: str, sent: str, asset_exists: Callable[[str], bool]
+    value: Any, declared: str, sent: str, media_problem: Callable[[str], str | None]
 ) -> str | None:
     if sent != declared:
         return f"Expected type {declared}"
@@ -131,6 +131,8 @@ def _value_problem(
     if not value.strip():
         # FIELD: FLORA rejects empty strings even for optional inputs (omit the key instead).
         return "Must not be empty"
-    if declared in URL_TYPES and not (is_http_url(value) or asset_exists(value)):
-        return "Expected an http(s) URL or an asset_ id"
+    if declared in URL_TYPES:
+        if not (is_http_url(value) or value.startswith("asset_")):
+            return "Expected an http(s) URL or an asset_ id"
+        return media_problem(value)  # an asset (by id or by its URL) must exist and be ready
     return None
