@@ -119,15 +119,19 @@ def field_for(spec: TechniqueInput, builders: Mapping[str, Callable[[TechniqueIn
     return builders.get(spec.type, builders.get("text", text_field))(spec)
 
 
-def url_problem(value: str, uploads: bool) -> str | None:
-    """What is wrong with a media input value (an http(s) URL, an asset id, or a local file)."""
+def url_problem(value: str, uploads: bool, input_type: str | None = None) -> str | None:
+    """What is wrong with a media input value (an http(s) URL, an asset id, or a local file to upload)."""
     if value.startswith("asset_"):
         return None
     parts = urlsplit(value)
     if parts.scheme in ("http", "https") and parts.netloc:
         return None
-    if uploads and os.path.isfile(os.path.expanduser(value)):
-        return None
+    if uploads:
+        from ._files import file_problem, local_path
+
+        path = local_path(value)
+        if path is not None:
+            return file_problem(path, input_type)  # type and size checked before any request
     return "expected an http(s) URL, an asset_ id" + (", a file on the kernel's machine" if uploads else "") + \
         " or an upload"
 
@@ -302,17 +306,18 @@ class Form(w.VBox):
     def _value_problem(part: FieldWidgets, value: str, uploads: bool) -> str | None:
         if not value:
             return "Required." if part.spec.required else None
-        return url_problem(value, uploads) if part.spec.type in URL_TYPES else None
+        return url_problem(value, uploads, part.spec.type) if part.spec.type in URL_TYPES else None
 
     @staticmethod
     def _values_problem(part: FieldWidgets, values: list[str], uploads: bool) -> str | None:
         if not values:
             return "Give at least one value, one per line."
         if part.spec.type in URL_TYPES:
-            bad = [(n, v) for n, v in enumerate(values, 1) if url_problem(v, uploads)]
+            bad = [(n, v, url_problem(v, uploads, part.spec.type)) for n, v in enumerate(values, 1)]
+            bad = [b for b in bad if b[2]]
             if bad:
-                n, v = bad[0]
-                return f"line {n} ({v[:40]!r}): {url_problem(v, uploads)}"
+                n, v, problem = bad[0]
+                return f"line {n} ({v[:40]!r}): {problem}"
         return None
 
     def _budget(self) -> tuple[float | None, str | None]:
@@ -447,20 +452,31 @@ class Form(w.VBox):
         if not hasattr(self.session, "upload"):
             raise InputError("uploads need a flora_nb with fl.upload(); paste a URL instead.")
         workspace = self.workspace.value if self.workspace is not None else None
-        urls = []
-        for item in files:
-            data = bytes(item["content"])
-            asset = self.session.upload(data, file_name=item.get("name"), content_type=item.get("type") or None,
-                                        workspace=workspace)
-            urls.append(asset.url)
-            self._preview(part, data, item.get("name"))
+        done = []
+        try:
+            for item in files:
+                data = bytes(item["content"])
+                asset = self._upload(part, data, item.get("name"), item.get("type") or None, workspace)
+                done.append((asset.url, data, item.get("name")))
+        finally:
+            part.upload.value = ()  # ready for the next file (the same one again, too)
         if part.varying:
-            lines = part.lines() + urls
             part.given = None
-            part.values.value = "\n".join(lines)
+            part.values.value = "\n".join(part.lines() + [url for url, _, _ in done])
         else:
-            part.value.value = urls[-1]
-        self._say(f"Uploaded {', '.join(str(i.get('name')) for i in files)}.", quiet=True)
+            part.value.value = done[-1][0]
+        if part.preview is not None:  # from the bytes we have: no need for the browser to reach FLORA
+            part.preview.children = tuple(preview_widget(part.spec.type, url, data, name) for url, data, name in done)
+        self._say(f"Uploaded {', '.join(str(name) for _, _, name in done)}.", quiet=True)
+
+    def _upload(self, part: FieldWidgets, data: bytes, name: str | None, content_type: str | None,
+                workspace: str | None) -> Any:
+        """``fl.upload``, checking the file suits this input (an image for imageUrl ...) first."""
+        uploads = getattr(self.session, "uploads", None)
+        if uploads is not None:
+            return uploads.upload(data, file_name=name, content_type=content_type, workspace=workspace,
+                                  input_type=part.spec.type)
+        return self.session.upload(data, file_name=name, content_type=content_type, workspace=workspace)
 
     def _preview(self, part: FieldWidgets, data: bytes | None = None, name: str | None = None) -> None:
         """A thumbnail, a player or a file name once a media field has a value."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import html
 import json
 import threading
@@ -319,3 +320,73 @@ def test_magic_form(fl):
     ip.register_magics(magics)
     form = ip.run_line_magic("flora", f"form {POSTER}")
     assert isinstance(form, fnb.Form) and form.technique.technique_id == "tech_a1poster"
+
+
+# ---------------------------------------------------------------- uploads
+
+
+def _png() -> bytes:
+    from flora_nb.sim._media import png
+
+    return png(b"\x01" * 32)
+
+
+def _picked(name: str, data: bytes, ctype: str = "image/png") -> tuple[dict, ...]:
+    """What the browser puts in a FileUpload's value when a file is chosen."""
+    return ({"name": name, "type": ctype, "size": len(data), "content": memoryview(data),
+             "last_modified": datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)},)
+
+
+def _asset_posts(fl: Flora) -> int:
+    return fl.simulator.stats()["requests_by_route"].get("POST /assets", 0)
+
+
+def test_an_uploaded_png_becomes_an_asset_and_the_run_gets_its_url(fl, clock):
+    form = fl.form(RELIGHT, clock=clock)
+    part = form._parts["product_image"]
+    data = _png()
+    part.upload.value = _picked("shoe.png", data)
+    url = form.fields["product_image"].value
+    assert url.startswith("http") and _asset_posts(fl) == 1 and part.upload.value == ()
+    [thumb] = part.preview.children
+    assert isinstance(thumb, w.Image) and bytes(thumb.value) == data  # the preview, from the bytes
+    form.run_button.click()
+    [record] = _records(fl)
+    assert record["inputs"] == {"product_image": url}
+    assert fl.client.fetch_media(url) == data  # the asset really is that file
+    # The same file again (a second field of another form, or picked twice): uploaded once.
+    other = fl.form("art-directors-critique", clock=clock)
+    other._parts["image"].upload.value = _picked("again.png", data)
+    assert other.fields["image"].value == url and _asset_posts(fl) == 1
+
+
+def test_a_local_path_in_the_url_field_is_uploaded_once(fl, clock, tmp_path):
+    path = tmp_path / "shoe.png"
+    path.write_bytes(_png())
+    form = fl.form(RELIGHT, clock=clock)
+    form.fields["product_image"].value = str(path)
+    form.run_button.click()
+    clock.now += 5
+    form.fields["lighting"].value = "neon"
+    form.run_button.click()
+    records = _records(fl)
+    assert len(records) == 2 and _asset_posts(fl) == 1
+    assert records[0]["inputs"]["product_image"] == records[1]["inputs"]["product_image"]
+    assert records[0]["inputs"]["product_image"].startswith("http")
+
+
+def test_uploads_in_vary_mode_add_one_line_each(fl, clock):
+    form = fl.form(RELIGHT, clock=clock)
+    part = form._parts["product_image"]
+    part.vary.value = True
+    assert part.upload.multiple
+    two = _picked("a.png", _png()) + _picked("b.png", _png()[:-12] + b"\x00" * 12)
+    part.upload.value = two
+    assert len(part.lines()) == 2 and "2 runs · $0.16" in form.cost_label.value
+
+
+def test_a_file_flora_refuses_is_refused_in_the_form(fl, clock):
+    form = fl.form(RELIGHT, clock=clock)
+    form._parts["product_image"].upload.value = _picked("notes.txt", b"just text", "text/plain")
+    assert "InputError" in form.message.value and form.fields["product_image"].value == ""
+    assert _asset_posts(fl) == 0
