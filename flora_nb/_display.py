@@ -70,6 +70,10 @@ STYLE = f"""<style>
 .flora-star button, button.flora-star {{ background: transparent !important; box-shadow: none !important;
   border: none !important; padding: 0 1px !important; font-size: 18px !important; min-width: 0; }}
 .flora-more {{ font-size: var(--jp-ui-font-size0, 11px) !important; }}
+.flora-card .widget-html-content, .flora-form .widget-html-content, .flora-gallery .widget-html-content {{
+  line-height: 1.45; }}
+.flora-inputs {{ color: {COLOURS['muted']}; font-size: var(--jp-ui-font-size1, 13px); margin-top: 2px;
+  overflow: hidden; text-overflow: ellipsis; white-space: nowrap; max-width: 640px; }}
 </style>"""
 
 
@@ -392,8 +396,10 @@ class RunPanel:
         ident = esc(run.id or "not started yet")
         error = (f"<div class='flora-error'>{esc(run.error_code or '')}: {esc(run.error_message)}</div>"
                  if run.error_message and run.status != "completed" else "")
+        inputs = " · ".join(f"{k}: {v}" for k, v in run.inputs.items())
         return (f"<div class='flora-line'>{bar}<span class='flora-status-{esc(run.status)}'>{line}</span>"
-                f"<span class='flora-muted'>{ident}</span></div>{error}")
+                f"<span class='flora-muted'>{ident}</span></div>"
+                f"<div class='flora-inputs' title='{esc(inputs, quote=True)}'>{esc(inputs)}</div>{error}")
 
     def draw(self) -> None:
         self.live.value = self.render()

@@ -75,7 +75,8 @@ def label_html(spec: TechniqueInput) -> str:
     hints = f"<div class='flora-muted'>{esc(spec.description)}</div>" if spec.description else ""
     if notes:
         hints += f"<div class='flora-muted'>{esc(' · '.join(notes))}</div>"
-    return f"<div class='flora-label'><b>{esc(spec.name or spec.id)}</b>{marker} <code>{esc(spec.id)}</code></div>{hints}"
+    ident = f" <code>{esc(spec.id)}</code>" if spec.id.lower() != (spec.name or spec.id).lower() else ""
+    return f"<div class='flora-label'><b>{esc(spec.name or spec.id)}</b>{ident}{marker}</div>{hints}"
 
 
 def _shell(spec: TechniqueInput, editor: w.Widget, value: w.ValueWidget, extra: tuple[w.Widget, ...] = (),
@@ -83,7 +84,7 @@ def _shell(spec: TechniqueInput, editor: w.Widget, value: w.ValueWidget, extra: 
     """Wrap an editor in the parts every field shares: label, vary toggle, values area, error."""
     vary = w.ToggleButton(description="vary", tooltip="try several values: one run per value",
                           icon="list", layout=w.Layout(width="76px", height="28px"))
-    values = w.Textarea(placeholder="one value per line", rows=3, layout=w.Layout(width="100%", display="none"))
+    values = w.Textarea(placeholder="one value per line", rows=3, layout=w.Layout(width="auto", display="none"))
     error = w.HTML(layout=w.Layout(margin="0"))
     head = w.HBox([w.HTML(label_html(spec), layout=w.Layout(flex="1")), vary],
                   layout=w.Layout(justify_content="space-between", align_items="flex-start"))
@@ -94,7 +95,7 @@ def _shell(spec: TechniqueInput, editor: w.Widget, value: w.ValueWidget, extra: 
 
 def text_field(spec: TechniqueInput) -> FieldWidgets:
     """``text``: a text area."""
-    area = w.Textarea(placeholder=spec.description or spec.name, rows=2, layout=w.Layout(width="100%"))
+    area = w.Textarea(placeholder="" if spec.description else spec.name, rows=2, layout=w.Layout(width="auto"))
     return _shell(spec, area, area)
 
 
@@ -105,7 +106,7 @@ def media_field(spec: TechniqueInput) -> FieldWidgets:
     upload = w.FileUpload(accept=ACCEPT.get(spec.type, ""), multiple=False, description="Upload",
                           icon="upload", layout=w.Layout(width="110px"))
     preview = w.HBox(layout=w.Layout(margin="4px 0 0 0"))
-    editor = w.HBox([url, upload], layout=w.Layout(width="100%"))
+    editor = w.HBox([url, upload], layout=w.Layout(width="auto"))
     return _shell(spec, editor, url, (preview,), upload, preview)
 
 

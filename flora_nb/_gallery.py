@@ -30,10 +30,13 @@ class RatingWidget(w.HBox):
     def __init__(self, run: Run):
         self.run = run
         self.stars = [self._star(n) for n in range(1, 6)]
-        self.note = w.Text(placeholder="note", continuous_update=False, layout=w.Layout(width="120px", height="26px"))
+        self.note = w.Text(placeholder="note", continuous_update=False,
+                           layout=w.Layout(flex="1 1 auto", min_width="150px", max_width="240px", height="26px"))
         self.note.value = getattr(run, "note", None) or ""
         self.message = w.HTML()
-        super().__init__([*self.stars, self.note, self.message], layout=w.Layout(align_items="center"))
+        # Wraps: the note sits beside the stars in a panel and under them in a narrow gallery cell.
+        super().__init__([*self.stars, self.note, self.message],
+                         layout=w.Layout(align_items="center", flex_flow="row wrap"))
         self.add_class("flora-rating")
         self.note.observe(self._noted, names="value")
         self._paint()
@@ -41,7 +44,7 @@ class RatingWidget(w.HBox):
 
     def _star(self, n: int) -> w.Button:
         star = w.Button(description=_EMPTY, tooltip=f"{n} star{'s' if n > 1 else ''}",
-                        layout=w.Layout(width="22px", height="26px", padding="0"))
+                        layout=w.Layout(width="22px", height="26px", padding="0", flex="none"))
         star.add_class("flora-star")
         star.on_click(lambda _: self._rate(n))
         return star
@@ -92,7 +95,7 @@ def _caption(run: Run, varied: Sequence[str]) -> w.HTML:
     else:
         money = f"{run.status} · {run_cost(run)}"
     extra = " (reused)" if run.reused_from else ""
-    return w.HTML(f"<div class='flora-muted'>{html.escape(text)}<br>{html.escape(money + extra)}</div>")
+    return w.HTML(f"<div class='flora-muted'>{html.escape(text)}<br><b>{html.escape(money + extra)}</b></div>")
 
 
 def _body(run: Run) -> list[w.Widget]:
