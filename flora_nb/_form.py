@@ -250,6 +250,11 @@ class Form(w.VBox):
                 control.observe(refresh, names="value")
         self.run_button.on_click(self._guarded(lambda _: self.click()))
 
+    def __repr__(self) -> str:
+        # The widget repr lists every child; a terminal (no widgets) gets one readable line instead.
+        ids = ", ".join(self._parts) or "no inputs"
+        return f"<Form {self.technique.name or self.technique.technique_id} ({ids}): {len(self.runs)} runs started>"
+
     # ---------------------------------------------------------------- public
 
     def vary(self, input_id: str, values: list[Any] | None) -> Form:
