@@ -464,8 +464,12 @@ class Form(w.VBox):
                 data = bytes(item["content"])
                 asset = self._upload(part, data, item.get("name"), item.get("type") or None, workspace)
                 done.append((asset.url, data, item.get("name")))
+        except FloraError as exc:  # a refused file: say so under its field, and in the message area
+            self._show_errors({**self.errors, part.spec.id: f"{item.get('name')}: {exc}"})
+            raise
         finally:
             part.upload.value = ()  # ready for the next file (the same one again, too)
+        self._show_errors({k: v for k, v in self.errors.items() if k != part.spec.id})
         if part.varying:
             part.given = None
             part.values.value = "\n".join(part.lines() + [url for url, _, _ in done])

@@ -389,4 +389,12 @@ def test_a_file_flora_refuses_is_refused_in_the_form(fl, clock):
     form = fl.form(RELIGHT, clock=clock)
     form._parts["product_image"].upload.value = _picked("notes.txt", b"just text", "text/plain")
     assert "InputError" in form.message.value and form.fields["product_image"].value == ""
-    assert _asset_posts(fl) == 0
+    assert form.errors["product_image"].startswith("notes.txt: ")  # shown under the field too
+    assert _asset_posts(fl) == 0  # refused before any request
+    from flora_nb.sim._media import pdf
+
+    form._parts["product_image"].upload.value = _picked("brief.pdf", pdf("Brief", ["x"]), "application/pdf")
+    assert form.errors["product_image"].startswith("brief.pdf: ") and _asset_posts(fl) == 0  # not an image
+    form._parts["product_image"].upload.value = _picked("shoe.png", _png())
+    assert "product_image" not in form.errors and form.fields["product_image"].value.startswith("http")
+    assert _asset_posts(fl) == 1
