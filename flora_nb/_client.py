@@ -226,13 +226,16 @@ class FloraClient:
                      clock: Callable[[], float] = time.monotonic) -> Asset:
         """Upload bytes as an asset: multipart up to 4 MB, else the signed-URL flow; returns it ready."""
         if len(data) <= MAX_UPLOAD_BYTES:
-            return self.create_asset(data=data, file_name=file_name, content_type=content_type,
-                                     workspace_id=workspace_id)
-        reserved = self.reserve_asset_upload(workspace_id=workspace_id, content_type=content_type,
-                                             file_name=file_name)
-        self.send_asset_bytes(reserved, data, file_name=file_name, content_type=content_type)
-        self.complete_asset(reserved.asset_id)
-        return self.wait_for_asset(reserved.asset_id, interval=poll_interval, timeout=poll_timeout,
+            asset = self.create_asset(data=data, file_name=file_name, content_type=content_type,
+                                      workspace_id=workspace_id)
+        else:
+            asset = self.reserve_asset_upload(workspace_id=workspace_id, content_type=content_type,
+                                              file_name=file_name)
+            self.send_asset_bytes(asset, data, file_name=file_name, content_type=content_type)
+            asset = self.complete_asset(asset.asset_id)
+        if asset.status == "ready":
+            return asset
+        return self.wait_for_asset(asset.asset_id, interval=poll_interval, timeout=poll_timeout,
                                    sleep=sleep, clock=clock)
 
     def reserve_asset_upload(self, *, workspace_id: str, content_type: str, file_name: str,
