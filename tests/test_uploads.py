@@ -365,3 +365,39 @@ def test_simulator_signed_upload_rules(sim):
         run = client.start_technique_run("tech_b2relight", sim.workspace_id, {"product_image": ready.url})
         assert run.run_id.startswith("run_")
         assert sim.stats()["media_requests_with_auth"] == 0
+
+
+def test_uploads_survive_server_errors_without_duplicates(tmp_path):
+    from flora_nb.sim import Faults
+
+    with Flora.simulated(speed=100.0, seed=8, ledger_path=tmp_path / "l.sqlite",
+                         faults=Faults(error_rate=0.2)) as fl:
+        small = [write_png(tmp_path, f"s{i}.png", seed=i) for i in range(6)]
+        large = png_bytes(filler=5 * MiB, seed=99)
+        assets = [fl.upload(p) for p in small] + [fl.upload(large)]
+        assert all(a.status == "ready" for a in assets) and len({a.asset_id for a in assets}) == 7
+        log = fl.simulator.requests()
+        created = [r for r in log if r["route"] == "POST /assets" and r["status"] == 201]
+        assert len(created) == 7  # retried with the same key after a 500: one asset per file
+        assert any(r["outcome"] == "injected_error" for r in log)
+        for path, asset in zip(small, assets):
+            assert fl.client.fetch_media(asset.url) == path.read_bytes()
+
+
+@pytest.mark.parametrize("size", [1000, 5 * MiB], ids=["direct", "signed"])
+def test_a_duplicate_key_answer_creates_the_asset_anew(sim, monkeypatch, size):
+    import flora_nb._client as client_module
+
+    with fnb.FloraClient(api_key=sim.api_key, base_url=sim.base_url) as client:
+        # An earlier attempt with this key was created, but its answer never came back.
+        client.create_asset(data=png_bytes(), file_name="lost.png", content_type="image/png",
+                            workspace_id=sim.workspace_id, idempotency_key="flora_nb-lost")
+        keys = iter(["flora_nb-lost"])
+        fresh = client_module.new_idempotency_key
+        monkeypatch.setattr(client_module, "new_idempotency_key", lambda: next(keys, None) or fresh())
+        data = png_bytes(filler=size, seed=4)
+        asset = client.upload_asset(data, file_name="a.png", content_type="image/png",
+                                    workspace_id=sim.workspace_id, poll_interval=0.01)
+        assert asset.status == "ready" and client.fetch_media(asset.url) == data
+    posts = [(r["idempotency_key"], r["status"]) for r in sim.requests() if r["route"] == "POST /assets"]
+    assert posts[1] == ("flora_nb-lost", 409) and posts[2][1] == 201 and len(posts) == 3
