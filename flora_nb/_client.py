@@ -24,6 +24,7 @@ from ._errors import (
     FloraConnectionError,
     FloraError,
     FloraTimeout,
+    IdempotencyDuplicateError,
     InputError,
     NotFoundError,
     RateLimitError,
@@ -226,13 +227,16 @@ class FloraClient:
                      clock: Callable[[], float] = time.monotonic) -> Asset:
         """Upload bytes as an asset: multipart up to 4 MB, else the signed-URL flow; returns it ready."""
         if len(data) <= MAX_UPLOAD_BYTES:
-            return self.create_asset(data=data, file_name=file_name, content_type=content_type,
-                                     workspace_id=workspace_id)
-        reserved = self.reserve_asset_upload(workspace_id=workspace_id, content_type=content_type,
-                                             file_name=file_name)
-        self.send_asset_bytes(reserved, data, file_name=file_name, content_type=content_type)
-        self.complete_asset(reserved.asset_id)
-        return self.wait_for_asset(reserved.asset_id, interval=poll_interval, timeout=poll_timeout,
+            asset = _once_more_if_duplicate(lambda: self.create_asset(
+                data=data, file_name=file_name, content_type=content_type, workspace_id=workspace_id))
+        else:
+            asset = _once_more_if_duplicate(lambda: self.reserve_asset_upload(
+                workspace_id=workspace_id, content_type=content_type, file_name=file_name))
+            self.send_asset_bytes(asset, data, file_name=file_name, content_type=content_type)
+            asset = self.complete_asset(asset.asset_id)
+        if asset.status == "ready":
+            return asset
+        return self.wait_for_asset(asset.asset_id, interval=poll_interval, timeout=poll_timeout,
                                    sleep=sleep, clock=clock)
 
     def reserve_asset_upload(self, *, workspace_id: str, content_type: str, file_name: str,
@@ -428,6 +432,19 @@ class FloraClient:
 
 
 # --------------------------------------------------------------------- helpers
+
+
+def _once_more_if_duplicate(create: Callable[[], Asset]) -> Asset:
+    """Create an asset; on ``idempotency_duplicate`` (an earlier attempt's answer was lost) create it anew.
+
+    Unlike a run, an asset costs nothing: a second one (leaving the unheard-of first unused) is
+    better than failing an upload the user has to repeat by hand.
+    """
+    try:
+        return create()
+    except IdempotencyDuplicateError:
+        log.info("flora_nb: an asset create was a duplicate (its first answer was lost); creating it anew")
+        return create()
 
 
 def _without_key(request: requests.PreparedRequest) -> requests.PreparedRequest:

@@ -159,8 +159,8 @@ def describe(head: bytes, size: int, file_name: str | None, content_type: str | 
     if pixels is not None and pixels > MAX_IMAGE_PIXELS:
         raise InputError(f"{label} has {pixels / 1e6:.0f} megapixels; FLORA takes images up to "
                          f"{MAX_IMAGE_PIXELS // 1_000_000} MP. Scale it down first.")
-    name = file_name or "upload" + ACCEPTED_TYPES[ctype]
-    return ctype, name
+    name = Path(file_name).name if file_name else ""  # a name, never a path of this machine
+    return ctype, name or "upload" + ACCEPTED_TYPES[ctype]
 
 
 def _too_big(name: str, size: int) -> str:

@@ -118,7 +118,8 @@ class Flora:
         """A session on the built-in simulator, started in this process (``fl.simulator``)."""
         from .sim import FloraSimulator
 
-        sim_options = {k: options.pop(k) for k in ("cost_lag", "catalog", "poll_url_style") if k in options}
+        sim_keys = ("cost_lag", "catalog", "poll_url_style", "asset_processing_seconds")
+        sim_options = {k: options.pop(k) for k in sim_keys if k in options}
         sim = FloraSimulator(speed=speed, faults=faults, seed=seed, **sim_options)
         sim.start()
         # Durations are already scaled by the simulator; poll at FLORA's 2-5 s rhythm, scaled too.

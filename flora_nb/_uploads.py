@@ -31,7 +31,7 @@ class Uploader:
         self._session = session
         self._lock = threading.Lock()
         self._content_locks: dict[str, threading.Lock] = {}
-        self._checked: set[tuple[str, str]] = set()  # (workspace, asset id) verified in this session
+        self._checked: dict[tuple[str, str], Asset] = {}  # (workspace, asset id) -> as verified in this session
 
     def upload(self, source: Any, *, file_name: str | None = None, content_type: str | None = None,
                workspace: str | None = None, input_type: str | None = None) -> Asset:
@@ -53,9 +53,9 @@ class Uploader:
         row = session.ledger.find_upload(session.endpoint, workspace, local.sha256)
         if row is None:
             return None
-        if (workspace, row["asset_id"]) in self._checked:
-            return Asset(asset_id=row["asset_id"], status="ready", url=row["url"], uploaded_via="cache",
-                         workspace_id=workspace)
+        known = self._checked.get((workspace, row["asset_id"]))
+        if known is not None:
+            return known
         try:
             asset = session.client.get_asset(row["asset_id"])
         except NotFoundError:
@@ -63,7 +63,7 @@ class Uploader:
         if asset is None or asset.status != "ready" or not asset.url:
             session.ledger.forget_upload(session.endpoint, workspace, local.sha256)
             return None
-        self._checked.add((workspace, asset.asset_id))
+        self._checked[(workspace, asset.asset_id)] = asset
         return asset
 
     def _send(self, workspace: str, local: LocalFile) -> Asset:
@@ -75,7 +75,7 @@ class Uploader:
             endpoint=session.endpoint, workspace_id=workspace, sha256=local.sha256, size=local.size,
             content_type=local.content_type, file_name=local.file_name, asset_id=asset.asset_id, url=asset.url,
             created_at=time.time())
-        self._checked.add((workspace, asset.asset_id))
+        self._checked[(workspace, asset.asset_id)] = asset
         return asset
 
     def resolve(self, tech: Technique, inputs: Sequence[Mapping[str, Any]], workspace: str,

@@ -108,3 +108,12 @@ def test_rating_of_a_finished_sweep_run_and_bad_stars(fl):
     routes = fl.simulator.stats()["requests_by_route"]
     assert set(routes) <= {"GET /workspaces", "GET /techniques/{technique_id}", "POST /runs/technique",
                            "GET /technique-runs", "GET /runs/{run_id}"}
+
+
+def test_a_poll_read_before_a_rating_but_applied_after_it_keeps_the_rating(fl):
+    run = fl.run(POSTER, {"prompt": "race"}).wait(timeout=60)
+    stale = fl.ledger.get(run.local_id)  # what a poller thread read just before the rating was written
+    run.rate(4, note="mine")
+    run._apply(stale)  # ... and applies only now
+    assert run.rating == 4.0 and run.note == "mine" and run.status == "completed"
+    assert fl.ledger.get(run.local_id).rating == 4.0

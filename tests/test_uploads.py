@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from pathlib import Path
 
@@ -232,3 +233,171 @@ def test_magic_run_and_sweep_take_local_paths(tmp_path, monkeypatch):
     finally:
         if magics.session is not None:
             magics.session.close()
+
+
+# ------------------------------------------------------------------ the signed-URL flow above 4 MB
+
+
+def _upload_routes(fl: Flora) -> dict[str, int]:
+    return {k: v for k, v in routes(fl).items() if "asset" in k}
+
+
+def test_size_boundary_between_direct_and_signed_uploads(fl):
+    at_limit = png_bytes(filler=4 * MiB - len(png_bytes(filler=0)))
+    assert len(at_limit) == 4 * MiB
+    direct = fl.upload(at_limit)
+    assert direct.uploaded_via == "direct" and _upload_routes(fl) == {"POST /assets": 1}
+    over = at_limit + b"\0"
+    signed = fl.upload(over)
+    assert signed.status == "ready" and signed.uploaded_via == "signed_url"
+    counts = _upload_routes(fl)
+    assert counts["POST /assets"] == 2 and counts["POST /storage/uploads/{asset_id}"] == 1
+    assert counts["POST /assets/{asset_id}/complete"] == 1 and counts["GET /assets/{asset_id}"] >= 1
+    assert fl.client.fetch_media(signed.url) == over
+    # The signed upload went to storage without the API key; the API calls carried it.
+    storage = [r for r in fl.simulator.requests() if r["route"].startswith("POST /storage")]
+    assert [r["auth_header"] for r in storage] == [False] and storage[0]["status"] == 204
+    api_calls = [r for r in fl.simulator.requests() if "/assets" in r["route"] and "storage" not in r["route"]]
+    assert all(r["auth_header"] and r["authorized"] for r in api_calls)
+    # Cached like any other upload.
+    assert fl.upload(over).asset_id == signed.asset_id and _upload_routes(fl)["POST /assets"] == 2
+
+
+def test_the_largest_accepted_file_goes_up_and_one_byte_more_is_refused(fl, tmp_path):
+    largest = tmp_path / "largest.png"
+    largest.write_bytes(png_bytes(filler=50 * MiB - len(png_bytes(filler=0))))
+    assert largest.stat().st_size == 50 * MiB
+    asset = fl.upload(largest)
+    assert asset.status == "ready" and fl.client.get_asset(asset.asset_id).extra["size_bytes"] == 50 * MiB
+    with largest.open("ab") as handle:
+        handle.write(b"\0")
+    _refused(fl, "up to 50 MB", largest)
+
+
+def test_a_file_that_fails_processing_raises_and_is_not_cached(tmp_path):
+    with Flora.simulated(speed=100.0, ledger_path=tmp_path / "l.sqlite", asset_processing_seconds=0.0) as fl:
+        fake = b"this is not a png" + bytes(5 * MiB)
+        with pytest.raises(fnb.FloraError, match="not a valid image/png") as info:
+            fl.upload(fake, content_type="image/png", file_name="fake.png")
+        assert not isinstance(info.value, fnb.InputError)
+        assert fl.ledger.find_upload(fl.endpoint, fl.workspace_id, hashlib.sha256(fake).hexdigest()) is None
+        failed = [r for r in fl.simulator.requests() if r["route"] == "GET /assets/{asset_id}"]
+        assert len(failed) == 1
+
+
+def test_waiting_for_an_asset_polls_every_second_and_gives_up_after_120_s(tmp_path):
+    # The simulator takes 10 000 s (100 s of real time at speed 100) to process: the fake clock runs out first.
+    with FloraSimulator(speed=100.0, asset_processing_seconds=10_000.0) as sim:
+        with fnb.FloraClient(api_key=sim.api_key, base_url=sim.base_url) as client:
+            now = [0.0]
+            naps: list[float] = []
+
+            def sleep(seconds: float) -> None:
+                naps.append(seconds)
+                now[0] += seconds
+
+            data = png_bytes(filler=5 * MiB)
+            with pytest.raises(fnb.FloraTimeout, match="still pending_upload after 120 s"):
+                client.upload_asset(data, file_name="slow.png", content_type="image/png",
+                                    workspace_id=sim.workspace_id, sleep=sleep, clock=lambda: now[0])
+            assert naps == [1.0] * 120
+            assert sim.stats()["requests_by_route"]["GET /assets/{asset_id}"] == 121
+
+
+def test_signed_upload_never_sends_the_key_to_another_origin(sim):
+    import http.server
+    import threading
+
+    seen: list[dict[str, str]] = []
+
+    class Storage(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            seen.append(dict(self.headers))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Storage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with fnb.FloraClient(api_key=sim.api_key, base_url=sim.base_url) as client:
+            reserved = client.reserve_asset_upload(workspace_id=sim.workspace_id, content_type="image/png",
+                                                   file_name="a.png")
+            assert reserved.status == "pending_upload" and reserved.extra["upload"]["file_field"] == "file"
+            elsewhere = fnb.Asset(reserved.asset_id, extra={"upload": {
+                **reserved.extra["upload"], "url": f"http://127.0.0.1:{server.server_address[1]}/bucket"}})
+            client.send_asset_bytes(elsewhere, png_bytes(), file_name="a.png", content_type="image/png")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(seen) == 1 and not any(k.lower() == "authorization" for k in seen[0])
+    assert sim.api_key not in repr(seen)
+
+
+def test_simulator_signed_upload_rules(sim):
+    import requests
+
+    with fnb.FloraClient(api_key=sim.api_key, base_url=sim.base_url) as client:
+        with pytest.raises(fnb.ValidationError) as info:
+            client.reserve_asset_upload(workspace_id=sim.workspace_id, content_type="text/plain", file_name="a.txt")
+        assert info.value.fields[0]["field"] == "content_type"
+        reserved = client.reserve_asset_upload(workspace_id=sim.workspace_id, content_type="image/png",
+                                               file_name="a.png")
+        # Completing before any bytes arrived is refused; the asset cannot be used as an input yet.
+        with pytest.raises(fnb.ValidationError, match="Nothing was uploaded"):
+            client.complete_asset(reserved.asset_id)
+        with pytest.raises(fnb.ValidationError, match="not ready"):
+            client.start_technique_run("tech_b2relight", sim.workspace_id, {"product_image": reserved.url})
+        target = reserved.extra["upload"]
+        wrong = requests.post(target["url"], data={"key": reserved.asset_id, "token": "forged"},
+                              files={"file": ("a.png", png_bytes(), "image/png")}, timeout=30)
+        assert wrong.status_code == 403
+        too_big = requests.post(target["url"], data=target["form_fields"],
+                                files={"file": ("a.png", bytes(50 * MiB + 1), "image/png")}, timeout=60)
+        assert too_big.status_code == 413 and "50 MB" in too_big.json()["error"]["message"]
+        client.send_asset_bytes(reserved, png_bytes(), file_name="a.png", content_type="image/png")
+        client.complete_asset(reserved.asset_id)
+        ready = client.wait_for_asset(reserved.asset_id, interval=0.01, timeout=30)
+        assert ready.status == "ready" and ready.url == reserved.url
+        run = client.start_technique_run("tech_b2relight", sim.workspace_id, {"product_image": ready.url})
+        assert run.run_id.startswith("run_")
+        assert sim.stats()["media_requests_with_auth"] == 0
+
+
+def test_uploads_survive_server_errors_without_duplicates(tmp_path):
+    from flora_nb.sim import Faults
+
+    with Flora.simulated(speed=100.0, seed=8, ledger_path=tmp_path / "l.sqlite",
+                         faults=Faults(error_rate=0.2)) as fl:
+        small = [write_png(tmp_path, f"s{i}.png", seed=i) for i in range(6)]
+        large = png_bytes(filler=5 * MiB, seed=99)
+        assets = [fl.upload(p) for p in small] + [fl.upload(large)]
+        assert all(a.status == "ready" for a in assets) and len({a.asset_id for a in assets}) == 7
+        log = fl.simulator.requests()
+        created = [r for r in log if r["route"] == "POST /assets" and r["status"] == 201]
+        assert len(created) == 7  # retried with the same key after a 500: one asset per file
+        assert any(r["outcome"] == "injected_error" for r in log)
+        for path, asset in zip(small, assets):
+            assert fl.client.fetch_media(asset.url) == path.read_bytes()
+
+
+@pytest.mark.parametrize("size", [1000, 5 * MiB], ids=["direct", "signed"])
+def test_a_duplicate_key_answer_creates_the_asset_anew(sim, monkeypatch, size):
+    import flora_nb._client as client_module
+
+    with fnb.FloraClient(api_key=sim.api_key, base_url=sim.base_url) as client:
+        # An earlier attempt with this key was created, but its answer never came back.
+        client.create_asset(data=png_bytes(), file_name="lost.png", content_type="image/png",
+                            workspace_id=sim.workspace_id, idempotency_key="flora_nb-lost")
+        keys = iter(["flora_nb-lost"])
+        fresh = client_module.new_idempotency_key
+        monkeypatch.setattr(client_module, "new_idempotency_key", lambda: next(keys, None) or fresh())
+        data = png_bytes(filler=size, seed=4)
+        asset = client.upload_asset(data, file_name="a.png", content_type="image/png",
+                                    workspace_id=sim.workspace_id, poll_interval=0.01)
+        assert asset.status == "ready" and client.fetch_media(asset.url) == data
+    posts = [(r["idempotency_key"], r["status"]) for r in sim.requests() if r["route"] == "POST /assets"]
+    assert posts[1] == ("flora_nb-lost", 409) and posts[2][1] == 201 and len(posts) == 3

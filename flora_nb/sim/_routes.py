@@ -117,6 +117,7 @@ class Api:
         accounts: Accounts,
         cost_lag: float,
         poll_url_style: str,
+        asset_processing_seconds: float = PROCESSING_SECONDS,
     ) -> None:
         self.world = world
         self.catalog = catalog
@@ -124,6 +125,7 @@ class Api:
         self.accounts = accounts
         self.cost_lag = cost_lag
         self.poll_url_style = poll_url_style
+        self.asset_processing_seconds = asset_processing_seconds  # complete -> ready, before speed
         self.origin = ""
 
     @property
@@ -433,7 +435,7 @@ class Api:
             if asset.status == "pending_upload" and asset.ready_at is None:
                 if asset.data is None:
                     raise validation_error([("file", "Nothing was uploaded to this asset's upload URL yet")])
-                asset.ready_at = self.world.clock() + PROCESSING_SECONDS / self.world.speed
+                asset.ready_at = self.world.clock() + self.asset_processing_seconds / self.world.speed
             view = asset.view()
         return json_response(200, view)
 

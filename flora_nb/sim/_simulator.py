@@ -8,7 +8,7 @@ from types import TracebackType
 from typing import Any
 
 from ._accounts import Accounts
-from ._assets import AssetStore
+from ._assets import PROCESSING_SECONDS, AssetStore
 from ._catalog import Catalog
 from ._faults import Faults
 from ._routes import API_PREFIX, POLL_URL_STYLES, Api
@@ -56,8 +56,11 @@ class FloraSimulator:
         cost_lag: float = 0.0,
         pending_seconds: float = 1.0,
         poll_url_style: str = "runs",
+        asset_processing_seconds: float = PROCESSING_SECONDS,
     ) -> None:
         _check_options(speed, cost_lag, pending_seconds, poll_url_style)
+        if asset_processing_seconds < 0:
+            raise ValueError("asset_processing_seconds must be >= 0")
         keys = (api_keys,) if isinstance(api_keys, str) else tuple(api_keys)
         self._clock = Clock()
         self._accounts = Accounts(keys, key_workspaces, to_ms(self._clock()))
@@ -76,6 +79,7 @@ class FloraSimulator:
             accounts=self._accounts,
             cost_lag=cost_lag,
             poll_url_style=poll_url_style,
+            asset_processing_seconds=asset_processing_seconds,
         )
         self._app = App(api=self._api, traffic=self._traffic, clock=self._clock)
         self._host, self._port = host, port
