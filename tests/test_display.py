@@ -231,3 +231,16 @@ def test_skipped_runs_say_not_started_and_cost_nothing(fl):
     assert not any("cost unknown" in c for c in captions)
     panel = SweepPanel(sweep)
     assert f"{len(skipped)} not started" in panel.live.value
+
+
+def test_a_live_sweep_says_done_spent_and_eta(tmp_path):
+    with Flora.simulated(speed=1.0, ledger_path=tmp_path / "l.sqlite") as slow:  # 12 s runs: still going
+        sweep = slow.sweep(POSTER, grid={"prompt": ["a", "b", "c"]}, max_concurrency=1)
+        started = threading.Event()
+        sweep.runs[0].on_change(lambda r: r.estimated_seconds and started.set())
+        assert sweep.runs[0].estimated_seconds or started.wait(30)  # the ETA needs FLORA's estimate
+        panel = SweepPanel(sweep)
+        text = re.sub("<[^>]+>", "", panel.live.value)
+        assert re.search(r"Poster Studio · 0 / 3 done · \$0 spent · ETA \d+ (s|min)", text), text
+        assert _bar_value(panel.live.value) == 0
+        sweep.stop()

@@ -258,6 +258,7 @@ def test_reference_style_field_names_from_a_real_server(tmp_path, clock):
             assert "workspace_id: Odd" in form.message.value and form.runs == []
     finally:
         server.shutdown()
+        server.server_close()
 
 
 def test_an_exception_in_a_callback_shows_inside_the_form(fl, clock, monkeypatch):
