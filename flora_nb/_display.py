@@ -316,7 +316,8 @@ def text_widget(text: str, limit: int = _EXCERPT_CHARS) -> w.Widget:
     cut = text[:limit].rsplit(" ", 1)[0] if " " in text[:limit] else text[:limit]
     short = f"<div class='flora-text'>{html.escape(cut.rstrip())}&hellip;</div>"
     body = w.HTML(short)
-    toggle = w.Button(description="more", tooltip="show the whole text", layout=w.Layout(width="auto", height="24px"))
+    toggle = w.Button(description="more", tooltip="show the whole text",
+                      layout=w.Layout(width="auto", height="24px", align_self="flex-start"))
     toggle.add_class("flora-more")
 
     def flip(_: Any) -> None:

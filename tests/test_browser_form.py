@@ -24,9 +24,14 @@ DOCS_IMG = Path(__file__).resolve().parent.parent / "docs" / "img"
 UPDATE_DOCS = os.environ.get("FLORA_NB_UPDATE_SCREENSHOTS") == "1"
 # The README's pictures: small crops of the widgets (the rest stay in artifacts/ only).
 DOC_SHOTS = {"form-run-light.png", "form-run-dark.png", "gallery-light.png", "gallery-dark.png",
-             "form-upload-light.png", "panel-sweep-dark.png"}
-CELLS = ["%load_ext flora_nb\n%flora connect --sim --speed 5", "%flora form poster-studio",
-         "%flora form product-relight"]
+             "form-upload-light.png", "panel-failures-dark.png", "panel-audio-light.png"}
+CELLS = [
+    "%load_ext flora_nb\n%flora connect --sim --speed 5", "%flora form poster-studio", "%flora form product-relight",
+    '%flora run jingle-writer prompt="a sea shanty about a lighthouse keeper who collects postcards" style=jazz',
+    "import flora_nb as fnb\nfrom flora_nb.sim import Faults\n"
+    "shaky = fnb.Flora.simulated(speed=5, faults=Faults(run_failure_rate=0.5), seed=5)\n"
+    "shaky.sweep('poster-studio', grid={'prompt': [f'poster {i}' for i in range(12)]}, max_concurrency=12)",
+]
 THEMES = {"light": "JupyterLab Light", "dark": "JupyterLab Dark"}
 
 
@@ -129,6 +134,7 @@ def test_form_run_vary_gallery_and_stars_in_jupyterlab(themed_lab):
                    f"panel-sweep-{theme}.png")
             _shoot(gallery, f"gallery-{theme}.png")
             _upload_in_the_browser(page, root, theme)
+            _audio_text_and_failures(page, theme)
             page.screenshot(path=str(SHOTS / f"form-page-{theme}.png"), full_page=True)
         except Exception:
             page.screenshot(path=str(SHOTS / f"form-failure-{theme}.png"), full_page=True)
@@ -150,3 +156,19 @@ def _upload_in_the_browser(page, root: Path, theme: str) -> None:
     _images_loaded(page, ".flora-form .flora-field", 1)
     expect(relight).to_contain_text("Uploaded sneaker.png")
     _shoot(relight, f"form-upload-{theme}.png")
+
+
+def _audio_text_and_failures(page, theme: str) -> None:
+    """A run with audio and text outputs, and a sweep where some runs failed, as a reader sees them."""
+    expect = sync_api.expect
+    jingle = page.locator(".flora-card", has_text="Jingle Writer ·").first
+    jingle.scroll_into_view_if_needed()
+    expect(jingle).to_contain_text("completed", timeout=60_000)
+    expect(jingle.locator("audio")).to_have_count(1, timeout=30_000)
+    expect(jingle.locator(".flora-text")).to_contain_text("sea shanty")
+    _shoot(jingle, f"panel-audio-{theme}.png")
+    shaky = page.locator(".flora-card", has_text="12 / 12 done").first
+    expect(shaky).to_be_visible(timeout=60_000)
+    expect(shaky.locator(".flora-error").first).to_contain_text("failed")
+    shaky.scroll_into_view_if_needed()
+    _shoot(shaky, f"panel-failures-{theme}.png")
