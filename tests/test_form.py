@@ -105,6 +105,21 @@ def test_fill_and_click_starts_the_right_run(fl, clock):
     assert [r.id for r in form.runs] == [r["run_id"] for r in _records(fl)]
 
 
+def test_the_button_is_disabled_while_a_start_is_in_flight(fl, clock, monkeypatch):
+    form = fl.form(POSTER, clock=clock)
+    form.fields["prompt"].value = "a red fox"
+    seen = []
+    real_run = fl.run
+
+    def watched(*args, **kwargs):
+        seen.append((form.run_button.disabled, form.run_button.description))
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(fl, "run", watched)
+    form.run_button.click()
+    assert seen == [(True, "Starting…")] and not form.run_button.disabled and form.run_button.description == "Run"
+
+
 def test_a_double_click_starts_one_run(fl, clock):
     form = fl.form(POSTER, clock=clock)
     form.fields["prompt"].value = "a red fox"
