@@ -62,7 +62,8 @@ def test_a_form_for_every_technique_in_the_catalog(fl):
                 assert isinstance(value, w.Textarea) and part.upload is None
             else:  # a URL field plus a file upload and a preview area
                 assert isinstance(value, w.Text) and isinstance(part.upload, w.FileUpload)
-                assert part.upload.accept == {"imageUrl": "image/*", "videoUrl": "video/*"}.get(spec["type"], part.upload.accept)
+                expected = {"imageUrl": "image/*", "videoUrl": "video/*", "audioUrl": "audio/*"}[spec["type"]]
+                assert part.upload.accept == expected
                 assert part.preview is not None
             label = part.box.children[0].children[0].value
             assert spec["name"] in label and html.escape(spec["description"]) in label
