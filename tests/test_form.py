@@ -74,18 +74,25 @@ def test_a_form_for_every_technique_in_the_catalog(fl):
     assert _starts(fl) == 0
 
 
-def test_constraints_are_shown(tmp_path):
+def test_constraints_audio_and_document_inputs(tmp_path):
     catalog = [{
         "technique_id": "tech_z1clip", "name": "Clip", "run_cost": 0.5,
         "inputs": [{"id": "frame", "name": "Frame", "type": "imageUrl", "description": "Key frame.",
                     "specified_aspect_ratio": "16:9"},
-                   {"id": "prompt", "name": "Prompt", "type": "text", "specified_duration": 5, "optional": True}],
+                   {"id": "prompt", "name": "Prompt", "type": "text", "specified_duration": 5, "optional": True},
+                   {"id": "voice", "name": "Voice", "type": "audioUrl", "optional": True},
+                   {"id": "brief", "name": "Brief", "type": "documentUrl", "optional": True}],
         "outputs": [{"id": "video", "name": "Video", "type": "videoUrl"}],
     }]
     with Flora.simulated(speed=100.0, catalog=catalog, ledger_path=tmp_path / "l.sqlite") as fl:
         form = fl.form("tech_z1clip")
         labels = [p.box.children[0].children[0].value for p in form._parts.values()]
         assert "aspect ratio 16:9" in labels[0] and "duration 5 s" in labels[1] and "optional" in labels[1]
+        # Audio and document inputs (none in the built-in catalog) get a URL field and a matching upload.
+        assert form._parts["voice"].upload.accept == "audio/*" and isinstance(form.fields["voice"], w.Text)
+        assert form._parts["brief"].upload.accept == ".pdf,application/pdf"
+        form.fields["brief"].value = "https://example.com/brief.pdf"
+        assert "brief.pdf" in form._parts["brief"].preview.children[0].value  # a document shows its file name
 
 
 def test_fill_and_click_starts_the_right_run(fl, clock):
