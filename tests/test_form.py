@@ -422,3 +422,16 @@ def test_a_file_flora_refuses_is_refused_in_the_form(fl, clock):
     form._parts["product_image"].upload.value = _picked("shoe.png", _png())
     assert "product_image" not in form.errors and form.fields["product_image"].value.startswith("http")
     assert _asset_posts(fl) == 1
+
+
+def test_a_typed_url_previews_escaped_and_only_http(fl, clock):
+    form = fl.form(RELIGHT, clock=clock)
+    preview = form._parts["product_image"].preview
+    form.fields["product_image"].value = "https://example.com/a.png?x='><script>alert(1)</script>"
+    [thumb] = preview.children
+    assert thumb.value.startswith("<img src='https://example.com/a.png?x=&#x27;&gt;&lt;script&gt;")
+    assert "<script>" not in thumb.value
+    form.fields["product_image"].value = "javascript:alert(1)"
+    assert "<img" not in preview.children[0].value and "javascript:alert(1)" in preview.children[0].value
+    form.fields["product_image"].value = ""
+    assert preview.children == ()
