@@ -432,6 +432,6 @@ def test_a_typed_url_previews_escaped_and_only_http(fl, clock):
     assert thumb.value.startswith("<img src='https://example.com/a.png?x=&#x27;&gt;&lt;script&gt;")
     assert "<script>" not in thumb.value
     form.fields["product_image"].value = "javascript:alert(1)"
-    assert "<img" not in preview.children[0].value and "javascript:alert(1)" in preview.children[0].value
+    assert "<img" not in preview.children[0].value and "alert(1)" in preview.children[0].value  # a name only
     form.fields["product_image"].value = ""
     assert preview.children == ()
