@@ -106,7 +106,12 @@ def _body(run: Run) -> list[w.Widget]:
     if run.done:
         message = f"{run.error_code or 'failed'}: {run.error_message or ''}"
         return [w.HTML(f"<i class='flora-error'>{html.escape(message)}</i>")]
-    return [w.HTML(f"<i class='flora-muted'>{html.escape(run.status)} {run.progress:.0f}%</i>")]
+    return [w.HTML(f"<i class='flora-muted'>{html.escape(_word(run))}</i>")]
+
+
+def _word(run: Run) -> str:
+    """A cell says what a run is doing; the panel above it shows how far (fewer redraws per cell)."""
+    return "in progress" if run.status in ("pending", "running") else run.status
 
 
 def _fill(cell: w.VBox, run: Run, varied: Sequence[str]) -> None:
@@ -117,19 +122,21 @@ def _cell(run: Run, varied: Sequence[str]) -> w.VBox:
     cell = w.VBox(layout=w.Layout(width=_CELL_WIDTH, padding="6px"))
     cell.add_class("flora-card")
     _fill(cell, run, varied)
-    if not run.done:
-        state = {"done": False, "seen": (run.status, round(run.progress))}
+    state = {"seen": _word(run), "charged": run.charged_cost}
 
-        def update(r: Run) -> None:
-            seen = (r.status, round(r.progress))
-            if state["done"] or seen == state["seen"]:
-                return  # redraw on what a cell shows, not on every poll
-            state["seen"], state["done"] = seen, r.done
+    def update(r: Run) -> None:
+        seen, charged = _word(r), r.charged_cost
+        if seen != state["seen"]:  # redraw on what a cell shows, not on every poll
+            state["seen"], state["charged"] = seen, charged
             if r.done:  # downloads happen off the poller thread: a slow file never stalls tracking
                 _FETCHER.submit(_fill, cell, r, varied)
             else:
                 _fill(cell, r, varied)
+        elif r.done and charged != state["charged"] and cell.children:  # the final charge came later
+            state["charged"] = charged
+            cell.children = (*cell.children[:-1], _caption(r, varied))
 
+    if not run.done or run.charged_cost is None:
         run.on_change(update)
     return cell
 

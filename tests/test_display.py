@@ -9,6 +9,7 @@ import math
 import random
 import re
 import threading
+import time
 
 import ipywidgets as w
 import pytest
@@ -246,3 +247,32 @@ def test_a_live_sweep_says_done_spent_and_eta(tmp_path):
         assert re.search(r"Poster Studio · 0 / 3 done · \$0 spent · ETA \d+ (s|min)", text), text
         assert _bar_value(panel.live.value) == 0
         sweep.stop()
+
+
+def test_a_gallery_caption_learns_a_late_charge(tmp_path):
+    with Flora.simulated(speed=100.0, cost_lag=1.0, ledger_path=tmp_path / "l.sqlite") as fl:
+        sweep = fl.sweep(POSTER, grid={"prompt": ["a", "b"]})
+        gallery = sweep.gallery()
+        sweep.wait(60)
+        late = [r for r in sweep.runs if r.charged_cost is None]  # done, charge not known yet
+        charged = threading.Event()
+        for run in sweep.runs:
+            run.on_change(lambda r: all(x.charged_cost is not None for x in sweep.runs) and charged.set())
+        assert all(r.charged_cost is not None for r in sweep.runs) or charged.wait(30)
+        assert late, "the simulator's cost lag should leave a charge unknown at completion"
+
+        def captions():
+            return [x.value for x in _walk(gallery) if isinstance(x, w.HTML) and "prompt=" in x.value]
+
+        # Cells are filled off the poller thread: wait (with a deadline) until both show the charge.
+        assert _eventually(lambda: len(captions()) == 2 and all("$0.04" in c for c in captions())), captions()
+
+
+def _eventually(check, timeout: float = 30.0) -> bool:
+    """Wait for a condition other threads bring about, up to a deadline."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
