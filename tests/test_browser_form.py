@@ -24,7 +24,7 @@ DOCS_IMG = Path(__file__).resolve().parent.parent / "docs" / "img"
 UPDATE_DOCS = os.environ.get("FLORA_NB_UPDATE_SCREENSHOTS") == "1"
 # The README's pictures: small crops of the widgets (the rest stay in artifacts/ only).
 DOC_SHOTS = {"form-run-light.png", "form-run-dark.png", "gallery-light.png", "gallery-dark.png",
-             "form-upload-light.png", "panel-failures-dark.png", "panel-audio-light.png"}
+             "form-upload-light.png", "panel-failures-dark.png", "panel-audio-light.png", "panel-live-light.png"}
 CELLS = [
     "%load_ext flora_nb\n%flora connect --sim --speed 5", "%flora form poster-studio", "%flora form product-relight",
     '%flora run jingle-writer prompt="a sea shanty about a lighthouse keeper who collects postcards" style=jazz',
@@ -103,6 +103,7 @@ def test_form_run_vary_gallery_and_stars_in_jupyterlab(themed_lab):
             form.locator(".flora-field textarea").first.fill("a lighthouse at dusk, risograph print")
             run.click()
             panel = form.locator(".flora-card", has_text="Poster Studio ·").first
+            _shoot_if_in_progress(page, panel, f"panel-live-{theme}.png")
             expect(panel).to_contain_text("completed", timeout=60_000)
             expect(panel).to_contain_text("$0.04")
             _images_loaded(page, ".flora-form .flora-card", 1)
@@ -172,3 +173,12 @@ def _audio_text_and_failures(page, theme: str) -> None:
     expect(shaky.locator(".flora-error").first).to_contain_text("failed")
     shaky.scroll_into_view_if_needed()
     _shoot(shaky, f"panel-failures-{theme}.png")
+
+
+def _shoot_if_in_progress(page, panel, name: str) -> None:
+    """A picture of the live bar while the run works (if the run is still going when the browser draws it)."""
+    try:
+        sync_api.expect(panel).to_contain_text(re.compile(r"in progress · ~?[1-9]\d*%"), timeout=5_000)
+    except AssertionError:
+        return  # the run finished first; the test goes on with the finished state
+    _shoot(panel, name)
