@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     pd.set_option("display.width", 140)
     pd.set_option("display.max_columns", 12)
     with tempfile.TemporaryDirectory() as home, Flora.simulated(
-        speed=args.speed, ledger_path=Path(home) / "ledger.sqlite"
+        speed=args.speed, ledger_path=Path(home) / "ledger.sqlite", persist=False
     ) as fl:
         print(f"FLORA simulator at {fl.endpoint} (speed x{args.speed:g}); ledger {fl.ledger.path}")
         _section("Techniques")

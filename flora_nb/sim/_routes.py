@@ -331,7 +331,7 @@ class Api:
                 url = f"{self.origin}/media/{run.run_id}/{output_id}.{FILE_TYPES[kind][0]}"
             else:
                 digest = self._digest(run, output_id)
-                url = text_output(run.spec.name, run.inputs, digest)
+                url = text_output(run.spec.name, run.inputs, digest, output_id)
             outputs.append({"output_id": output_id, "type": kind, "url": url})
         return outputs
 
@@ -452,7 +452,8 @@ class Api:
         if kind not in FILE_TYPES or FILE_TYPES[kind][0] != ext:
             raise ApiError(NOT_FOUND)
         lines = tuple(f"{k}: {v}" for k, v in sorted(run.inputs.items()))
-        data = render(kind, self._digest(run, output_id), run.spec.name, lines)
+        subject = next(iter(run.inputs.values()), "")
+        data = render(kind, self._digest(run, output_id), run.spec.name, lines, output_id, subject[:60])
         return Response(200, data, FILE_TYPES[kind][1])
 
 
