@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import sys
 import threading
 import time
@@ -92,6 +93,14 @@ class _Ticker:
 _TICKER = _Ticker()
 
 
+def health_note(session: Any) -> str:
+    """One escaped HTML line when the poller cannot reach FLORA ("FLORA unreachable, retrying"), else ''."""
+    health = getattr(session, "health", "ok")
+    if health == "ok":
+        return ""
+    return f"<div class='flora-health' style='color:var(--jp-warn-color0, #b26b00)'>&#9888; {html.escape(health)}</div>"
+
+
 def _run_widget(run: Any) -> Any:
     import ipywidgets as w
 
@@ -101,7 +110,7 @@ def _run_widget(run: Any) -> Any:
     def update() -> None:
         bar.value = estimated_progress(run)
         bar.bar_style = {"completed": "success", "failed": "danger", "skipped": "warning"}.get(run.status, "")
-        label.value = run._repr_html_()
+        label.value = run._repr_html_() + health_note(run._session)
 
     update()
     run.on_change(_Throttled(update, lambda: run.done))
@@ -119,7 +128,7 @@ def _sweep_widget(sweep: Any) -> Any:
 
     def update() -> None:
         bar.value = sum(1 for r in sweep.runs if r.done)
-        table.value = sweep._repr_html_()
+        table.value = sweep._repr_html_() + health_note(sweep._session)
 
     update()
     throttled = _Throttled(update, lambda: sweep.done)

@@ -143,11 +143,12 @@ def cost_table(frame: pd.DataFrame, by: str | Sequence[str]) -> pd.DataFrame:
     keys = [by] if isinstance(by, str) else list(by)
     reused = frame["reused_from"].notna() if "reused_from" in frame else pd.Series(False, index=frame.index)
     open_est = frame["estimated_cost"].where(frame["status"].isin(_OPEN) & ~reused)
-    grouped = frame.assign(_open=open_est).groupby(keys, dropna=False, observed=True)["_open"].sum(min_count=1)
+    grouped = frame.assign(_open=open_est).groupby(keys, dropna=False, observed=True)["_open"].sum()
     table = full[["runs", "completed", "failed", "charged_usd"]].copy()
     table["open_estimate_usd"] = grouped.reindex(table.index)
     table["usd_per_completed"] = full["cost_per_completed_usd"]
-    total = {c: table[c].sum(min_count=1) for c in ("runs", "completed", "failed", "charged_usd", "open_estimate_usd")}
+    total = {c: table[c].sum(min_count=1) for c in ("runs", "completed", "failed", "charged_usd")}
+    total["open_estimate_usd"] = table["open_estimate_usd"].sum()
     total["runs"], total["completed"], total["failed"] = (int(total[c] or 0) for c in ("runs", "completed", "failed"))
     total["usd_per_completed"] = total["charged_usd"] / total["completed"] if total["completed"] else np.nan
     label = "total" if len(keys) == 1 else ("total",) + ("",) * (len(keys) - 1)

@@ -177,7 +177,7 @@ class FloraMagics(Magics):
         workspace = o.workspace or self.default_workspace or None
         if o.sim:
             return Flora.simulated(speed=o.speed or self.simulator_speed, seed=o.seed or 0, faults=_faults(o),
-                                   persist=not o.no_persist, workspace=workspace)
+                                   persist=False if o.no_persist else None, workspace=workspace)
         new = Flora(base_url=o.base_url, workspace=workspace, poll_interval=self.poll_interval)
         try:
             new.client.workspaces()  # the key and the URL work, or the current session stays

@@ -207,13 +207,24 @@ class Flora:
         return f"<Flora {kind} {self.endpoint} workspace={workspace} tracked={self.poller.tracked}>"
 
     def _card_rows(self) -> list[tuple[str, str]]:
-        status = self.status()
-        if status["workspace_id"] is None and not self._closed:
+        """The status card's rows: the essentials of ``status()``, poller counters on one line."""
+        st = self.status()
+        workspace = st["workspace_id"]
+        if workspace is None and not self._closed:
             try:
-                status["workspace_id"] = self.workspace_id
+                workspace = self.workspace_id
             except FloraError as exc:
-                status["workspace_id"] = f"not chosen ({exc})"
-        return [(key, str(value)) for key, value in status.items()]
+                workspace = f"not chosen ({exc})"
+        poller = (f"{'running' if st['poller_running'] else 'stopped'}, {st['poller_cycles']} cycles, "
+                  f"{st['poller_errors']} errors, requests {st['requests_batch']} batch / {st['requests_single']} "
+                  f"single, {st['reconciled']} reconciled")
+        rows = [("endpoint", f"{st['endpoint']}{' (simulator)' if st['simulator'] else ''}"),
+                ("workspace", str(workspace)), ("health", st["health"]),
+                ("runs", f"{st['tracked']} tracked, {st['unconfirmed_starts']} starts being confirmed"),
+                ("spent", f"${st['spent_usd']:,.4f} charged"), ("poller", poller)]
+        if st["poller_last_error"] and st["health"] != "ok":
+            rows.append(("last error", st["poller_last_error"]))
+        return rows + [("ledger", st["ledger"])]
 
     def _repr_html_(self) -> str:
         """The status card: one table of endpoint, workspace, runs, spend and poller health."""
