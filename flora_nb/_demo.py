@@ -22,6 +22,7 @@ def _section(title: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; returns the exit code."""
+    from ._frames import money_table
     from ._session import Flora
 
     args = _parse(argv)
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         print(sweep.compare(values="run_seconds").round(2))
 
         _section("Costs")
-        print(fl.costs()[["runs", "completed", "failed", "estimated_usd", "charged_usd", "cost_per_completed_usd"]])
+        print(money_table(fl.costs()))  # fl.costs(detail=True) has every column
         print(f"\nserver truth: {fl.simulator.stats()['total_charged']:.4f} USD charged; "
               f"ledger: {fl.runs()['charged_cost'].sum():.4f} USD")
         failed = fl.runs(status="failed")

@@ -484,3 +484,11 @@ def test_simulated_text_outputs_read_like_their_technique(shared_sim):
         book = fl.run("brand-book", {"brand_name": "Oakline"}).wait(30)
         pdf = next(o for o in book.outputs if o.output_id == "brand_book").fetch()
         assert b"Oakline" in pdf and not any(s.encode() in pdf for s in _SENTENCES)
+
+
+def test_demo_runs_and_prints_the_money_table(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "flora_nb", "demo", "--speed", "100"], capture_output=True,
+                          text=True, timeout=120, cwd=ROOT, env={**os.environ, "FLORA_NB_HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    costs = done.stdout.split("== Costs", 1)[1]
+    assert "total" in costs and "$0.2400" in costs and not (tmp_path / "sim").exists()
