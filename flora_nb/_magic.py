@@ -25,7 +25,9 @@ _MAGIC_TERMS: tuple[tuple[str, str], ...] = (
     (r"\bFlora\(budget=\.\.\.\)", "%flora connect --budget USD"),
     (r"\bFlora\.simulated\(persist=False\) or another name=\.\.\.", "%flora connect --sim --no-persist"),
     (r"\b(?:flora_nb\.)?Flora\.simulated\(\)", "%flora connect --sim"),
-    (r"\bpass api_key=\.\.\.", "pass it to %flora connect through FLORA_API_KEY"),
+    (r"\(or pass api_key=\.\.\.\)", "(then %flora connect again)"),
+    (r"\bpass api_key=\.\.\., ", ""),
+    (r"\bpass api_key=\.\.\.", "set FLORA_API_KEY"),
     (r"\b(?:fl\.|sweep\.)?(techniques|workspaces|resume|runs|costs|history|wait|stop)\(\)", r"%flora \1"),
     (r"\bbudget=(?=[,.\s]|$)", "--budget"),
     (r"\breuse=True\b", "--reuse"),
@@ -34,7 +36,8 @@ _MAGIC_TERMS: tuple[tuple[str, str], ...] = (
     (r"\bzip lists\b", "--zip lists"),
     (r"\bUse grid= for every combination", "Drop --zip for every combination"),
     (r"\bgrid/zip/variations\b", "two key= lists"),
-    (r"\burl=\.\.\.", "its https:// URL as the input value"),
+    (r"\bpass url=\.\.\. instead", "give its https:// URL as the input value instead"),
+    (r"\burl=\.\.\.", "a URL"),
     (r"\bworkspace=", "--workspace "),
 )
 
@@ -146,7 +149,8 @@ class FloraMagics(Magics):
         except FloraError as exc:
             if not self.short_errors:
                 raise
-            raise UsageError(in_magic_terms(f"{exc} Or run: %flora connect --sim")) from None
+            text = in_magic_terms(str(exc))
+            raise UsageError(text if "--sim" in text else f"{text} Or run: %flora connect --sim") from None
 
     def connect(self, c: Command) -> Flora:
         """Build the new session first; the current one is replaced only once the new one works."""

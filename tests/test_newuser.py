@@ -239,7 +239,7 @@ def _error_texts() -> list[str]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Raise) and node.exc is not None:
                 texts += [n.value for n in ast.walk(node.exc) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
-        texts += [v.hint for v in vars(fnb).values() if isinstance(v, type) and isinstance(getattr(v, "hint", None), str)]
+    texts += [v.hint for v in vars(fnb).values() if isinstance(v, type) and isinstance(getattr(v, "hint", None), str)]
     return texts
 
 
@@ -255,6 +255,8 @@ def test_every_python_hint_has_a_magic_spelling():
         assert not _PYTHON_SPELLING.search(in_magic_terms(text)), (text, in_magic_terms(text))
     assert in_magic_terms("Raise budget=, trim the grid, or use reuse=True.") == \
         "Raise --budget, trim the grid, or use --reuse."
+    assert in_magic_terms("Check FLORA_API_KEY (or pass api_key=...).") == \
+        "Check FLORA_API_KEY (then %flora connect again)."
 
 
 def test_hints_in_errors_from_the_magic(ip, monkeypatch):
@@ -492,3 +494,42 @@ def test_demo_runs_and_prints_the_money_table(tmp_path):
     assert done.returncode == 0, done.stderr
     costs = done.stdout.split("== Costs", 1)[1]
     assert "total" in costs and "$0.2400" in costs and not (tmp_path / "sim").exists()
+
+
+def test_simulator_state_keeps_credits_assets_and_keys(tmp_path):
+    from flora_nb import FloraClient
+
+    state = tmp_path / "acct.json"
+    picture = tmp_path / "ref.png"
+    picture.write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 64)
+    faults = Faults(credits=1.0)
+    with FloraSimulator(speed=100.0, faults=faults, state_path=state) as sim:
+        with FloraClient(api_key=sim.api_key, base_url=sim.base_url) as client:
+            start = client.start_technique_run("tech_a1poster", sim.workspace_id, {"prompt": "x"},
+                                               idempotency_key="key-kept-0001")
+            asset = client.create_asset(str(picture), workspace_id=sim.workspace_id)
+        before = sim.stats()["credits_remaining"]
+        port = sim.base_url
+    with FloraSimulator(speed=100.0, faults=faults, state_path=state) as again:
+        assert again.base_url == port  # the account's port was free: its URLs stay valid
+        assert again.stats()["credits_remaining"] == before == pytest.approx(0.96)
+        assert [r["run_id"] for r in again.run_records()] == [start.run_id]
+        with FloraClient(api_key=again.api_key, base_url=again.base_url) as client:
+            assert client.fetch_media(client.get_asset(asset.asset_id).url) == picture.read_bytes()
+            with pytest.raises(fnb.IdempotencyDuplicateError):
+                client.start_technique_run("tech_a1poster", again.workspace_id, {"prompt": "x"},
+                                           idempotency_key="key-kept-0001")
+            until(lambda: client.get_run(start.run_id).status == "completed")  # restored runs go on
+        assert again.stats()["total_charged"] == pytest.approx(0.04)
+
+
+def test_a_second_process_cannot_serve_the_same_account(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLORA_NB_HOME", str(tmp_path))
+    with fnb.Flora.simulated(speed=100.0, persist=True) as fl:
+        assert fl.simulator.state_path == str(tmp_path / "sim" / "default.json")
+        code = ("import flora_nb as f\ntry:\n    f.Flora.simulated(persist=True)\n"
+                "except f.ConfigError as e:\n    print('REFUSED', e)\n")
+        child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                               cwd=ROOT, env={**os.environ})
+        assert "REFUSED" in child.stdout and "another process" in child.stdout, child.stdout + child.stderr
+        assert "persist=False" in child.stdout
