@@ -44,9 +44,21 @@ class _Throttled:
         now = time.monotonic()
         with self._lock:
             if not self._finished() and now - self._last < _MIN_UPDATE_SECONDS:
+                self._trail(self._last + _MIN_UPDATE_SECONDS - now)
                 return
             self._last = now
         self._update()
+
+    def _trail(self, delay: float) -> None:
+        """A skipped change is drawn a moment later, so the last one (a health change) is never lost."""
+        if getattr(self, "_timer", None) is None:
+            self._timer = threading.Timer(delay, self._fire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _fire(self) -> None:
+        self._timer = None
+        self()
 
 
 def estimated_progress(run: Any, now: float | None = None) -> float:

@@ -364,6 +364,7 @@ class Poller:
             if created < oldest:
                 break
             listed.append(state)
+        self._worked()
         known = self._sink.known_run_ids()  # read after listing: a start that landed meanwhile counts
         candidates = [s for s in reversed(listed) if s.run_id not in known and s.created_at is not None]
         for intent in group:

@@ -129,11 +129,33 @@ def test_health_shows_in_status_and_recovers(tmp_path):
     try:
         assert fl.status()["health"] == "ok"
         fl.run("image-to-motion", {"prompt": "waves"})
+        fl.simulator.stop()
+        until(lambda: "FLORA unreachable, retrying" in fl.health)
+        assert "FLORA unreachable, retrying" in fl._repr_html_() and "unreachable" in fl.status_text()
+        fl.simulator.start()  # same port
+        until(lambda: fl.health == "ok")
+        fl.run("image-to-motion", {"prompt": "fire"})
         fl.simulator.faults = Faults(error_rate=1.0)
-        until(lambda: fl.poller.stats.errors >= 2)
-        assert "retrying" in fl.status()["health"] and "retrying" in fl._repr_html_()
+        until(lambda: "FLORA answers with errors (ServerError), retrying" in fl.health)
         fl.simulator.faults = Faults()
         until(lambda: fl.status()["health"] == "ok")
+    finally:
+        fl.close()
+
+
+def test_live_run_display_shows_poller_trouble(tmp_path):
+    from flora_nb._display import _run_widget
+
+    fl = fnb.Flora.simulated(speed=20.0, max_retries=0, ledger_path=tmp_path / "l.sqlite", persist=False)
+    try:
+        run = fl.run("image-to-motion", {"prompt": "storm"})
+        widget = _run_widget(run)
+        label = widget.children[1]
+        assert "unreachable" not in label.value
+        fl.simulator.stop()
+        until(lambda: "FLORA unreachable, retrying" in label.value)
+        fl.simulator.start()
+        until(lambda: "unreachable" not in label.value)
     finally:
         fl.close()
 
