@@ -50,9 +50,10 @@ def in_magic_terms(text: str) -> str:
 
 HELP = """Run FLORA techniques from a notebook. Runs keep polling in the background.
 
-  %flora                                   status: endpoint, workspace, runs tracked, spend, poller
+  %flora                                   the session's status card (fl = %flora gives the session,
+                                           the same as flora_nb.session() in Python)
   %flora connect [--sim [--speed S] [--seed N] [--credits USD] [--no-persist] ...] [--base-url URL]
-                 [--workspace ws_...] [--budget USD]      fl = %flora gives the session (flora_nb.session())
+                 [--workspace ws_...] [--budget USD]      (the current session stays if this fails)
   %flora workspaces | techniques [QUERY] | show TECH
   %flora run TECH key=value ... [--label k=v] [--workspace ws] [--wait] [-o VAR]
   %%flora run TECH [options]               cell body: JSON, `key: value` lines, or the prompt text
