@@ -125,7 +125,7 @@ def test_poller_trouble_never_reaches_stderr_in_terminal_ipython(tmp_path, troub
 
 
 def test_health_shows_in_status_and_recovers(tmp_path):
-    fl = fnb.Flora.simulated(speed=50.0, max_retries=0, ledger_path=tmp_path / "l.sqlite", persist=False)
+    fl = fnb.Flora.simulated(speed=50.0, max_retries=0, ledger_path=tmp_path / "l.sqlite")
     try:
         assert fl.status()["health"] == "ok"
         fl.run("image-to-motion", {"prompt": "waves"})
@@ -146,7 +146,7 @@ def test_health_shows_in_status_and_recovers(tmp_path):
 def test_live_run_display_shows_poller_trouble(tmp_path):
     from flora_nb._display import _run_widget
 
-    fl = fnb.Flora.simulated(speed=20.0, max_retries=0, ledger_path=tmp_path / "l.sqlite", persist=False)
+    fl = fnb.Flora.simulated(speed=20.0, max_retries=0, ledger_path=tmp_path / "l.sqlite")
     try:
         run = fl.run("image-to-motion", {"prompt": "storm"})
         widget = _run_widget(run)
@@ -319,7 +319,7 @@ def test_zombie_owner_is_dead_and_its_queue_is_skipped(tmp_path):
     try:
         owner = f"{socket.gethostname()}:{child.pid}:abc123"
         assert is_alive(owner) is False
-        fl = fnb.Flora.simulated(speed=100.0, ledger_path=tmp_path / "l.sqlite", persist=False, resume=False)
+        fl = fnb.Flora.simulated(speed=100.0, ledger_path=tmp_path / "l.sqlite", resume=False)
         try:
             tech = fl.technique(POSTER)
             fl.ledger.add_intents([{
@@ -348,7 +348,7 @@ def test_plot_extra_and_plots(tmp_path):
     import matplotlib
 
     matplotlib.use("Agg")
-    fl = fnb.Flora.simulated(speed=100.0, ledger_path=tmp_path / "l.sqlite", persist=False)
+    fl = fnb.Flora.simulated(speed=100.0, ledger_path=tmp_path / "l.sqlite")
     try:
         sweep = fl.sweep(POSTER, grid={"prompt": ["a", "b", "c"]})
         sweep.wait(30)
@@ -366,7 +366,7 @@ def test_plot_extra_and_plots(tmp_path):
 
 
 def test_plot_without_matplotlib_says_how_to_install(tmp_path, monkeypatch):
-    fl = fnb.Flora.simulated(speed=100.0, ledger_path=tmp_path / "l.sqlite", persist=False)
+    fl = fnb.Flora.simulated(speed=100.0, ledger_path=tmp_path / "l.sqlite")
     try:
         monkeypatch.setitem(sys.modules, "matplotlib", None)
         monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
