@@ -22,13 +22,14 @@ def _section(title: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; returns the exit code."""
+    from ._frames import money_table
     from ._session import Flora
 
     args = _parse(argv)
     pd.set_option("display.width", 140)
     pd.set_option("display.max_columns", 12)
     with tempfile.TemporaryDirectory() as home, Flora.simulated(
-        speed=args.speed, ledger_path=Path(home) / "ledger.sqlite"
+        speed=args.speed, ledger_path=Path(home) / "ledger.sqlite", persist=False
     ) as fl:
         print(f"FLORA simulator at {fl.endpoint} (speed x{args.speed:g}); ledger {fl.ledger.path}")
         _section("Techniques")
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         print(sweep.compare(values="run_seconds").round(2))
 
         _section("Costs")
-        print(fl.costs()[["runs", "completed", "failed", "estimated_usd", "charged_usd", "cost_per_completed_usd"]])
+        print(money_table(fl.costs()))  # fl.costs(detail=True) has every column
         print(f"\nserver truth: {fl.simulator.stats()['total_charged']:.4f} USD charged; "
               f"ledger: {fl.runs()['charged_cost'].sum():.4f} USD")
         failed = fl.runs(status="failed")

@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from ._sweep import Sweep
 
 __all__ = [
-    "MAX_UPDATES_PER_SECOND", "RunPanel", "SweepPanel", "Throttle", "display_live", "output_widget", "panel_for",
-    "text_widget", "widgets_available",
+    "MAX_UPDATES_PER_SECOND", "RunPanel", "SweepPanel", "Throttle", "display_live", "health_note", "output_widget",
+    "panel_for", "text_widget", "widgets_available",
 ]
 
 log = logging.getLogger("flora_nb.display")
@@ -292,6 +292,14 @@ def run_cost(run: Any) -> str:
     return usd(run.charged_cost)
 
 
+def health_note(session: Any) -> str:
+    """One escaped HTML line when the poller cannot reach FLORA ("FLORA unreachable, retrying"), else ''."""
+    health = getattr(session, "health", "ok")
+    if health == "ok":
+        return ""
+    return f"<div class='flora-health' style='color:var(--jp-warn-color0, #b26b00)'>&#9888; {html.escape(health)}</div>"
+
+
 def colour(status: str) -> str:
     return COLOURS.get(status, COLOURS["skipped"] if status in ("queued", "skipped") else COLOURS["live"])
 
@@ -400,7 +408,8 @@ class RunPanel:
         inputs = " · ".join(f"{k}: {v}" for k, v in run.inputs.items())
         return (f"<div class='flora-line'>{bar}<span class='flora-status-{esc(run.status)}'>{line}</span>"
                 f"<span class='flora-muted'>{ident}</span></div>"
-                f"<div class='flora-inputs' title='{esc(inputs, quote=True)}'>{esc(inputs)}</div>{error}")
+                f"<div class='flora-inputs' title='{esc(inputs, quote=True)}'>{esc(inputs)}</div>{error}"
+                f"{health_note(run._session)}")
 
     def draw(self) -> None:
         self.live.value = self.render()
@@ -453,7 +462,7 @@ class SweepPanel:
         strip = "".join(self._square(r) for r in runs)
         problems = self._problems()
         return (f"<div class='flora-line'>{bar}<span>{head}</span><span class='flora-muted'>{esc(sweep.sweep_id)}"
-                f"</span></div><div class='flora-strip'>{strip}</div>{problems}")
+                f"</span></div><div class='flora-strip'>{strip}</div>{problems}{health_note(sweep._session)}")
 
     def _counts_html(self, done: int, total: int, counts: dict[str, int]) -> str:
         sweep = self.sweep
@@ -495,6 +504,11 @@ def _eta(seconds: float) -> str:
     if seconds < 60:
         return f"{max(1, round(seconds))} s"
     return f"{round(seconds / 60)} min"
+
+
+def _run_widget(run: Run) -> w.Widget:
+    """A run's live panel widget (``children[1]`` is its live HTML line)."""
+    return RunPanel(run).widget
 
 
 def panel_for(obj: Any, **options: Any) -> RunPanel | SweepPanel:

@@ -131,6 +131,45 @@ def cost_summary(frame: pd.DataFrame, by: str | Sequence[str]) -> pd.DataFrame:
     return out
 
 
+COST_COLUMNS = ["runs", "completed", "failed", "charged_usd", "open_estimate_usd", "usd_per_completed"]
+MONEY_COLUMNS = ("charged_usd", "open_estimate_usd", "usd_per_completed")
+_OPEN = ("queued", "starting", "pending", "running")
+
+
+def cost_table(frame: pd.DataFrame, by: str | Sequence[str]) -> pd.DataFrame:
+    """The essentials of ``cost_summary`` with a ``total`` row: runs, outcomes, charged, still open, per run.
+
+    ``open_estimate_usd`` is the estimate of runs not finished yet (what may still be charged).
+    """
+    full = cost_summary(frame, by)
+    keys = [by] if isinstance(by, str) else list(by)
+    reused = frame["reused_from"].notna() if "reused_from" in frame else pd.Series(False, index=frame.index)
+    open_est = frame["estimated_cost"].where(frame["status"].isin(_OPEN) & ~reused)
+    grouped = frame.assign(_open=open_est).groupby(keys, dropna=False, observed=True)["_open"].sum()
+    table = full[["runs", "completed", "failed", "charged_usd"]].copy()
+    table["open_estimate_usd"] = grouped.reindex(table.index)
+    table["usd_per_completed"] = full["cost_per_completed_usd"]
+    total = {c: table[c].sum(min_count=1) for c in ("runs", "completed", "failed", "charged_usd")}
+    total["open_estimate_usd"] = table["open_estimate_usd"].sum()
+    total["runs"], total["completed"], total["failed"] = (int(total[c] or 0) for c in ("runs", "completed", "failed"))
+    total["usd_per_completed"] = total["charged_usd"] / total["completed"] if total["completed"] else np.nan
+    label = "total" if len(keys) == 1 else ("total",) + ("",) * (len(keys) - 1)
+    table.index = table.index.astype(object) if len(keys) == 1 else table.index
+    table.loc[label, :] = pd.Series(total)
+    for column in ("runs", "completed", "failed"):
+        table[column] = table[column].astype("int64")
+    return table[COST_COLUMNS]
+
+
+def money_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The cost table for display: USD columns as ``$0.0400`` text, unknown as ``-``."""
+    shown = table.copy()
+    for column in MONEY_COLUMNS:
+        if column in shown:
+            shown[column] = [("-" if pd.isna(v) else f"${v:,.4f}") for v in shown[column]]
+    return shown
+
+
 def _groupable(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c in ("technique_name", "technique_id", "status", "sweep_id", "workspace_id")
             or c.startswith(("input.", "label."))]

@@ -169,6 +169,25 @@ class Technique:
             extra=extra,
         )
 
+    def __str__(self) -> str:
+        """A readable card: name, ids, cost, then one line per input and the outputs."""
+        cost = "cost unknown" if self.run_cost is None else f"${self.run_cost:.4f} per run"
+        ids = ", ".join(p for p in (self.technique_id, self.slug) if p)
+        lines = [f"{self.name} ({ids}) · {cost}"]
+        if self.description:
+            lines.append(f"  {self.description}")
+        width = max((len(i.id) for i in (*self.inputs, *self.outputs)), default=0)
+        lines.append("  inputs:")
+        for i in self.inputs:
+            need = "required" if i.required else "optional"
+            lines.append(f"    {i.id:<{width}}  {i.type:<11} {need:<8}  {i.description}".rstrip())
+        lines.append("  outputs:")
+        lines += [f"    {o.id:<{width}}  {o.type:<11} {o.description}".rstrip() for o in self.outputs]
+        return "\n".join(lines)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self) if cycle else str(self))
+
     def _repr_html_(self) -> str:
         esc = html.escape
         cost = "unknown" if self.run_cost is None else f"${self.run_cost:.4f}"

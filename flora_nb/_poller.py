@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, Sequence
 
-from ._errors import FloraError
+from ._errors import AuthenticationError, FloraConnectionError, FloraError, FloraTimeout, PermissionDeniedError
 from ._models import RunState
 
 if TYPE_CHECKING:
@@ -45,6 +45,28 @@ class PollerStats:
     listener_errors: int = 0
     last_error: str | None = None
     running: bool = False
+    failing: int = 0  # errors since the last request that worked; 0 means healthy
+    trouble: str | None = None  # what the last error means for the user, while failing
+
+    @property
+    def health(self) -> str:
+        """One line any display can show: ``ok``, or what is wrong and what the poller does about it."""
+        if not self.running and self.cycles:
+            return "poller stopped"
+        return "ok" if not self.failing else f"{self.trouble} ({self.failing} failed polls)"
+
+
+def _trouble(exc: BaseException) -> str:
+    """What a poll error means for the user, in words a status card or a live display can show."""
+    if isinstance(exc, (FloraConnectionError, FloraTimeout)):
+        return "FLORA unreachable, retrying"
+    if isinstance(exc, AuthenticationError):
+        return "FLORA refuses the API key (401), retrying; check FLORA_API_KEY"
+    if isinstance(exc, PermissionDeniedError):
+        return "FLORA refuses access to the workspace (403), retrying"
+    if isinstance(exc, FloraError):
+        return f"FLORA answers with errors ({type(exc).__name__}), retrying"
+    return f"poller error ({type(exc).__name__}), retrying"
 
 
 @dataclass
@@ -167,9 +189,29 @@ class Poller:
             self._sleep_until_due()
 
     def _failed(self, exc: BaseException) -> None:
+        # Shown by status() and the live displays; the log record reaches only handlers the user
+        # added (flora_nb's logger has a NullHandler, so Python never prints it on its own).
         self.stats.errors += 1
+        self.stats.failing += 1
         self.stats.last_error = f"{type(exc).__name__}: {exc}"
+        trouble = _trouble(exc)
+        if trouble != self.stats.trouble:
+            self.stats.trouble = trouble
+            self._health_changed()
         log.warning("flora_nb poller: %s", self.stats.last_error, exc_info=not isinstance(exc, FloraError))
+
+    def _worked(self) -> None:
+        if self.stats.failing:
+            self.stats.failing, self.stats.trouble = 0, None
+            self._health_changed()
+
+    def _health_changed(self) -> None:
+        notify = getattr(self._sink, "health_changed", None)
+        if notify is not None:
+            try:
+                notify(self.stats.health)
+            except Exception:
+                log.warning("flora_nb: a health listener raised", exc_info=True)
 
     def _sleep_until_due(self) -> None:
         with self._lock:
@@ -214,6 +256,7 @@ class Poller:
             self._failed(exc)
             self._postpone(due)
             return
+        self._worked()
         self._observe(list(seen.values()))
 
     def _tracked_in(self, workspace: str) -> int:
@@ -321,6 +364,7 @@ class Poller:
             if created < oldest:
                 break
             listed.append(state)
+        self._worked()
         known = self._sink.known_run_ids()  # read after listing: a start that landed meanwhile counts
         candidates = [s for s in reversed(listed) if s.run_id not in known and s.created_at is not None]
         for intent in group:

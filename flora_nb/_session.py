@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import atexit
+import difflib
+import html
 import logging
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -17,9 +20,11 @@ from ._errors import (
     APIError,
     ConfigError,
     FloraConnectionError,
+    FloraError,
     FloraTimeout,
     IdempotencyDuplicateError,
     InputError,
+    NotFoundError,
     ServerError,
 )
 from ._ledger import ACTIVE, Ledger, LedgerRow, default_home
@@ -35,11 +40,14 @@ if TYPE_CHECKING:
 
     from .sim import FloraSimulator
 
-__all__ = ["Flora"]
+__all__ = ["Flora", "current_session"]
 
 log = logging.getLogger("flora_nb.session")
 
 _SESSIONS: weakref.WeakSet[Flora] = weakref.WeakSet()
+_CURRENT: Flora | None = None  # the session the %flora magics use (flora_nb.session())
+_CURRENT_LOCK = threading.Lock()
+_SIM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 START_GAP = 0.002  # seconds between two starts of a session
 LOST = "start_lost"  # the answer to a start never came: reconciling
@@ -62,6 +70,27 @@ def _owner_busy(row: LedgerRow, now: float) -> bool:
     """Is the session that wrote this start still alive (so the start may still be in flight)?"""
     alive = is_alive(row.owner)
     return alive if alive is not None else now - row.intent_at < STALE_SECONDS
+
+
+def current_session(use: Flora | None = None, factory: Any = None) -> Flora:
+    """The magics' session: ``use`` when given, else the open one, else a new one (``factory()`` or env)."""
+    global _CURRENT
+    with _CURRENT_LOCK:
+        if use is not None:
+            _CURRENT = use
+        elif _CURRENT is None or _CURRENT.closed:
+            _CURRENT = factory() if factory is not None else Flora()
+        return _CURRENT
+
+
+def _persist_default() -> bool:
+    return os.environ.get("FLORA_NB_SIM_PERSIST", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _same_origin(url: str, base_url: str) -> bool:
+    from ._client import _origin
+
+    return _origin(url) == _origin(base_url)
 
 
 @atexit.register
@@ -90,10 +119,13 @@ class Flora:
         reconcile_grace: float = 60.0,
         resume: bool = True,
         _simulator: FloraSimulator | None = None,
+        _endpoint: str | None = None,
     ):
         self.simulator = _simulator
         self.client = FloraClient(api_key, base_url, rate_limit=rate_limit, max_retries=max_retries)
-        self.endpoint = self.client.base_url
+        # Ledger rows are keyed by the endpoint: the base URL, or a stable name (``sim://default``)
+        # for a simulator whose port changes from one kernel to the next.
+        self.endpoint = _endpoint or self.client.base_url
         self._workspace_arg = setting(workspace, "FLORA_WORKSPACE_ID")
         self._workspace: str | None = None
         self.ledger = Ledger(ledger_path)
@@ -114,19 +146,35 @@ class Flora:
             self._resume_on_open()
 
     @classmethod
-    def simulated(cls, speed: float = 20.0, faults: Any = None, seed: int = 0, **options: Any) -> Flora:
-        """A session on the built-in simulator, started in this process (``fl.simulator``)."""
-        from .sim import FloraSimulator
+    def simulated(cls, speed: float = 20.0, faults: Any = None, seed: int = 0, *, persist: bool | None = None,
+                  name: str = "default", **options: Any) -> Flora:
+        """A session on the built-in simulator, started in this process (``fl.simulator``).
 
+        With ``persist`` (default: on, unless ``FLORA_NB_SIM_PERSIST=0``) the simulated account
+        (runs, credits, assets) lives in ``$FLORA_NB_HOME/sim/<name>.json``, so a later kernel
+        continues it; its ledger rows are kept under the endpoint ``sim://<name>``.
+        """
+        from .sim import FloraSimulator
+        from .sim._persist import StateBusy
+
+        persist = _persist_default() if persist is None else persist
+        if not _SIM_NAME.match(name):
+            raise InputError(f"simulator name must be letters, digits, - or _; got {name!r}.")
         sim_keys = ("cost_lag", "catalog", "poll_url_style", "asset_processing_seconds")
         sim_options = {k: options.pop(k) for k in sim_keys if k in options}
-        sim = FloraSimulator(speed=speed, faults=faults, seed=seed, **sim_options)
-        sim.start()
+        state = default_home() / "sim" / f"{name}.json" if persist else None
+        sim = FloraSimulator(speed=speed, faults=faults, seed=seed, state_path=state, **sim_options)
+        try:
+            sim.start()
+        except StateBusy as exc:
+            raise ConfigError(f"{exc}. Close that session, or use a throwaway account: "
+                              "Flora.simulated(persist=False) or another name=...") from None
         # Durations are already scaled by the simulator; poll at FLORA's 2-5 s rhythm, scaled too.
         options.setdefault("poll_interval", (max(0.02, 2.0 / speed), max(0.05, 5.0 / speed)))
         options.setdefault("reconcile_grace", max(2.0, 60.0 / speed))
+        endpoint = f"sim://{name}" if persist else None
         try:
-            return cls(api_key=sim.api_key, base_url=sim.base_url, _simulator=sim, **options)
+            return cls(api_key=sim.api_key, base_url=sim.base_url, _simulator=sim, _endpoint=endpoint, **options)
         except BaseException:
             sim.stop()
             raise
@@ -151,9 +199,48 @@ class Flora:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def __repr__(self) -> str:
         kind = "simulator" if self.simulator is not None else "live"
-        return f"<Flora {kind} {self.endpoint} workspace={self._workspace or '?'} tracked={self.poller.tracked}>"
+        workspace = self._workspace or self._workspace_arg or "?"
+        return f"<Flora {kind} {self.endpoint} workspace={workspace} tracked={self.poller.tracked}>"
+
+    def _card_rows(self) -> list[tuple[str, str]]:
+        """The status card's rows: the essentials of ``status()``, poller counters on one line."""
+        st = self.status()
+        workspace = st["workspace_id"]
+        if workspace is None and not self._closed:
+            try:
+                workspace = self.workspace_id
+            except FloraError as exc:
+                workspace = f"not chosen ({exc})"
+        poller = (f"{'running' if st['poller_running'] else 'stopped'}, {st['poller_cycles']} cycles, "
+                  f"{st['poller_errors']} errors, requests {st['requests_batch']} batch / {st['requests_single']} "
+                  f"single, {st['reconciled']} reconciled")
+        rows = [("endpoint", f"{st['endpoint']}{' (simulator)' if st['simulator'] else ''}"),
+                ("workspace", str(workspace)), ("health", st["health"]),
+                ("runs", f"{st['tracked']} tracked, {st['unconfirmed_starts']} starts being confirmed"),
+                ("spent", f"${st['spent_usd']:,.4f} charged"), ("poller", poller)]
+        if st["poller_last_error"] and st["health"] != "ok":
+            rows.append(("last error", st["poller_last_error"]))
+        return rows + [("ledger", st["ledger"])]
+
+    def _repr_html_(self) -> str:
+        """The status card: one table of endpoint, workspace, runs, spend and poller health."""
+        esc = html.escape
+        rows = "".join(f"<tr><th style='text-align:left'>{esc(k)}</th><td style='text-align:left'>{esc(v)}</td></tr>"
+                       for k, v in self._card_rows())
+        return f"<table class='flora-status'>{rows}</table>"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self) if cycle else self.status_text())
+
+    def status_text(self) -> str:
+        """The status card as aligned text (terminal IPython, logs)."""
+        return "\n".join(f"{k:>20}: {v}" for k, v in self._card_rows())
 
     # ---------------------------------------------------------------- catalog
 
@@ -195,9 +282,29 @@ class Flora:
         with self._lock:
             cached = self._techniques.get(key)
         if cached is None:
-            cached = self.client.technique(key)
+            try:
+                cached = self.client.technique(key)
+            except NotFoundError as exc:
+                raise self._not_found(key, exc) from None
             self._remember(cached, alias=key)
         return cached
+
+    def _not_found(self, key: str, exc: NotFoundError) -> NotFoundError:
+        """Say which technique was not found and which ones are close (by slug, id or name)."""
+        try:
+            catalog = list(self.client.techniques(workspace_id=self._workspace_arg))
+        except FloraError:
+            catalog = []
+        names = {}
+        for tech in catalog:
+            shown = tech.slug or tech.technique_id
+            for alias in (tech.slug, tech.technique_id, tech.name):
+                if alias:
+                    names.setdefault(alias.lower(), shown)
+        close = dict.fromkeys(names[m] for m in difflib.get_close_matches(key.lower(), list(names), n=3, cutoff=0.6))
+        hint = f"; did you mean {' or '.join(close)}?" if close else "."
+        return NotFoundError(f"No technique {key!r} in the catalog{hint} See fl.techniques() for the list.",
+                             status=exc.status, code=exc.code, request_id=exc.request_id)
 
     def _remember(self, tech: Technique, alias: str | None = None) -> None:
         with self._lock:
@@ -435,11 +542,14 @@ class Flora:
             elif row.run_id is None:  # in flight when its session died, or unconfirmed: look again
                 self._lost(run, RuntimeError("resumed"), self._send_window(row))
             else:
+                self._forget_foreign_poll_urls(row)
+                run._apply(self.ledger.get(row.local_id))
                 self.poller.track(run, first_poll_in=0.0)
             runs.append(run)
         for row in self.ledger.rows(self.endpoint, statuses=("completed", "failed")):
             if row.charged_cost is None and row.run_id is not None:
-                run = self._adopt(row)
+                self._forget_foreign_poll_urls(row)
+                run = self._adopt(self.ledger.get(row.local_id))
                 self.poller.track(run, first_poll_in=0.0)
                 runs.append(run)
         self._skip_orphans()
@@ -460,6 +570,11 @@ class Flora:
         self._update_many(orphans, status="skipped", error_code="interrupted",
                           error_message="The session that queued this run ended before starting it.")
 
+    def _forget_foreign_poll_urls(self, row: LedgerRow) -> None:
+        """A poll URL from another port of the same named endpoint (a restarted simulator) is stale."""
+        if row.poll_url and not _same_origin(row.poll_url, self.client.base_url):
+            self.ledger.update(row.local_id, note="poll_url of an earlier server dropped", poll_url=None)
+
     def _resume_on_open(self) -> None:
         runs = self.resume()
         if runs:
@@ -478,11 +593,18 @@ class Flora:
         technique = known.technique_id if known else technique
         return select_runs(runs_frame(rows), status=status, technique=technique, sweep_id=sweep_id, since=since)
 
-    def costs(self, by: str | Sequence[str] = "technique_name", **filters: Any) -> pd.DataFrame:
-        """Cost summary: runs, completed, failed, estimated and charged totals, per completed run."""
-        from ._frames import cost_summary
+    def costs(self, by: str | Sequence[str] = "technique_name", detail: bool = False, **filters: Any) -> pd.DataFrame:
+        """Cost summary per group with a ``total`` row; ``detail=True`` gives every column (no total)."""
+        from ._frames import cost_summary, cost_table
 
-        return cost_summary(self.runs(**filters), by)
+        frame = self.runs(**filters)
+        return cost_summary(frame, by) if detail else cost_table(frame, by)
+
+    def plot_spend(self, ax: Any = None, **filters: Any) -> Any:
+        """Cumulative charged USD over time as a step line (needs ``pip install 'flora_nb[plot]'``)."""
+        from ._plots import plot_spend
+
+        return plot_spend(self.spend(**filters), ax=ax)
 
     def spend(self, **filters: Any) -> pd.Series:
         """Cumulative charged USD over completion time (known charges only), ready for ``.plot()``."""
@@ -503,6 +625,7 @@ class Flora:
         spent = self.ledger.total_charged(self.endpoint)
         return {
             "endpoint": self.endpoint,
+            "health": self.health,
             "simulator": self.simulator is not None,
             "workspace_id": self._workspace or self._workspace_arg,
             "tracked": self.poller.tracked,
@@ -518,3 +641,15 @@ class Flora:
             "reconciled": stats.reconciled,
             "ledger": str(self.ledger.path),
         }
+
+    @property
+    def health(self) -> str:
+        """``ok``, or what keeps the poller from FLORA (e.g. "FLORA unreachable, retrying")."""
+        return "session closed" if self._closed else self.poller.stats.health
+
+    def health_changed(self, health: str) -> None:
+        """Poller sink: the health changed; tell the live displays of tracked runs (they read ``health``)."""
+        for run in self.tracked_runs():
+            row = self.ledger.get(run.local_id)
+            if row is not None:
+                run._apply(row)

@@ -209,6 +209,12 @@ class Sweep:
                 paths.append(out.save(folder / f"{stem}_{_slug_text(out.output_id)}{out.extension}"))
         return paths
 
+    def plot(self) -> Any:
+        """Charged USD and run time per variation, as step lines (needs ``pip install 'flora_nb[plot]'``)."""
+        from ._plots import plot_sweep
+
+        return plot_sweep(self.to_dataframe(), self.varied)
+
     def gallery(self, columns: int | None = None) -> Any:
         """Outputs side by side in an ipywidgets grid laid out by the varied inputs."""
         from ._gallery import build_gallery

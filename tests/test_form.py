@@ -334,16 +334,13 @@ def test_workspace_selector_when_the_key_sees_several(tmp_path, clock):
 
 
 def test_magic_form(fl):
-    from IPython.testing.globalipapp import get_ipython
+    from IPython.core.interactiveshell import InteractiveShell
 
-    from flora_nb._magic import FloraMagics
-
-    ip = get_ipython()
-    magics = FloraMagics(shell=ip)
-    magics.session = fl
-    ip.register_magics(magics)
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "flora_nb")
+    fnb.session(fl)  # the magics use this session
     form = ip.run_line_magic("flora", f"form {POSTER}")
-    assert isinstance(form, fnb.Form) and form.technique.technique_id == "tech_a1poster"
+    assert isinstance(form, fnb.Form) and form.technique.technique_id == "tech_a1poster" and form.session is fl
 
 
 # ---------------------------------------------------------------- uploads

@@ -12,7 +12,7 @@ PUBLIC = [
     "FloraConnectionError", "FloraError", "FloraTimeout", "Form", "IdempotencyDuplicateError", "InputError",
     "InsufficientCreditsError", "NotFoundError", "Output", "PermissionDeniedError", "RateLimitError",
     "Run", "RunFailedError", "RunOutput", "RunStart", "RunState", "ServerError", "StartUnconfirmedError", "Sweep", "Technique", "TechniqueInput",
-    "UnsafeURLError", "ValidationError", "Workspace", "__version__",
+    "UnsafeURLError", "ValidationError", "Workspace", "__version__", "session",
 ]
 
 

@@ -952,7 +952,7 @@ def test_cli_prints_exports_and_stops_on_ctrl_c() -> None:
     )
     try:
         lines = [proc.stdout.readline() for _ in range(4)]  # type: ignore[union-attr]
-        exports = dict(line.strip().split("=", 1) for line in lines[1:])
+        exports = dict(line.strip().removeprefix("export ").split("=", 1) for line in lines[1:])
         assert exports["FLORA_API_KEY"] == "sk_cli"
         assert exports["FLORA_WORKSPACE_ID"] == "ws_sim_demo"
         resp = requests.get(

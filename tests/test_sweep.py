@@ -184,9 +184,9 @@ def test_reuse(fl):
 def test_costs_analysis(fl):
     fl.sweep(POSTER, grid={"prompt": ["a", "b"]}).wait(60)
     fl.sweep(JINGLE, grid={"prompt": ["a"], "style": ["x", "y"]}).wait(60)
-    by_two = fl.costs(by=["technique_name", "status"])
+    by_two = fl.costs(by=["technique_name", "status"], detail=True)
     assert by_two["runs"].sum() == 4
-    one = fl.costs()
+    one = fl.costs(detail=True)
     assert set(one.index) == {"Poster Studio", "Jingle Writer"}
     assert (one["drift_usd"].abs() < 1e-9).all()  # these techniques charge their run_cost
     spend = fl.spend()

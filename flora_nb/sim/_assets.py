@@ -5,10 +5,10 @@ from __future__ import annotations
 import mimetypes
 import secrets
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from email.message import Message
-from typing import Any
+from typing import Any, Callable
 
 MAX_UPLOAD_BYTES = 4 * 1024 * 1024  # multipart POST /assets
 # Signed uploads: FLORA publishes no limit; the 50 MB of URL sources (flora-api.md §4.13) stands in.
@@ -129,6 +129,7 @@ class AssetStore:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._assets: dict[str, Asset] = {}
+        self.on_add: Callable[[Asset], None] | None = None  # persistence: keep each new asset
 
     @property
     def lock(self) -> threading.Lock:
@@ -139,6 +140,15 @@ class AssetStore:
         """Keep an asset."""
         with self._lock:
             self._assets[asset.asset_id] = asset
+        if self.on_add is not None:
+            self.on_add(asset)
+
+    def rebase(self, old_origin: str, new_origin: str) -> None:
+        """Asset URLs handed out by an earlier server of this account now point here."""
+        with self._lock:
+            for asset_id, asset in self._assets.items():
+                if asset.url.startswith(old_origin):
+                    self._assets[asset_id] = replace(asset, url=new_origin + asset.url[len(old_origin):])
 
     def get(self, asset_id: str, now: float | None = None) -> Asset | None:
         """The asset with this id (processing settled as of ``now``), or None."""
@@ -162,6 +172,16 @@ class AssetStore:
         if asset.status != "ready":
             return f"Asset {asset_id} is not ready (status {asset.status})"
         return None
+
+    def snapshot(self) -> list[Asset]:
+        """Every asset, oldest first."""
+        with self._lock:
+            return list(self._assets.values())
+
+    def changed(self, asset: Asset) -> None:
+        """An asset's bytes or state moved on (a signed upload arrived, processing started): keep it."""
+        if self.on_add is not None:
+            self.on_add(asset)
 
 
 @dataclass(frozen=True)

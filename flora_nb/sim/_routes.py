@@ -339,7 +339,7 @@ class Api:
                 url = f"{self.origin}/media/{run.run_id}/{output_id}.{FILE_TYPES[kind][0]}"
             else:
                 digest = self._digest(run, output_id)
-                url = text_output(run.spec.name, run.inputs, digest)
+                url = text_output(run.spec.name, run.inputs, digest, output_id)
             outputs.append({"output_id": output_id, "type": kind, "url": url})
         return outputs
 
@@ -437,6 +437,7 @@ class Api:
                     raise validation_error([("file", "Nothing was uploaded to this asset's upload URL yet")])
                 asset.ready_at = self.world.clock() + self.asset_processing_seconds / self.world.speed
             view = asset.view()
+        self.assets.changed(asset)
         return json_response(200, view)
 
     def get_asset(self, call: Call, params: dict[str, str]) -> Response:
@@ -470,6 +471,7 @@ class Api:
             if asset.status != "pending_upload" or asset.ready_at is not None:
                 raise ApiError(FORBIDDEN, message="This upload was completed already.")
             asset.data = data
+        self.assets.changed(asset)
         return Response(204)
 
     # -- media (public, outside /api/v1) -------------------------------------------------
@@ -501,7 +503,8 @@ class Api:
         if kind not in FILE_TYPES or FILE_TYPES[kind][0] != ext:
             raise ApiError(NOT_FOUND)
         lines = tuple(f"{k}: {v}" for k, v in sorted(run.inputs.items()))
-        data = render(kind, self._digest(run, output_id), run.spec.name, lines)
+        subject = next(iter(run.inputs.values()), "")
+        data = render(kind, self._digest(run, output_id), run.spec.name, lines, output_id, subject[:60])
         return Response(200, data, FILE_TYPES[kind][1])
 
 
