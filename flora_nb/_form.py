@@ -120,21 +120,19 @@ def field_for(spec: TechniqueInput, builders: Mapping[str, Callable[[TechniqueIn
     return builders.get(spec.type, builders.get("text", text_field))(spec)
 
 
-def url_problem(value: str, uploads: bool, input_type: str | None = None) -> str | None:
+def url_problem(value: str, input_type: str | None = None) -> str | None:
     """What is wrong with a media input value (an http(s) URL, an asset id, or a local file to upload)."""
+    from ._files import file_problem, local_path
+
     if value.startswith("asset_"):
         return None
     parts = urlsplit(value)
     if parts.scheme in ("http", "https") and parts.netloc:
         return None
-    if uploads:
-        from ._files import file_problem, local_path
-
-        path = local_path(value)
-        if path is not None:
-            return file_problem(path, input_type)  # type and size checked before any request
-    return "expected an http(s) URL, an asset_ id" + (", a file on the kernel's machine" if uploads else "") + \
-        " or an upload"
+    path = local_path(value)
+    if path is not None:
+        return file_problem(path, input_type)  # type and size checked before any request
+    return "expected an http(s) URL, an asset_ id, a file on the kernel's machine or an upload"
 
 
 def input_for_field(name: str, ids: list[str], sent: list[str]) -> str | None:
@@ -285,16 +283,15 @@ class Form(w.VBox):
 
     def _plan(self) -> tuple[_Plan, dict[str, str], list[str]]:
         """What a click would start, the problems per field, and problems with the form's settings."""
-        uploads = hasattr(self.session, "upload")
         fixed, varied, problems = {}, {}, {}
         for input_id, part in self._parts.items():
             if part.varying:
                 values = part.lines()
-                problem = self._values_problem(part, values, uploads)
+                problem = self._values_problem(part, values)
                 varied[input_id] = values
             else:
                 value = str(part.value.value or "").strip()
-                problem = self._value_problem(part, value, uploads)
+                problem = self._value_problem(part, value)
                 if value:
                     fixed[input_id] = value
             if problem:
@@ -309,17 +306,17 @@ class Form(w.VBox):
         return _Plan(fixed, varied, mode, count, workspace, budget), problems, general
 
     @staticmethod
-    def _value_problem(part: FieldWidgets, value: str, uploads: bool) -> str | None:
+    def _value_problem(part: FieldWidgets, value: str) -> str | None:
         if not value:
             return "Required." if part.spec.required else None
-        return url_problem(value, uploads, part.spec.type) if part.spec.type in URL_TYPES else None
+        return url_problem(value, part.spec.type) if part.spec.type in URL_TYPES else None
 
     @staticmethod
-    def _values_problem(part: FieldWidgets, values: list[str], uploads: bool) -> str | None:
+    def _values_problem(part: FieldWidgets, values: list[str]) -> str | None:
         if not values:
             return "Give at least one value, one per line."
         if part.spec.type in URL_TYPES:
-            bad = [(n, v, url_problem(v, uploads, part.spec.type)) for n, v in enumerate(values, 1)]
+            bad = [(n, v, url_problem(v, part.spec.type)) for n, v in enumerate(values, 1)]
             bad = [b for b in bad if b[2]]
             if bad:
                 n, v, problem = bad[0]
@@ -455,8 +452,6 @@ class Form(w.VBox):
         files = list(change.get("new") or ())
         if not files:
             return
-        if not hasattr(self.session, "upload"):
-            raise InputError("uploads need a flora_nb with fl.upload(); paste a URL instead.")
         workspace = self.workspace.value if self.workspace is not None else None
         done = []
         try:
@@ -481,12 +476,9 @@ class Form(w.VBox):
 
     def _upload(self, part: FieldWidgets, data: bytes, name: str | None, content_type: str | None,
                 workspace: str | None) -> Any:
-        """``fl.upload``, checking the file suits this input (an image for imageUrl ...) first."""
-        uploads = getattr(self.session, "uploads", None)
-        if uploads is not None:
-            return uploads.upload(data, file_name=name, content_type=content_type, workspace=workspace,
-                                  input_type=part.spec.type)
-        return self.session.upload(data, file_name=name, content_type=content_type, workspace=workspace)
+        """``fl.upload`` (once per content), checking the file suits this input (an image for imageUrl ...)."""
+        return self.session.uploads.upload(data, file_name=name, content_type=content_type, workspace=workspace,
+                                           input_type=part.spec.type)
 
     def _preview(self, part: FieldWidgets, data: bytes | None = None, name: str | None = None) -> None:
         """A thumbnail, a player or a file name once a media field has a value."""
