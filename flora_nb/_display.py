@@ -35,6 +35,10 @@ log = logging.getLogger("flora_nb.display")
 MAX_UPDATES_PER_SECOND = 10
 _TICK_SECONDS = 0.5  # how often a live bar moves on the clock between polls
 _EXCERPT_CHARS = 280
+# A sweep panel draws one square per run; past these sizes the squares lose their hover text, then
+# disappear (the bar and the counts remain), so that one redraw stays a small message.
+_STRIP_TITLES = 400
+_STRIP_MAX = 2000
 
 Clock = Callable[[], float]
 Schedule = Callable[[float, Callable[[], None]], None]
@@ -64,7 +68,12 @@ STYLE = f"""<style>
 .flora-error {{ color: {COLOURS['failed']}; }}
 .flora-ok {{ color: {COLOURS['completed']}; }}
 .flora-strip {{ display: flex; flex-wrap: wrap; gap: 2px; margin-top: 6px; max-width: 640px; }}
-.flora-strip > span {{ width: 9px; height: 9px; border-radius: 2px; }}
+.flora-strip > span {{ width: 9px; height: 9px; border-radius: 2px; background: {COLOURS['track']}; }}
+.flora-strip > span[data-status=completed] {{ background: {COLOURS['completed']}; }}
+.flora-strip > span[data-status=failed] {{ background: {COLOURS['failed']}; }}
+.flora-strip > span[data-status=skipped] {{ background: {COLOURS['skipped']}; }}
+.flora-strip > span[data-status=starting], .flora-strip > span[data-status=pending],
+.flora-strip > span[data-status=running] {{ background: {COLOURS['live']}; }}
 .flora-text {{ white-space: pre-wrap; font-family: var(--jp-content-font-family, sans-serif);
   font-size: var(--jp-content-font-size1, 13px); color: {COLOURS['text']}; max-width: 640px; }}
 .flora-star button, button.flora-star {{ background: transparent !important; box-shadow: none !important;
@@ -459,7 +468,8 @@ class SweepPanel:
         segments.append((100.0 * live / total, "var(--jp-brand-color3, #90caf9)"))
         bar = bar_html(segments, 100.0 * done / total)
         head = f"{esc(sweep.technique.name)} · {self._counts_html(done, len(runs), counts)}"
-        strip = "".join(self._square(r) for r in runs)
+        titled = len(runs) <= _STRIP_TITLES
+        strip = "".join(self._square(r, titled) for r in runs) if len(runs) <= _STRIP_MAX else ""
         problems = self._problems()
         return (f"<div class='flora-line'>{bar}<span>{head}</span><span class='flora-muted'>{esc(sweep.sweep_id)}"
                 f"</span></div><div class='flora-strip'>{strip}</div>{problems}{health_note(sweep._session)}")
@@ -478,13 +488,14 @@ class SweepPanel:
             parts.append("ETA " + _eta(eta))
         return " · ".join(parts)
 
-    def _square(self, run: Run) -> str:
-        shown = run.status if run.done else ("live" if run.status in ("starting", "pending", "running") else "queued")
-        fill = colour(shown) if shown != "queued" else COLOURS["track"]
-        inputs = ", ".join(f"{k}={run.inputs.get(k)}" for k in self.sweep.varied)
-        title = f"#{run.variation} {inputs}: {phase(run, estimated_progress(run))} · {run_cost(run)}"
-        return (f"<span data-run='{run.local_id}' data-status='{html.escape(run.status)}' "
-                f"title='{html.escape(title, quote=True)}' style='background:{fill}'></span>")
+    def _square(self, run: Run, titled: bool) -> str:
+        """One run: its colour comes from its status (CSS above), its inputs and state on hover."""
+        title = ""
+        if titled:
+            inputs = ", ".join(f"{k}={run.inputs.get(k)}" for k in self.sweep.varied)
+            text = f"#{run.variation} {inputs}: {phase(run, estimated_progress(run))} · {run_cost(run)}"
+            title = f" title='{html.escape(text, quote=True)}'"
+        return f"<span data-run='{run.local_id}' data-status='{html.escape(run.status)}'{title}></span>"
 
     def _problems(self) -> str:
         """Each distinct failure message once, with how many runs it hit."""

@@ -277,3 +277,12 @@ def _eventually(check, timeout: float = 30.0) -> bool:
             return False
         time.sleep(0.02)
     return True
+
+
+def test_a_huge_sweep_keeps_each_redraw_small(fl):
+    sweep = fl.sweep(POSTER, grid={"prompt": [f"p{i}" for i in range(2100)]}, max_concurrency=1)
+    sweep.stop()
+    sweep._thread.join(30)
+    panel = SweepPanel(sweep)
+    assert "data-run=" not in panel.live.value and len(panel.live.value) < 5_000
+    assert "not started" in panel.live.value and "/ 2100 done" in panel.live.value
