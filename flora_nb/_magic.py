@@ -19,14 +19,16 @@ __all__ = ["FloraMagics", "load_ipython_extension"]
 HELP = """Run FLORA techniques from a notebook. Runs keep polling in the background.
 
   %flora                                   status: endpoint, workspace, runs tracked, spend, poller
-  %flora connect [--sim] [--speed S] [--base-url URL] [--workspace ws_...] [--budget USD]
+  %flora connect [--sim] [--speed S] [--base-url URL] [--workspace ws_...] [--budget USD (session budget)]
   %flora workspaces | techniques [QUERY] | show TECH
   %flora run TECH key=value ... [--label k=v] [--workspace ws] [--wait] [-o VAR]
   %%flora run TECH [options]               cell body: JSON, `key: value` lines, or the prompt text
   %flora sweep TECH key=[a,b] key2=v ... [--zip] [--repeat N] [--max-concurrency N]
                                            [--budget USD] [--dry-run] [--reuse] [-o VAR]
+  %flora sweep --resume SWEEP_ID [--budget USD] | --retry-failed SWEEP_ID   continue a sweep (spends)
+  %flora sweeps                            every sweep in the ledger: counts, spent, budget
   %flora runs [--sweep ID] [--status S] [--last N] | costs [--by COL] | history [--status S]
-  %flora form TECH | wait [ID] | stop [SWEEP] | resume
+  %flora form TECH | wait [ID] | stop [SWEEP] | resume      (ID / SWEEP: any sweep in the ledger)
 
 Values are Python literals when they parse as one (5, "text", [1, 2]) and plain text otherwise;
 $var and {expr} expand from your namespace. Each command has its own help: %flora run -h.
@@ -109,9 +111,10 @@ class FloraMagics(Magics):
             self.session = None
         workspace = o.workspace or self.default_workspace or None
         if o.sim:
-            self.session = Flora.simulated(speed=o.speed or self.simulator_speed, workspace=workspace)
+            self.session = Flora.simulated(speed=o.speed or self.simulator_speed, workspace=workspace, budget=o.budget)
         else:
-            self.session = Flora(base_url=o.base_url, workspace=workspace, poll_interval=self.poll_interval)
+            self.session = Flora(base_url=o.base_url, workspace=workspace, poll_interval=self.poll_interval,
+                                 budget=o.budget)
         self.budget = o.budget
         try:
             self.session.workspace_id  # resolve now, so the status line below shows it
@@ -143,18 +146,37 @@ def _run(m: FloraMagics, c: Command) -> Any:
 
 def _sweep(m: FloraMagics, c: Command) -> Any:
     fl, o = m.fl(), c.options
+    if o.resume or o.retry_failed:
+        return _continue_sweep(m, fl, o)
     inputs = _inputs_for(fl, o.technique, c.inputs)
     varying = {k: v for k, v in inputs.items() if isinstance(v, list)}
     fixed = {k: v for k, v in inputs.items() if not isinstance(v, list)}
     sweep = fl.sweep(
         o.technique, grid=None if o.zip else varying, zip=varying if o.zip else None, fixed=fixed,
         repeat=o.repeat, max_concurrency=o.max_concurrency or m.default_max_concurrency,
-        budget=_first(o.budget, m.budget, m.default_budget), labels=o.labels, reuse=o.reuse,
+        budget=_first(o.budget, m.default_budget), labels=o.labels, reuse=o.reuse,
         dry_run=o.dry_run, workspace=o.workspace,
     )
     if not o.dry_run:
         m.sweeps[sweep.sweep_id] = sweep
     return sweep
+
+
+def _continue_sweep(m: FloraMagics, fl: Flora, o: Any) -> Any:
+    sweep = fl.get_sweep(o.resume or o.retry_failed)
+    if o.resume:
+        sweep = sweep.resume(budget=o.budget) if o.budget is not None else sweep.resume()
+    else:
+        sweep = sweep.retry_failed()
+    m.sweeps[sweep.sweep_id] = sweep
+    return sweep
+
+
+def _sweep_named(m: FloraMagics, name: str) -> Any:
+    """A sweep of this session, or any sweep of the ledger (rebuilt from its plan)."""
+    if name in m.sweeps:
+        return m.sweeps[name]
+    return m.fl().get_sweep(name)
 
 
 def _inputs_for(fl: Flora, technique: str, given: dict[str, Any]) -> dict[str, Any]:
@@ -247,8 +269,8 @@ def _wait_command(m: FloraMagics, c: Command) -> Any:
         except KeyboardInterrupt:
             print("Stopped waiting; the runs keep being tracked in the background.")
         return None
-    if target in m.sweeps:
-        return _wait(m.sweeps[target], c.options.timeout)
+    if target in m.sweeps or target.startswith("swp_"):
+        return _wait(_sweep_named(m, target), c.options.timeout)
     run = fl.find_run(target)
     if run is None:
         raise UsageError(f"%flora wait: no run or sweep {target!r} in this session; see %flora runs.")
@@ -257,10 +279,10 @@ def _wait_command(m: FloraMagics, c: Command) -> Any:
 
 def _stop(m: FloraMagics, c: Command) -> Any:
     name = c.options.sweep or next(reversed(m.sweeps), None)
-    sweep = m.sweeps.get(name) if name else None
-    if sweep is None:
-        known = ", ".join(m.sweeps) or "none started with %flora sweep"
-        raise UsageError(f"%flora stop: no sweep {name!r} in this session (sweeps: {known}).")
+    if name is None:
+        raise UsageError("%flora stop: no sweep started in this session; name one: %flora stop SWEEP_ID "
+                         "(see %flora sweeps).")
+    sweep = _sweep_named(m, name)
     sweep.stop()
     print(f"Stopped launching {sweep.sweep_id}; runs already started keep running (FLORA cannot cancel them).")
     return None
@@ -280,6 +302,7 @@ _COMMANDS: dict[str, Callable[[FloraMagics, Command], Any]] = {
     "show": _show,
     "run": _run,
     "sweep": _sweep,
+    "sweeps": _frame("sweeps"),
     "runs": _runs,
     "costs": _costs,
     "history": _history,

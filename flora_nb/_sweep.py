@@ -120,6 +120,8 @@ class Sweep:
 
     def _stopping(self) -> bool:
         """Stopped here, or by any session of the ledger (``%flora stop`` in another kernel)."""
+        if self._session._closed:
+            self._stop.set()
         if not self._stop.is_set() and self._session.ledger.stop_requested(self.sweep_id):
             self._stop.set()
         return self._stop.is_set()
@@ -156,6 +158,8 @@ class Sweep:
                 else:
                     return
         except Exception as exc:  # never leave runs queued forever without saying why
+            if self._session._closed:
+                return  # the session closed under us: its queued runs wait for a resume()
             self.launch_error = f"{type(exc).__name__}: {exc}"
             log.warning("flora_nb sweep %s stopped launching: %s", self.sweep_id, self.launch_error,
                         exc_info=not isinstance(exc, FloraError))
@@ -270,6 +274,8 @@ class Sweep:
 
     def _skip_rest(self, code: str, message: str) -> bool:
         """Mark this session's queued runs ``skipped`` with ``code``; returns False (launching ends)."""
+        if self._session._closed:
+            return False  # a closed session writes nothing; its queued runs show as interrupted later
         self.stop_reason = self.stop_reason or code
         owner = self._session.owner
         todo = [r for r in self.runs if r.status == "queued" and r.owner == owner]

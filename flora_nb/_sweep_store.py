@@ -47,6 +47,10 @@ def start_sweep(session: Flora, technique: str, *, grid: Any, zip: Any, fixed: A
     to_pay = sum(1 for t in chosen if t is None)
     if budget is not None:
         _check_budget(to_pay * cost, budget, to_pay, tech)
+    if session.budget is not None:  # every start must fit the session budget: say so before any
+        left = max(0.0, session.budget - session.exposure(owner=session.owner).committed)
+        _check_budget(to_pay * cost, left, to_pay, tech, f"what is left of the session budget of "
+                                                          f"${session.budget:.2f} (${left:.2f})")
     sweep_id = f"swp_{uuid.uuid4().hex[:12]}"
     labels = dict(labels or {})
     _record(session, sweep_id, tech, workspace, plan, budget=budget, max_concurrency=max_concurrency, labels=labels,
@@ -59,11 +63,12 @@ def start_sweep(session: Flora, technique: str, *, grid: Any, zip: Any, fixed: A
     return sweep.start()
 
 
-def _check_budget(estimate: float, budget: float, runs: int, tech: Technique) -> None:
+def _check_budget(estimate: float, budget: float, runs: int, tech: Technique, what: str = "") -> None:
     if estimate > budget + 1e-9:
         raise BudgetExceededError(
-            f"This sweep would cost about ${estimate:.2f} ({runs} runs x ${tech.run_cost or 0:.4f}), over the "
-            f"budget of ${budget:.2f}. Nothing was started. Raise budget=, trim the grid, or use reuse=True.",
+            f"This sweep would cost about ${estimate:.2f} ({runs} runs x ${tech.run_cost or 0:.4f}), over "
+            f"{what or f'the budget of ${budget:.2f}'}. Nothing was started. Raise the budget, trim the grid, "
+            "or use reuse=True.",
             estimate=estimate, budget=budget,
         )
 
@@ -134,7 +139,7 @@ def load_sweep(session: Flora, sweep_id: str) -> Sweep:
         return found
     record = session.ledger.get_sweep(session.endpoint, sweep_id)
     if record is None and not session.ledger.rows(session.endpoint, sweep_id=sweep_id):
-        raise InputError(f"No sweep {sweep_id!r} in the ledger {session.ledger.path} for {session.endpoint}; "
+        raise InputError(f"no sweep {sweep_id!r} in the ledger {session.ledger.path} for {session.endpoint}; "
                          "fl.sweeps() lists the sweeps it holds.")
     session._skip_orphans()  # runs queued by a kernel that died will not start by themselves
     rows = current_rows(session.ledger.rows(session.endpoint, sweep_id=sweep_id))
