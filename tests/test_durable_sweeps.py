@@ -182,3 +182,21 @@ def test_skipped_runs_cost_nothing_and_old_ledgers_are_migrated(tmp_path):
     assert row.charged_cost == 0.0 and row.retry_of is None
     [summary] = ledger.sweep_summaries("e")  # a sweep from before plans were kept is still listed
     assert summary["sweep_id"] == "swp_old" and summary["counts"] == {"skipped": 1}
+
+
+def test_resume_resends_an_unconfirmed_start_with_its_own_key(tmp_path):
+    with FloraSimulator(speed=100.0, seed=11) as sim, _session(sim, tmp_path / "l.sqlite", reconcile_grace=0.5,
+                                                               max_retries=0) as fl:
+        fl.technique(POSTER), fl.workspace_id  # known before FLORA goes away
+        sim.stop()  # the start never reaches FLORA: its answer is lost, no run exists
+        sweep = fl.sweep(POSTER, grid={"prompt": ["lost", "fine"]}, max_concurrency=1)
+        _until(lambda: sweep.runs[0].error_code == "start_lost")
+        sim.start()
+        sweep.wait(60)
+        lost, fine = sweep.runs
+        assert lost.unconfirmed and fine.status == "completed" and sim.stats()["runs_created"] == 1
+        sweep.resume().wait(60)
+        assert lost.status == "completed" and lost.id is not None
+        records = {r["idempotency_key"]: r for r in sim.run_records()}
+        assert len(records) == 2 and records[lost.idempotency_key]["run_id"] == lost.id  # the same key, once
+        assert records[lost.idempotency_key]["inputs"] == {"prompt": "lost"}
