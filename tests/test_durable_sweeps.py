@@ -200,3 +200,57 @@ def test_resume_resends_an_unconfirmed_start_with_its_own_key(tmp_path):
         records = {r["idempotency_key"]: r for r in sim.run_records()}
         assert len(records) == 2 and records[lost.idempotency_key]["run_id"] == lost.id  # the same key, once
         assert records[lost.idempotency_key]["inputs"] == {"prompt": "lost"}
+
+
+# ------------------------------------------------------------------ the magic
+
+from IPython.core.error import UsageError  # noqa: E402
+
+from tests.test_magic import cell, ip, session  # noqa: E402,F401  (the magic test's shell fixture)
+
+
+def test_magic_sweeps_resume_retry_wait_and_stop_any_ledger_sweep(ip, capsys):
+    fl = session(ip)
+    sweep = cell(ip, "%flora sweep poster-studio prompt=[a,b,c,d,e,f] --max-concurrency 1")
+    cell(ip, "%flora stop")
+    cell(ip, f"%flora wait {sweep.sweep_id}")
+    assert sweep.counts.get("skipped", 0) >= 1
+    frame = cell(ip, "%flora sweeps")
+    assert sweep.sweep_id in frame["sweep_id"].tolist()
+    resumed = cell(ip, f"%flora sweep --resume {sweep.sweep_id} --budget 1")
+    cell(ip, f"%flora wait {sweep.sweep_id}")
+    assert resumed is sweep and sweep.counts == {"completed": 6} and sweep.budget == 1.0
+
+    fl.simulator.faults = Faults(run_failure_rate=1.0)
+    cell(ip, "%flora sweep poster-studio prompt=[x,y] -o s_fail")
+    failing = ip.user_ns["s_fail"].wait(30)
+    assert failing.counts == {"failed": 2}
+    fl.simulator.faults = Faults()
+    cell(ip, f"%flora sweep --retry-failed {failing.sweep_id}")
+    cell(ip, f"%flora wait {failing.sweep_id}")
+    assert failing.counts == {"completed": 2}
+
+    with Flora(api_key=fl.simulator.api_key, base_url=fl.endpoint, ledger_path=fl.ledger.path,
+               poll_interval=(0.02, 0.05), resume=False) as other:  # another kernel on the same ledger
+        elsewhere = other.sweep("poster-studio", grid={"prompt": ["p", "q"]})
+        waited = cell(ip, f"%flora wait {elsewhere.sweep_id}")  # rebuilt from the ledger here
+        assert waited is not elsewhere and waited.counts == {"completed": 2}
+        capsys.readouterr()
+        cell(ip, f"%flora stop {elsewhere.sweep_id}")
+        assert "Stopped launching" in capsys.readouterr().out
+        assert other.ledger.stop_requested(elsewhere.sweep_id)
+    with pytest.raises(UsageError, match="give a technique, or --resume"):
+        cell(ip, "%flora sweep")
+    with pytest.raises(UsageError, match="only the SWEEP_ID"):
+        cell(ip, f"%flora sweep poster-studio --resume {sweep.sweep_id}")
+    with pytest.raises(UsageError, match="no sweep 'swp_gone'"):
+        cell(ip, "%flora stop swp_gone")
+
+
+def test_magic_connect_budget_is_the_session_budget(ip):
+    fl = cell(ip, "%flora connect --sim --speed 100 --budget 0.05")
+    assert fl.budget == 0.05
+    cell(ip, "%flora run poster-studio prompt=a --wait")  # holds $0.05 until charged $0.04
+    with pytest.raises(UsageError, match="BudgetExceededError: The session budget of \\$0.05"):
+        cell(ip, "%flora run poster-studio prompt=b")
+    assert fl.simulator.stats()["runs_created"] == 1
