@@ -432,12 +432,11 @@ class Sweep:
         if self.done:
             return 0.0
         waiting = sum(1 for r in self.runs if r.status == "queued")
-        hold = self.rate_limit_wait if waiting or self._resend else 0.0
+        hold = self.rate_limit_wait  # starts and polls alike wait it out
         if not durations:
             return hold or None
         per_run = sum(durations) / len(durations)
         return hold + per_run * (1 + waiting / max(1, self.max_concurrency))
-
 
     # ---------------------------------------------------------------- frames
 

@@ -16,8 +16,10 @@ def test_300_runs_under_8_requests_per_second_all_run_exactly_once(tmp_path):
         sweep = fl.sweep("tech_a1poster", grid={"prompt": prompts}, max_concurrency=300)
         eta_while_limited = []
         while not sweep.done:
-            if sweep.rate_limit_wait > 0:
-                eta_while_limited.append((sweep.rate_limit_wait, sweep.eta_seconds))
+            eta = sweep.eta_seconds
+            wait = sweep.rate_limit_wait  # read after: the wait only shrinks meanwhile
+            if wait > 0 and not sweep.done:
+                eta_while_limited.append((wait, eta))
             _wait_a_little(sweep)
         stats = fl.simulator.stats()
         records = fl.simulator.run_records()
