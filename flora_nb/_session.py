@@ -78,6 +78,7 @@ class Flora:
 
     Settings: arguments, then ``FLORA_API_KEY`` / ``FLORA_BASE_URL`` / ``FLORA_WORKSPACE_ID``,
     then defaults. The ledger lives at ``$FLORA_NB_HOME/ledger.sqlite`` (``~/.flora_nb``).
+    ``budget`` (USD) is a session budget: every start of the session must fit it (see ``check_budget``).
     """
 
     def __init__(

@@ -209,8 +209,11 @@ class Sweep:
         may be lower); once nothing is in flight, what is charged only grows, so it never will.
         """
         while True:
+            budgets = self._budgets(run)
+            if not budgets:
+                return True
             reserve = self._session.reserve(run.technique_id, run.estimated_cost)
-            tight = [(b, e) for _, b, e in self._budgets(run) if not e.fits(reserve, b)]
+            tight = [(b, e) for _, b, e in budgets if not e.fits(reserve, b)]
             if not tight:
                 return True
             if not any(e.active for _, e in tight):
