@@ -144,7 +144,7 @@ def test_reuse_with_repeat_takes_distinct_runs(tmp_path):
 
 def test_a_late_charge_is_picked_up_after_the_settle_window(tmp_path):
     ledger = tmp_path / "l.sqlite"
-    with FloraSimulator(speed=100.0, seed=10, cost_lag=2.5) as sim:
+    with FloraSimulator(speed=100.0, seed=10, cost_lag=4.0) as sim:
         with _session(sim, ledger) as fl:
             run = fl.run(POSTER, {"prompt": "slow bill"}).wait(30)
             assert run.charged_cost is None
@@ -254,3 +254,16 @@ def test_magic_connect_budget_is_the_session_budget(ip):
     with pytest.raises(UsageError, match="BudgetExceededError: The session budget of \\$0.05"):
         cell(ip, "%flora run poster-studio prompt=b")
     assert fl.simulator.stats()["runs_created"] == 1
+
+
+def test_resume_while_a_lost_start_is_being_looked_for_never_sends_it_again(tmp_path):
+    with FloraSimulator(speed=100.0, seed=12, faults=Faults(drop_rate=1.0)) as sim, \
+            _session(sim, tmp_path / "l.sqlite", max_retries=0) as fl:
+        sweep = fl.sweep(POSTER, grid={"prompt": ["dropped"]})  # FLORA makes the run, its answer is lost
+        _until(lambda: sim.stats()["runs_created"] == 1)
+        sim.faults = Faults()
+        sweep.resume().wait(60)  # the lost start is found (or awaited), never resent
+        [run] = sweep.runs
+        assert run.status == "completed" and run.id == sim.run_records()[0]["run_id"]
+        assert sim.stats()["runs_created"] == 1
+        assert sim.stats()["requests_by_route"]["POST /runs/technique"] == 1
