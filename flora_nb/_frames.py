@@ -272,7 +272,8 @@ def sweeps_frame(summaries: Sequence[dict[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=SWEEP_COLUMNS)
     for name in ("sweep_id", "technique", "technique_id"):
         frame[name] = frame[name].astype("string")
-    frame["created"] = pd.to_datetime(frame["created"].astype("float64"), unit="s", utc=True).dt.round("us")
+    created = pd.to_datetime(frame["created"].astype("float64"), unit="s", utc=True).astype("datetime64[ns, UTC]")
+    frame["created"] = created.dt.round("us")
     for name in ("variations", "runs", "completed", "failed", "skipped", "queued", "in_flight"):
         frame[name] = frame[name].astype("int64")
     for name in ("spent", "budget"):

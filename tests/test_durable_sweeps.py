@@ -38,6 +38,8 @@ def test_get_sweep_in_a_later_session_compares_like_the_original(tmp_path):
     ledger = tmp_path / "l.sqlite"
     with FloraSimulator(speed=100.0, seed=3) as sim:
         with _session(sim, ledger) as fl:
+            empty = fl.sweeps()
+            assert len(empty) == 0 and "spent" in empty and empty["created"].dtype == "datetime64[ns, UTC]"
             sweep = fl.sweep(JINGLE, grid={"prompt": ["sea", "city"], "style": ["jazz", "punk"]}, repeat=2,
                              budget=1.0, max_concurrency=3, labels={"study": "j"}).wait(60)
             before = sweep.compare(aggfunc="sum")
