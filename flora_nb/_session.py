@@ -318,7 +318,11 @@ class Flora:
     # ---------------------------------------------------------------- budget
 
     def reserve_ratio(self, technique_id: str) -> float:
-        """What a run's estimate is multiplied by while its charge is unknown (see the budget rule)."""
+        """What a run's estimate is multiplied by while its charge is unknown (see the budget rule);
+        a slug this session has looked up is accepted too."""
+        with self._lock:
+            known = self._techniques.get(technique_id)
+        technique_id = known.technique_id if known is not None else technique_id
         return reserve_ratio(*self.ledger.charge_ratios(self.endpoint, technique_id))
 
     def reserve(self, technique_id: str, estimate: float | None) -> float:

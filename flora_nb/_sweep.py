@@ -21,6 +21,7 @@ from ._errors import (
     InsufficientCreditsError,
     RateLimitError,
 )
+from ._ledger import ACTIVE
 from ._models import Technique
 from ._owner import is_alive
 from ._plan import Plan
@@ -375,7 +376,9 @@ class Sweep:
         self._synced = now
         for row in self._session.ledger.rows(self._session.endpoint, sweep_id=self.sweep_id):
             run = self._session._runs.get(row.local_id)
-            if run is not None and row.updated_at > run._row.updated_at:
+            # Newer rows only, and never a finished run back to unfinished (this session's poller
+            # may have written meanwhile): a later poll or sync brings anything still missing.
+            if run is not None and row.updated_at > run._row.updated_at and not (run.done and row.status in ACTIVE):
                 run._apply(row)
 
     def wait(self, timeout: float | None = None) -> Sweep:
