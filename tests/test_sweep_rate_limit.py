@@ -37,3 +37,22 @@ def _wait_a_little(sweep) -> None:
         sweep.wait(0.2)
     except TimeoutError:
         pass
+
+
+def test_a_single_run_that_never_gets_past_429_is_skipped_not_failed(tmp_path, monkeypatch):
+    import pytest
+
+    import flora_nb as fnb
+    from flora_nb import _session
+
+    monkeypatch.setattr(_session, "RATE_LIMIT_PATIENCE", 0.0)  # give up at once (default: 60 s)
+    with Flora.simulated(speed=100.0, max_retries=0, ledger_path=tmp_path / "l.sqlite") as fl:
+        fl.technique("tech_a1poster"), fl.workspace_id
+        fl.simulator.faults = Faults(rate_limit=0.01)  # one request now, the next in 100 s
+        first = fl.run("tech_a1poster", {"prompt": "in"})
+        with pytest.raises(fnb.RateLimitError):
+            fl.run("tech_a1poster", {"prompt": "not now"})
+        frame = fl.runs()
+        refused = frame[frame["input.prompt"] == "not now"].iloc[0]
+        assert (refused["status"], refused["error_code"], refused["charged_cost"]) == ("skipped", "rate_limited", 0.0)
+        assert first.id is not None and fl.simulator.stats()["runs_created"] == 1
