@@ -6,7 +6,7 @@ Every error flora_nb raises on purpose derives from ``FloraError``::
     ├── ConfigError                  no API key, bad base URL, ambiguous workspace ...
     ├── InputError (ValueError)      a bad argument caught before anything is sent
     ├── UnsafeURLError               a poll URL on another origin than the base URL
-    ├── BudgetExceededError          a sweep would spend more than its budget
+    ├── BudgetExceededError          a start or sweep would not fit its budget
     ├── RunFailedError               a run ended ``failed`` (carries ``.run``)
     ├── StartUnconfirmedError        a start's answer was lost and its run was not found (``.run``)
     ├── FloraConnectionError (ConnectionError)   the request never got an answer

@@ -24,6 +24,7 @@ __all__ = [
     "select_runs",
     "spend_series",
     "sweep_frame",
+    "sweeps_frame",
     "techniques_frame",
 ]
 
@@ -220,9 +221,12 @@ def compare_frame(frame: pd.DataFrame, varied: Sequence[str], values: str, index
                              dropna=False)
 
 
-def plan_frame(plan: Any, tech: Technique, workspace: str, keys: Sequence[str], reuse: dict[str, str],
-               reusable: dict[str, str]) -> pd.DataFrame:
-    """A dry run: one row per planned run (``queued``, or ``completed`` when reused); nothing started."""
+def plan_frame(plan: Any, tech: Technique, workspace: str, reuse: Sequence[str | None],
+               reusable: Sequence[bool]) -> pd.DataFrame:
+    """A dry run: one row per planned run (``queued``, or ``completed`` when reused); nothing started.
+
+    ``reuse`` is, per planned run, the completed run it takes (or None); ``reusable`` whether one could.
+    """
     n = len(plan.inputs)
     inputs = pd.DataFrame.from_records(plan.inputs)
     inputs.columns = [f"input.{c}" for c in inputs.columns]
@@ -231,11 +235,11 @@ def plan_frame(plan: Any, tech: Technique, workspace: str, keys: Sequence[str], 
         "technique_id": pd.array([tech.technique_id] * n, dtype="string"),
         "technique_name": pd.array([tech.name] * n, dtype="string"),
         "workspace_id": pd.array([workspace] * n, dtype="string"),
-        "status": pd.Categorical(["completed" if k in reuse else "queued" for k in keys], categories=STATUSES),
-        "estimated_cost": np.asarray([0.0 if k in reuse else (np.nan if tech.run_cost is None else tech.run_cost)
-                                      for k in keys], dtype="float64"),
-        "reusable": np.asarray([k in reusable for k in keys], dtype=bool),
-        "reused_from": pd.array([reuse.get(k) for k in keys], dtype="string"),
+        "status": pd.Categorical(["completed" if r else "queued" for r in reuse], categories=STATUSES),
+        "estimated_cost": np.asarray([0.0 if r else (np.nan if tech.run_cost is None else tech.run_cost)
+                                      for r in reuse], dtype="float64"),
+        "reusable": np.asarray(list(reusable), dtype=bool),
+        "reused_from": pd.array(list(reuse), dtype="string"),
     })
     first = ["variation", "repeat"] + [f"input.{k}" for k in plan.varied]
     frame = pd.concat([frame, inputs], axis=1)
@@ -287,3 +291,32 @@ def models_frame(items: Sequence[Any], model: type) -> pd.DataFrame:
     """A DataFrame of dataclass models (without their ``extra`` dicts)."""
     names = [f.name for f in dataclasses.fields(model) if f.name != "extra"]
     return pd.DataFrame([{n: getattr(i, n) for n in names} for i in items], columns=names)
+
+
+SWEEP_COLUMNS = ["sweep_id", "technique", "technique_id", "created", "variations", "runs", "completed", "failed",
+                 "skipped", "queued", "in_flight", "spent", "budget"]
+
+
+def sweeps_frame(summaries: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """One row per sweep in the ledger (``Ledger.sweep_summaries``); counts are of current attempts."""
+    rows = []
+    for s in summaries:
+        counts = s["counts"]
+        rows.append({
+            "sweep_id": s["sweep_id"], "technique": s["technique_name"], "technique_id": s["technique_id"],
+            "created": s["created_at"], "variations": s["variations"], "runs": s["runs"],
+            "completed": counts.get("completed", 0), "failed": counts.get("failed", 0),
+            "skipped": counts.get("skipped", 0), "queued": counts.get("queued", 0),
+            "in_flight": sum(counts.get(k, 0) for k in ("starting", "pending", "running")),
+            "spent": s["spent"], "budget": np.nan if s["budget"] is None else s["budget"],
+        })
+    frame = pd.DataFrame(rows, columns=SWEEP_COLUMNS)
+    for name in ("sweep_id", "technique", "technique_id"):
+        frame[name] = frame[name].astype("string")
+    created = pd.to_datetime(frame["created"].astype("float64"), unit="s", utc=True).astype("datetime64[ns, UTC]")
+    frame["created"] = created.dt.round("us")
+    for name in ("variations", "runs", "completed", "failed", "skipped", "queued", "in_flight"):
+        frame[name] = frame[name].astype("int64")
+    for name in ("spent", "budget"):
+        frame[name] = frame[name].astype("float64")
+    return frame

@@ -28,7 +28,8 @@ _MAGIC_TERMS: tuple[tuple[str, str], ...] = (
     (r"\(or pass api_key=\.\.\.\)", "(then %flora connect again)"),
     (r"\bpass api_key=\.\.\., ", ""),
     (r"\bpass api_key=\.\.\.", "set FLORA_API_KEY"),
-    (r"\b(?:fl\.|sweep\.)?(techniques|workspaces|resume|runs|costs|history|wait|stop)\(\)", r"%flora \1"),
+    (r"\b(?:fl\.|sweep\.)?(techniques|workspaces|resume|runs|costs|history|wait|stop|sweeps)\(\)", r"%flora \1"),
+    (r"\(Flora\(budget=None\)\)", "(%flora connect without --budget)"),
     (r"\bbudget=(?=[,.\s]|$)", "--budget"),
     (r"\breuse=True\b", "--reuse"),
     (r"\bmax_concurrency\b", "--max-concurrency"),
@@ -60,14 +61,17 @@ HELP = """Run FLORA techniques from a notebook. Runs keep polling in the backgro
   %flora                                   the session's status card (fl = %flora gives the session,
                                            the same as flora_nb.session() in Python)
   %flora connect [--sim [--speed S] [--seed N] [--credits USD] [--no-persist] ...] [--base-url URL]
-                 [--workspace ws_...] [--budget USD]      (the current session stays if this fails)
+                 [--workspace ws_...] [--budget USD]
+                                           (session budget; the current session stays if this fails)
   %flora workspaces | techniques [QUERY] | show TECH
   %flora run TECH key=value ... [--label k=v] [--workspace ws] [--wait] [-o VAR]
   %%flora run TECH [options]               cell body: JSON, `key: value` lines, or the prompt text
   %flora sweep TECH key=[a,b] key2=v ... [--zip] [--repeat N] [--max-concurrency N]
                                            [--budget USD] [--dry-run] [--reuse] [-o VAR]
+  %flora sweep --resume SWEEP_ID [--budget USD] | --retry-failed SWEEP_ID   continue a sweep (spends)
+  %flora sweeps                            every sweep in the ledger: counts, spent, budget
   %flora runs [--sweep ID] [--status S] [--last N] | costs [--by COL] [--detail] | history [--status S]
-  %flora form TECH | wait [ID] | stop [SWEEP] | resume
+  %flora form TECH | wait [ID] | stop [SWEEP] | resume      (ID / SWEEP: any sweep in the ledger)
 
 Values are Python literals when they parse as one (5, "text", [1, 2]) and plain text otherwise;
 $var and {expr} expand from your namespace to exactly one value, whatever it holds (spaces,
@@ -99,7 +103,6 @@ class FloraMagics(Magics):
 
     def __init__(self, shell: Any = None, **kwargs: Any):
         super().__init__(shell=shell, **kwargs)
-        self.budget: float | None = None
         self.sweeps: dict[str, Any] = {}
 
     @property
@@ -178,7 +181,6 @@ class FloraMagics(Magics):
             kept = "kept the current session" if old is not None else "no session was opened"
             raise UsageError(in_magic_terms(f"%flora connect failed, {kept}: {type(exc).__name__}: {exc}")) from None
         current_session(new)
-        self.budget = o.budget
         if old is not None and old is not new:
             old.close()
         return new
@@ -189,8 +191,8 @@ class FloraMagics(Magics):
         workspace = o.workspace or self.default_workspace or None
         if o.sim:
             return Flora.simulated(speed=o.speed or self.simulator_speed, seed=o.seed or 0, faults=_faults(o),
-                                   persist=False if o.no_persist else None, workspace=workspace)
-        new = Flora(base_url=o.base_url, workspace=workspace, poll_interval=self.poll_interval)
+                                   persist=False if o.no_persist else None, workspace=workspace, budget=o.budget)
+        new = Flora(base_url=o.base_url, workspace=workspace, poll_interval=self.poll_interval, budget=o.budget)
         try:
             new.client.workspaces()  # the key and the URL work, or the current session stays
         except BaseException:
@@ -230,18 +232,37 @@ def _run(m: FloraMagics, c: Command) -> Any:
 
 def _sweep(m: FloraMagics, c: Command) -> Any:
     fl, o = m.fl(), c.options
+    if o.resume or o.retry_failed:
+        return _continue_sweep(m, fl, o)
     inputs = _inputs_for(fl, o.technique, c.inputs)
     varying = {k: v for k, v in inputs.items() if isinstance(v, list)}
     fixed = {k: v for k, v in inputs.items() if not isinstance(v, list)}
     sweep = fl.sweep(
         o.technique, grid=None if o.zip else varying, zip=varying if o.zip else None, fixed=fixed,
         repeat=o.repeat, max_concurrency=_first(o.max_concurrency, m.default_max_concurrency),
-        budget=_first(o.budget, m.budget, m.default_budget), labels=o.labels, reuse=o.reuse,
+        budget=_first(o.budget, m.default_budget), labels=o.labels, reuse=o.reuse,
         dry_run=o.dry_run, workspace=o.workspace,
     )
     if not o.dry_run:
         m.sweeps[sweep.sweep_id] = sweep
     return sweep
+
+
+def _continue_sweep(m: FloraMagics, fl: Flora, o: Any) -> Any:
+    sweep = fl.get_sweep(o.resume or o.retry_failed)
+    if o.resume:
+        sweep = sweep.resume(budget=o.budget) if o.budget is not None else sweep.resume()
+    else:
+        sweep = sweep.retry_failed()
+    m.sweeps[sweep.sweep_id] = sweep
+    return sweep
+
+
+def _sweep_named(m: FloraMagics, name: str) -> Any:
+    """A sweep of this session, or any sweep of the ledger (rebuilt from its plan)."""
+    if name in m.sweeps:
+        return m.sweeps[name]
+    return m.fl().get_sweep(name)
 
 
 def _inputs_for(fl: Flora, technique: str, given: dict[str, Any]) -> dict[str, Any]:
@@ -337,8 +358,8 @@ def _wait_command(m: FloraMagics, c: Command) -> Any:
         except KeyboardInterrupt:
             print("Stopped waiting; the runs keep being tracked in the background.")
         return None
-    if target in m.sweeps:
-        return _wait(m.sweeps[target], c.options.timeout)
+    if target in m.sweeps or target.startswith("swp_"):
+        return _wait(_sweep_named(m, target), c.options.timeout)
     run = fl.find_run(target)
     if run is None:
         raise UsageError(f"%flora wait: no run or sweep {target!r} in this session; see %flora runs.")
@@ -347,10 +368,10 @@ def _wait_command(m: FloraMagics, c: Command) -> Any:
 
 def _stop(m: FloraMagics, c: Command) -> Any:
     name = c.options.sweep or next(reversed(m.sweeps), None)
-    sweep = m.sweeps.get(name) if name else None
-    if sweep is None:
-        known = ", ".join(m.sweeps) or "none started with %flora sweep"
-        raise UsageError(f"%flora stop: no sweep {name!r} in this session (sweeps: {known}).")
+    if name is None:
+        raise UsageError("%flora stop: no sweep started in this session; name one: %flora stop SWEEP_ID "
+                         "(see %flora sweeps).")
+    sweep = _sweep_named(m, name)
     if sweep.done:
         print(f"Sweep {sweep.sweep_id} had already finished ({_counts(sweep)}); nothing to stop.")
         return None
@@ -377,6 +398,7 @@ _COMMANDS: dict[str, Callable[[FloraMagics, Command], Any]] = {
     "show": _show,
     "run": _run,
     "sweep": _sweep,
+    "sweeps": _frame("sweeps"),
     "runs": _runs,
     "costs": _costs,
     "history": _history,

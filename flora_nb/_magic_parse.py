@@ -67,8 +67,9 @@ def _run_parser() -> _Parser:
 
 
 def _sweep_parser() -> _Parser:
-    p = _new("sweep", "Start a sweep: list values vary (grid, or --zip), scalars are fixed.")
-    p.add_argument("technique")
+    p = _new("sweep", "Start a sweep: list values vary (grid, or --zip), scalars are fixed. "
+                      "Or continue one from the ledger: --resume / --retry-failed SWEEP_ID.")
+    p.add_argument("technique", nargs="?")
     p.add_argument("pairs", nargs="*", metavar="key=value")
     p.add_argument("--zip", action="store_true", help="pair the lists element by element instead of a grid")
     p.add_argument("--repeat", type=int, default=1)
@@ -78,6 +79,8 @@ def _sweep_parser() -> _Parser:
     p.add_argument("--reuse", action="store_true", help="do not pay again for identical completed runs")
     p.add_argument("--label", action="append", default=[], metavar="k=v")
     p.add_argument("--workspace", metavar="ws_...")
+    p.add_argument("--resume", metavar="SWEEP_ID", help="launch the variations of a sweep never started (spends)")
+    p.add_argument("--retry-failed", metavar="SWEEP_ID", help="start a sweep's failed variations again (spends)")
     _add_output(p)
     return p
 
@@ -116,7 +119,8 @@ def _connect_parser() -> _Parser:
             p.add_argument(flag, dest=dest, type=kind, default=None, help=f"{text} (with --sim)")
     p.add_argument("--base-url", metavar="URL")
     p.add_argument("--workspace", metavar="ws_...")
-    p.add_argument("--budget", type=float, metavar="USD", help="default budget for sweeps")
+    p.add_argument("--budget", type=float, metavar="USD",
+                   help="session budget: every start of the session must fit it")
     _add_output(p)
     return p
 
@@ -130,6 +134,7 @@ def _parsers() -> dict[str, _Parser]:
         "show": _simple("show", "A technique card: inputs, types, required, cost.", (("technique",), {})),
         "run": _run_parser(),
         "sweep": _sweep_parser(),
+        "sweeps": _simple("sweeps", "The sweeps in the ledger: counts, spent, budget."),
         "runs": _simple(
             "runs", "The ledger as a DataFrame.", (("--sweep",), {"metavar": "ID"}),
             (("--status",), {}), (("--technique",), {}), (("--last",), {"type": int, "metavar": "N"}),
@@ -144,7 +149,8 @@ def _parsers() -> dict[str, _Parser]:
         "wait": _simple("wait", "Block until a run or sweep (default: everything tracked) is done.",
                         (("target",), {"nargs": "?", "metavar": "ID"}),
                         (("--timeout",), {"type": float, "default": None})),
-        "stop": _simple("stop", "Stop launching a sweep (default: the last one).", (("sweep",), {"nargs": "?"})),
+        "stop": _simple("stop", "Stop launching a sweep (default: the last one; any sweep in the ledger).",
+                        (("sweep",), {"nargs": "?"})),
         "resume": _simple("resume", "Re-attach to runs the ledger has not seen finish."),
     }
 
@@ -265,8 +271,21 @@ def parse(line: str, cell: str | None = None, expanded: dict[str, Any] | None = 
         if name not in ("run", "sweep"):
             raise UsageError(f"%%flora {name} takes no cell body; only %%flora run and %%flora sweep do.")
         inputs = {**parse_cell_inputs(cell), **inputs}
+    if name == "sweep":
+        _check_sweep_target(options)
     options.labels = parse_pairs(getattr(options, "label", []) or [], "label", expanded)
     return Command(name, options, inputs)
+
+
+def _check_sweep_target(options: argparse.Namespace) -> None:
+    targets = [t for t in (options.technique, options.resume, options.retry_failed) if t]
+    if not targets:
+        raise UsageError("%flora sweep: give a technique, or --resume / --retry-failed SWEEP_ID. See %flora sweep -h")
+    if options.resume and options.retry_failed:
+        raise UsageError("%flora sweep: --resume and --retry-failed are separate steps; run one, then the other.")
+    if (options.resume or options.retry_failed) and (options.technique or options.pairs):
+        raise UsageError("%flora sweep --resume/--retry-failed continues a recorded sweep: its plan is in the "
+                         "ledger, so give only the SWEEP_ID (and --budget to change its budget).")
 
 
 def _unquote_option(token: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
@@ -70,6 +71,14 @@ def _float(value: Any) -> float | None:
         return float(value)
     except (TypeError, ValueError):
         return None
+
+
+def _price(value: Any) -> float | None:
+    """A price: a JSON number that is finite and >= 0; anything else is unknown (None)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) and number >= 0 else None
 
 
 def _split(data: Mapping[str, Any], known: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -163,7 +172,7 @@ class Technique:
             technique_id=str(d.get("technique_id") or d.get("id") or ""),
             name=str(d.get("name") or ""),
             description=str(d.get("description") or ""),
-            run_cost=_float(d.get("run_cost")),
+            run_cost=_price(d.get("run_cost")),
             inputs=tuple(TechniqueInput.from_api(i) for i in d.get("inputs") or ()),
             outputs=tuple(TechniqueInput.from_api(o) for o in d.get("outputs") or ()),
             extra=extra,

@@ -25,7 +25,8 @@ __all__ = ["Poller", "PollerStats"]
 
 log = logging.getLogger("flora_nb.poller")
 
-SETTLE_POLLS = 30  # polls to wait for a terminal run's final charged_cost before leaving it NaN
+SETTLE_POLLS = 30  # polls of a terminal run at the usual rhythm while its final charged_cost is unknown
+LATE_CHARGE_FACTOR = 12  # then it is checked every 12 x the longest poll interval (60 s) until FLORA reports it
 # Until a start has measured it, the server's clock is assumed to agree with ours (NTP): a lost
 # start is matched only to a run created inside its own window, to the millisecond.
 CLOCK_SLACK = 0.001
@@ -244,11 +245,13 @@ class Poller:
     # ------------------------------------------------------------- polling
 
     def _poll_workspace(self, workspace: str, due: list[_Entry]) -> None:
+        # Late charges are looked up one by one: paging history back to an old run would cost more.
+        fresh = [e for e in due if e.settle_polls < SETTLE_POLLS]
         try:
-            if len(due) == 1 and self._tracked_in(workspace) == 1:
+            if not fresh or (len(due) == 1 and self._tracked_in(workspace) == 1):
                 seen = {}
             else:
-                seen = self._batch(workspace, due)
+                seen = self._batch(workspace, fresh)
             missing = [e for e in due if e.run.id not in seen]
             for entry in missing:
                 seen[entry.run.id] = self._single(entry.run)
@@ -308,12 +311,13 @@ class Poller:
                 entry = self._entries.get(run.id)
                 if entry is None:
                     continue
-                if run.done and (run.charged_cost is not None or entry.settle_polls >= SETTLE_POLLS):
+                if run.done and run.charged_cost is not None:
                     del self._entries[run.id]
                     continue
                 if run.done:
                     entry.settle_polls += 1
-                entry.due = now + self._next_delay(run)
+                late = entry.settle_polls >= SETTLE_POLLS
+                entry.due = now + (self.interval[1] * LATE_CHARGE_FACTOR if late else self._next_delay(run))
 
     def _postpone(self, entries: list[_Entry]) -> None:
         later = time.monotonic() + max(self.interval[1], self._client.throttle.paused_for)

@@ -12,12 +12,14 @@ import sqlite3
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
+from ._budget import Exposure, is_money, reserve_ratio, summarize
 from ._client import FloraClient, new_idempotency_key, setting
 from ._clock import ClockOffset
 from ._errors import (
     APIError,
+    BudgetExceededError,
     ConfigError,
     FloraConnectionError,
     FloraError,
@@ -25,10 +27,11 @@ from ._errors import (
     IdempotencyDuplicateError,
     InputError,
     NotFoundError,
+    RateLimitError,
     ServerError,
 )
 from ._ledger import ACTIVE, Ledger, LedgerRow, default_home
-from ._models import Asset, RunState, Technique, Workspace
+from ._models import Asset, RunStart, RunState, Technique, Workspace
 from ._owner import STALE_SECONDS, is_alive, new_owner, retire
 from ._poller import CLOCK_SLACK, Poller
 from ._run import Run
@@ -52,6 +55,7 @@ _SIM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 START_GAP = 0.002  # seconds between two starts of a session
 LOST = "start_lost"  # the answer to a start never came: reconciling
 UNCONFIRMED = "start_unconfirmed"  # reconciling found nothing within the grace period
+RATE_LIMIT_PATIENCE = 60.0  # seconds a single run's start keeps trying through 429s (sweeps: while running)
 
 
 def _maybe_started(exc: APIError) -> bool:
@@ -104,6 +108,7 @@ class Flora:
 
     Settings: arguments, then ``FLORA_API_KEY`` / ``FLORA_BASE_URL`` / ``FLORA_WORKSPACE_ID``,
     then defaults. The ledger lives at ``$FLORA_NB_HOME/ledger.sqlite`` (``~/.flora_nb``).
+    ``budget`` (USD) is a session budget: every start of the session must fit it (see ``check_budget``).
     """
 
     def __init__(
@@ -118,9 +123,13 @@ class Flora:
         max_retries: int = 3,
         reconcile_grace: float = 60.0,
         resume: bool = True,
+        budget: float | None = None,
         _simulator: FloraSimulator | None = None,
         _endpoint: str | None = None,
     ):
+        if budget is not None and not is_money(budget):
+            raise InputError(f"budget must be a number of USD >= 0, got {budget!r}; or None for no session budget.")
+        self.budget = None if budget is None else float(budget)
         self.simulator = _simulator
         self.client = FloraClient(api_key, base_url, rate_limit=rate_limit, max_retries=max_retries)
         # Ledger rows are keyed by the endpoint: the base URL, or a stable name (``sim://default``)
@@ -134,6 +143,8 @@ class Flora:
         self.cache_dir = self.ledger.path.parent / "cache" if ledger_path is not None else default_home() / "cache"
         self._techniques: dict[str, Technique] = {}
         self._runs: dict[int, Run] = {}
+        self._sweeps: dict[str, Any] = {}  # sweep id -> the Sweep handle of this session
+        self.rate_limited_starts = 0  # start attempts FLORA answered 429 to, after the client's own retries
         self._lock = threading.RLock()
         self._closed = False
         self.clock = ClockOffset(unknown_slack=CLOCK_SLACK)
@@ -345,8 +356,13 @@ class Flora:
         return self.uploads.upload(source, file_name=file_name, content_type=content_type, workspace=workspace)
 
     def _start(self, tech: Technique, inputs: dict[str, Any], workspace: str, labels: dict[str, Any]) -> Run:
+        self.check_budget(tech.technique_id, tech.run_cost, tech.name)  # refused: not even a ledger row
         [run] = self._queue(tech, workspace, [{"inputs": inputs, "labels": labels}], status="starting")
-        self._launch(run, tech)
+        try:
+            self._launch(run, tech)
+        except BudgetExceededError as exc:  # another thread's start took the room meanwhile
+            self._update(run, status="skipped", error_code="budget", error_message=str(exc), charged_cost=0.0)
+            raise
         return run
 
     def _queue(self, tech: Technique, workspace: str, planned: Sequence[Mapping[str, Any]],
@@ -360,33 +376,111 @@ class Flora:
         } for plan in planned]
         return [self._adopt(self.ledger.get(i)) for i in self.ledger.add_intents(intents)]
 
-    def _launch(self, run: Run, tech: Technique) -> None:
-        """Send one queued start; a lost answer is reconciled, a rejection is recorded and raised."""
-        if run.status != "starting":
-            self._update(run, status="starting")
+    def _launch(self, run: Run, tech: Technique, keep_trying: Callable[[], bool] | None = None,
+                since: float | None = None) -> None:
+        """Send one queued start; a lost answer is reconciled, a rejection is recorded and raised.
+
+        The session budget is checked first (``BudgetExceededError``, nothing sent, row untouched).
+        A 429 is "not now": the same start is tried again with the same key while ``keep_trying()``
+        says so (a sweep: until it is stopped), or for ``RATE_LIMIT_PATIENCE`` seconds; a start that
+        never got past 429 is ``skipped`` (``rate_limited``), never ``failed``. ``since``: the start
+        was sent before (a resent unconfirmed start), so a run it made may date from then.
+        """
         with self._start_lock:  # one start at a time, so each start's time window is its own
-            sent_at = time.time()
-            try:
-                start = self.client.start_technique_run(
-                    tech.technique_id, run.workspace_id, run.inputs, idempotency_key=run.idempotency_key)
-            except FloraConnectionError as exc:  # the server closed the connection: done with it
-                return self._lost(run, exc, (sent_at, time.time()))
-            except FloraTimeout as exc:  # the server may still be working on it for a while
-                return self._lost(run, exc, (sent_at, time.time() + _read_timeout(self.client)))
-            except APIError as exc:
-                if _maybe_started(exc):
-                    return self._lost(run, exc, (sent_at, time.time()))
-                self._update(run, status="failed", error_code=exc.code, error_message=exc.message, charged_cost=0.0)
-                raise
-            finally:
-                time.sleep(START_GAP)  # server timestamps are milliseconds: keep windows apart
+            self.check_budget(tech.technique_id, run.estimated_cost, tech.name, exclude=run.local_id)
+            if run.status != "starting":
+                self._update(run, status="starting")
+            sent = self._post(run, tech, keep_trying, since)
+        if sent is None:
+            return
+        start, sent_at = sent
         changes = {"run_id": start.run_id, "status": "pending", "poll_url": start.poll_url,
                    "estimated_seconds": start.estimated_seconds, "project_id": start.project_id}
-        if start.charged_cost is not None and tech.run_cost is None:
+        if is_money(start.charged_cost) and tech.run_cost is None:
             changes["estimated_cost"] = start.charged_cost
         self._update(run, note="started", **changes)
         self._start_windows[run.local_id] = (sent_at, time.time())
         self.poller.track(run)
+
+    def _post(self, run: Run, tech: Technique, keep_trying: Callable[[], bool] | None,
+              since: float | None) -> tuple[RunStart, float] | None:
+        """POST the start (holding the start lock): its answer and when the answered attempt went out;
+        None when the answer was lost (then it is being reconciled)."""
+        first = time.time() if since is None else since
+        patience = time.monotonic() + RATE_LIMIT_PATIENCE
+        while True:
+            sent_at = time.time()
+            try:
+                return self.client.start_technique_run(
+                    tech.technique_id, run.workspace_id, run.inputs, idempotency_key=run.idempotency_key), sent_at
+            except FloraConnectionError as exc:  # the server closed the connection: done with it
+                self._lost(run, exc, (first, time.time()))
+            except FloraTimeout as exc:  # the server may still be working on it for a while
+                self._lost(run, exc, (first, time.time() + _read_timeout(self.client)))
+            except RateLimitError as exc:
+                if _maybe_started(exc):
+                    self._lost(run, exc, (first, time.time()))
+                elif keep_trying() if keep_trying is not None else time.monotonic() < patience:
+                    self._hold_off(exc)
+                    continue
+                else:
+                    self._update(run, status="skipped", error_code=exc.code, charged_cost=0.0,
+                                 error_message="FLORA kept answering 429 (rate limited); this run was not started.")
+                    raise
+            except APIError as exc:
+                if _maybe_started(exc):
+                    self._lost(run, exc, (first, time.time()))
+                else:
+                    self._update(run, status="failed", error_code=exc.code, error_message=exc.message,
+                                 charged_cost=0.0)
+                    raise
+            finally:
+                time.sleep(START_GAP)  # server timestamps are milliseconds: keep windows apart
+            return None
+
+    def _hold_off(self, exc: RateLimitError) -> None:
+        """A 429 after the client's own retries: hold every request of this client as FLORA asked."""
+        self.rate_limited_starts += 1
+        wait = exc.retry_after if exc.retry_after is not None else 1.0
+        self.client.throttle.pause(min(max(wait, 0.05), self.client.max_retry_wait))
+
+    # ---------------------------------------------------------------- budget
+
+    def reserve_ratio(self, technique_id: str) -> float:
+        """What a run's estimate is multiplied by while its charge is unknown (see the budget rule);
+        a slug this session has looked up is accepted too."""
+        with self._lock:
+            known = self._techniques.get(technique_id)
+        technique_id = known.technique_id if known is not None else technique_id
+        return reserve_ratio(*self.ledger.charge_ratios(self.endpoint, technique_id))
+
+    def reserve(self, technique_id: str, estimate: float | None) -> float:
+        """The USD a run of this technique holds against a budget until its charge is known."""
+        return (estimate or 0.0) * self.reserve_ratio(technique_id)
+
+    def exposure(self, *, sweep_id: str | None = None, owner: str | None = None,
+                 exclude: int | None = None) -> Exposure:
+        """Charges known plus reserves of launched runs (a sweep's, or one session's)."""
+        groups = self.ledger.exposure(self.endpoint, sweep_id=sweep_id, owner=owner, exclude=exclude)
+        return summarize(groups, self.reserve_ratio)
+
+    def check_budget(self, technique_id: str, estimate: float | None, name: str = "",
+                     exclude: int | None = None) -> None:
+        """Raise BudgetExceededError unless a run of this price fits the session budget now."""
+        if self.budget is None:
+            return
+        if estimate is None:
+            raise InputError(f"{name or technique_id} has no known price (run_cost), so the session budget of "
+                             f"${self.budget:.2f} cannot be enforced for it; run it from a session without a budget "
+                             "(Flora(budget=None)).")
+        spent = self.exposure(owner=self.owner, exclude=exclude)
+        reserve = self.reserve(technique_id, estimate)
+        if not spent.fits(reserve, self.budget):
+            raise BudgetExceededError(
+                f"The session budget of ${self.budget:.2f} has ${max(0.0, self.budget - spent.committed):.2f} left "
+                f"(${spent.charged:.2f} charged, ${spent.reserved:.2f} held for {spent.pending} run(s) whose charge "
+                f"is not known yet); this run holds ${reserve:.2f} until charged. Nothing was sent.",
+                estimate=reserve, budget=self.budget)
 
     def _lost(self, run: Run, exc: Exception, window: tuple[float, float] | None = None) -> None:
         """FLORA may have created this run without our hearing of it: look for it, never resend."""
@@ -404,11 +498,23 @@ class Flora:
 
         Returns a running ``Sweep``, or with ``dry_run=True`` the plan as a DataFrame.
         """
-        from ._sweep import start_sweep
+        from ._sweep_store import start_sweep
 
         return start_sweep(self, technique, grid=grid, zip=zip, fixed=fixed, variations=variations,
                            repeat=repeat, max_concurrency=max_concurrency, budget=budget, labels=labels,
                            reuse=reuse, dry_run=dry_run, workspace=workspace)
+
+    def sweeps(self) -> pd.DataFrame:
+        """The sweeps in the ledger for this endpoint: id, technique, created, counts, spent, budget."""
+        from ._frames import sweeps_frame
+
+        return sweeps_frame(self.ledger.sweep_summaries(self.endpoint))
+
+    def get_sweep(self, sweep_id: str) -> Any:
+        """A sweep of this endpoint by id: this session's handle, or one rebuilt from the ledger."""
+        from ._sweep_store import load_sweep
+
+        return load_sweep(self, str(sweep_id).strip())
 
     def form(self, technique: str, **options: Any) -> Any:
         """An ipywidgets form (``flora_nb.Form``) that starts runs and sweeps of ``technique``."""
@@ -567,8 +673,9 @@ class Flora:
         """Queued runs of a session that is gone will never be launched: say so."""
         orphans = [self._adopt(row) for row in self.ledger.rows(self.endpoint, statuses=("queued",))
                    if is_alive(row.owner) is False]
-        self._update_many(orphans, status="skipped", error_code="interrupted",
-                          error_message="The session that queued this run ended before starting it.")
+        self._update_many(orphans, status="skipped", error_code="interrupted", charged_cost=0.0,
+                          error_message="The session that queued this run ended before starting it; "
+                                        "fl.get_sweep(sweep_id).resume() starts it.")
 
     def _forget_foreign_poll_urls(self, row: LedgerRow) -> None:
         """A poll URL from another port of the same named endpoint (a restarted simulator) is stale."""

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from ._budget import is_money
 from ._ledger import LedgerRow
 from ._models import TERMINAL, RunState
 
 __all__ = ["changes_for"]
+
+log = logging.getLogger("flora_nb.states")
 
 _SERVER_STATUSES = ("pending", "running", "completed", "failed")
 
@@ -35,7 +39,11 @@ def changes_for(row: LedgerRow, state: RunState) -> dict[str, Any]:
         if value is not None:
             new[name] = value.timestamp()
     if status in TERMINAL and state.charged_cost is not None:
-        new["charged_cost"] = state.charged_cost  # the final charge; the start's figure was a quote
+        if is_money(state.charged_cost):
+            new["charged_cost"] = state.charged_cost  # the final charge; the start's figure was a quote
+        else:  # NaN, infinite or negative: unknown, never spend; polled again later
+            log.warning("flora_nb: run %s reported charged_cost %r, which is not a finite amount >= 0; "
+                        "it stays unknown", state.run_id, state.charged_cost)
     if status == "failed":
         new["error_code"] = state.error_code or row.error_code or "unknown"
         new["error_message"] = state.error_message or row.error_message

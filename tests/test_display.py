@@ -247,7 +247,7 @@ def test_a_live_sweep_says_done_spent_and_eta(tmp_path):
         assert re.search(r"Poster Studio · 0 / 3 done · \$0 spent · ETA \d+ (s|min)", text), text
         assert _bar_value(panel.live.value) == 0
         sweep.stop()
-        sweep._thread.join(30)  # let the launcher mark the rest skipped before the session closes
+        assert _eventually(lambda: not sweep.launching)  # the launcher marks the rest skipped, then ends
 
 
 def test_a_gallery_caption_learns_a_late_charge(tmp_path):
@@ -282,7 +282,7 @@ def _eventually(check, timeout: float = 30.0) -> bool:
 def test_a_huge_sweep_keeps_each_redraw_small(fl):
     sweep = fl.sweep(POSTER, grid={"prompt": [f"p{i}" for i in range(2100)]}, max_concurrency=1)
     sweep.stop()
-    sweep._thread.join(30)
+    assert _eventually(lambda: not sweep.launching)
     panel = SweepPanel(sweep)
     assert "data-run=" not in panel.live.value and len(panel.live.value) < 5_000
     assert "not started" in panel.live.value and "/ 2100 done" in panel.live.value

@@ -21,7 +21,7 @@ def test_a_version_1_ledger_is_migrated_in_place(tmp_path):
     ledger = Ledger(path)
     [row] = ledger.rows("e")
     assert row.idempotency_key == "k" and row.owner is None and row.status == "completed"
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == len(_MIGRATIONS)
     assert row.rating is None and row.note is None
 
 
@@ -50,7 +50,7 @@ def test_a_version_2_ledger_keeps_its_rows_and_gains_ratings_and_uploads(tmp_pat
                            file_name="a.png", asset_id="asset_1", url="http://x/a.png", created_at=1.0)
     assert ledger.find_upload("e", "ws", "0" * 64)["asset_id"] == "asset_1"
     ledger.close()
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     reopened = Ledger(path)  # opening a current ledger again migrates nothing and loses nothing
     assert reopened.get(rows[1].local_id).rating == 4.0 and len(reopened.rows("e")) == 3
 
