@@ -432,3 +432,17 @@ def test_a_typed_url_previews_escaped_and_only_http(fl, clock):
     assert "<img" not in preview.children[0].value and "alert(1)" in preview.children[0].value  # a name only
     form.fields["product_image"].value = ""
     assert preview.children == ()
+
+
+def test_a_session_budget_refusal_shows_in_the_form(tmp_path, clock):
+    with Flora.simulated(speed=100.0, budget=0.05, ledger_path=tmp_path / "l.sqlite") as fl:
+        form = fl.form(POSTER, clock=clock)
+        form.fields["prompt"].value = "fox"
+        form.run_button.click()
+        assert len(form.runs) == 1
+        form.runs[0].wait(30)
+        clock.now += 5
+        form.fields["prompt"].value = "owl"
+        form.run_button.click()  # $0.04 spent of $0.05: the next $0.04 does not fit
+        assert "BudgetExceededError" in form.message.value and len(form.runs) == 1
+        assert not form.run_button.disabled and fl.simulator.stats()["runs_created"] == 1
