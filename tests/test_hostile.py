@@ -470,3 +470,18 @@ def test_home_and_cache_are_private(api, tmp_path, monkeypatch):
     assert stat.S_IMODE(home.stat().st_mode) == 0o700
     assert stat.S_IMODE(cache.stat().st_mode) == 0o700
 
+
+
+# ------------------------------------------------------------------ fidelity: inputs are map[unknown]
+
+
+def test_client_sends_numbers_and_booleans_to_text_inputs(tmp_path):
+    with Flora.simulated(speed=100.0, ledger_path=tmp_path / "l.sqlite") as fl:
+        run = fl.run("poster-studio", {"prompt": 42}).wait(30)
+        assert run.status == "completed" and run.inputs == {"prompt": 42}
+        record = next(r for r in fl.simulator.run_records() if r["run_id"] == run.id)
+        assert record["inputs"] == {"prompt": "42"}
+        with pytest.raises(fnb.InputError, match="finite"):
+            fl.run("poster-studio", {"prompt": float("nan")})
+        with pytest.raises(fnb.InputError, match="must be a string"):
+            fl.run("poster-studio", {"prompt": [1]})
