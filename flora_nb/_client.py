@@ -471,8 +471,7 @@ class FloraClient:
         finally:
             with self._inflight_lock:
                 self._inflight.pop(me, None)
-        if sink is None:
-            self._scrub_response(response)
+        self._scrub_response(response)  # media streamed to disk has no body left here to scrub
         log.debug("flora_nb: %s %s -> %d (%s)", method, _path(url), response.status_code, self._request_id(response) or "-")
         return response
 

@@ -9,8 +9,11 @@ is theirs, so the connect, the headers and every body read are all covered.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import socket
 import threading
+import time
 from typing import Any
 
 from requests.adapters import HTTPAdapter
@@ -22,28 +25,65 @@ __all__ = ["Deadline", "DeadlineAdapter"]
 _current = threading.local()
 
 
+class _Watchdog:
+    """One daemon thread that expires every deadline of the process when its time comes."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, Deadline]] = []
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def add(self, deadline: Deadline) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (deadline.at, next(self._seq), deadline))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="flora_nb-deadlines", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap or self._heap[0][2].finished:
+                    if self._heap:
+                        heapq.heappop(self._heap)  # done in time: forget it
+                    else:
+                        self._cond.wait()
+                at, _, deadline = self._heap[0]
+                wait = at - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+            deadline.expire()
+
+
+_WATCHDOG = _Watchdog()
+
+
 class Deadline:
     """A total time limit for one request on this thread; ``abort()`` ends it early."""
 
     def __init__(self, seconds: float, cancel: threading.Event | None = None):
         self.seconds = seconds
+        self.at = time.monotonic() + max(seconds, 0.0)
         self.expired = False
         self.aborted = False
+        self.finished = False
         self._cancel = cancel
         self._conn: Any = None
         self._lock = threading.Lock()
-        self._timer = threading.Timer(max(seconds, 0.0), self._expire)
-        self._timer.daemon = True
 
     def __enter__(self) -> Deadline:
         _current.deadline = self
-        self._timer.start()
+        _WATCHDOG.add(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._timer.cancel()
         _current.deadline = None
         with self._lock:
+            self.finished = True
             self._conn = None
 
     @property
@@ -63,10 +103,12 @@ class Deadline:
             self.aborted = True
             self._shut()
 
-    def _expire(self) -> None:
+    def expire(self) -> None:
+        """The time is up (called by the watchdog thread)."""
         with self._lock:
-            self.expired = True
-            self._shut()
+            if not self.finished:
+                self.expired = True
+                self._shut()
 
     def _shut(self) -> None:
         sock = getattr(self._conn, "sock", None)
