@@ -81,7 +81,7 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     whitespace, backslashes or non-ASCII characters, is refused: such URLs are how a key is
     sent to a host the origin check never saw.
     """
-    if not isinstance(url, str) or not url.isascii() or any(c.isspace() or c == "\\" or not c.isprintable() for c in url):
+    if not _plain(url):
         raise UnsafeURLError(f"Refusing the URL {_shown_url(url)}: it has spaces, backslashes or non-ASCII "
                              "characters that URL parsers read differently.")
     try:
@@ -99,6 +99,12 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     if mine != theirs or mine[0] not in _DEFAULT_PORTS or not mine[1]:
         raise UnsafeURLError(f"Refusing the URL {_shown_url(url)}: URL parsers disagree on where it points.")
     return mine
+
+
+def _plain(url: object) -> bool:
+    """ASCII and printable, without whitespace or backslashes: nothing URL parsers disagree on."""
+    return (isinstance(url, str) and url.isascii() and url.isprintable()
+            and not any(c.isspace() or c == "\\" for c in url))
 
 
 def _shown_url(url: Any) -> str:
@@ -158,7 +164,8 @@ class FloraClient:
         try:
             _origin(url or "")
         except UnsafeURLError:
-            raise ConfigError(f"FLORA base URL must be an http(s) URL such as {DEFAULT_BASE_URL!r}; got {url!r}.") from None
+            raise ConfigError(
+                f"FLORA base URL must be an http(s) URL such as {DEFAULT_BASE_URL!r}; got {url!r}.") from None
         return (url or "").rstrip("/")
 
     @staticmethod
@@ -467,12 +474,14 @@ class FloraClient:
                                    "gave up on it") from None
             if limit.over:
                 raise FloraConnectionError(f"{method} {_path(url)}: cancelled, the session is closing") from None
-            raise FloraConnectionError(f"{method} {_path(url)}: no answer from {_netloc(url)} ({_reason(exc)})") from None
+            raise FloraConnectionError(
+                f"{method} {_path(url)}: no answer from {_netloc(url)} ({_reason(exc)})") from None
         finally:
             with self._inflight_lock:
                 self._inflight.pop(me, None)
         self._scrub_response(response)  # media streamed to disk has no body left here to scrub
-        log.debug("flora_nb: %s %s -> %d (%s)", method, _path(url), response.status_code, self._request_id(response) or "-")
+        log.debug("flora_nb: %s %s -> %d (%s)", method, _path(url), response.status_code,
+                  self._request_id(response) or "-")
         return response
 
     def _timeouts(self, deadline: float) -> tuple[float, float]:
@@ -610,7 +619,8 @@ def _list(body: dict[str, Any], key: str) -> list[Any]:
     return items
 
 
-def _parse_envelope(response: requests.Response, scrub: Callable[[Any], Any]) -> tuple[str | None, str, list[dict[str, str]]]:
+def _parse_envelope(response: requests.Response,
+                    scrub: Callable[[Any], Any]) -> tuple[str | None, str, list[dict[str, str]]]:
     try:
         body = scrub(response.json())
     except ValueError:

@@ -204,6 +204,10 @@ class TechniqueInput:
         )
 
 
+def _fields(value: Any, name: str) -> tuple[TechniqueInput, ...]:
+    return tuple(TechniqueInput.from_api(item, f"{name}[{n}]") for n, item in enumerate(_items(value, name)))
+
+
 @dataclass(frozen=True)
 class Technique:
     """A FLORA technique: what it takes, what it makes, what one run costs (USD)."""
@@ -237,9 +241,8 @@ class Technique:
             name=_text(d, "name", "technique.") or "",
             description=_text(d, "description", "technique.") or "",
             run_cost=_charge(d.get("run_cost")),
-            inputs=tuple(TechniqueInput.from_api(i, f"inputs[{n}]") for n, i in enumerate(_items(d.get("inputs"), "inputs"))),
-            outputs=tuple(TechniqueInput.from_api(o, f"outputs[{n}]")
-                          for n, o in enumerate(_items(d.get("outputs"), "outputs"))),
+            inputs=_fields(d.get("inputs"), "inputs"),
+            outputs=_fields(d.get("outputs"), "outputs"),
             extra=extra,
         )
 
