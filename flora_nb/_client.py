@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import functools
 import logging
 import math
 import mimetypes
@@ -73,6 +74,7 @@ def new_idempotency_key() -> str:
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
+@functools.lru_cache(maxsize=2048)  # URLs repeat (routes, poll URLs); parsing twice per request is not free
 def _origin(url: str) -> tuple[str, str, int | None]:
     """The (scheme, host, port) a request to ``url`` connects to.
 
@@ -528,7 +530,7 @@ class FloraClient:
 
     def _json_body(self, response: requests.Response) -> dict[str, Any]:
         try:
-            body = self._scrub_json(response.json())
+            body = response.json()
         except ValueError:
             raise InvalidResponseError(
                 f"expected JSON from FLORA, got {response.headers.get('content-type', 'no content type')}: "
@@ -538,7 +540,9 @@ class FloraClient:
         if not isinstance(body, dict):
             raise InvalidResponseError("expected a JSON object from FLORA", status=response.status_code,
                                        request_id=self._request_id(response))
-        return body
+        # Without a backslash every JSON string is a verbatim slice of the (already scrubbed) bytes;
+        # with one, an escape (\u0073k_...) could spell the key: scrub the parsed strings too.
+        return self._scrub_json(body) if b"\\" in response.content else body
 
     def _raise_for(self, response: requests.Response) -> None:
         code, message, fields = _parse_envelope(response, self._scrub_json)

@@ -40,7 +40,8 @@ class _Watchdog:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="flora_nb-deadlines", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if self._heap[0][2] is deadline:  # only an earlier deadline needs the watchdog awake
+                self._cond.notify()
 
     def _run(self) -> None:
         while True:

@@ -393,6 +393,15 @@ def test_echoed_key_is_scrubbed_everywhere(api, tmp_path, caplog):
         assert KEY.encode() not in path.read_bytes()
 
 
+def test_key_spelled_with_json_escapes_is_scrubbed(api):
+    escaped = "\\u%04x" % ord(KEY[0]) + KEY[1:]  # the bytes never contain the key; the parsed text does
+    body = '{"run_id": "run_0001", "status": "failed", "error_message": "echo ' + escaped + '"}'
+    api.on_run = lambda req, run_id: Reply(200, body.encode())
+    with client_of(api) as client:
+        state = client.get_run("run_0001")
+    assert KEY not in repr(state) and state.error_message == "echo <hidden>"
+
+
 # ------------------------------------------------------------------ 9. redirects
 
 
