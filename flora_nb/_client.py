@@ -389,10 +389,12 @@ class FloraClient:
                                            deadline=deadline or self.deadline, cap=self.max_answer_bytes)
         if response.is_redirect or 300 <= response.status_code < 400:
             where = self._scrub(response.headers.get("location") or "nowhere")
-            raise InvalidResponseError(
+            error = InvalidResponseError(
                 f"{method} {_path(url)} was redirected to {where!r}; API calls do not follow redirects "
                 "(check the base URL, or a proxy in between).", field="location", status=response.status_code,
                 code="redirect", request_id=self._request_id(response))
+            error.unanswered_attempt = bool(getattr(response, "flora_unanswered_attempt", False))
+            raise error
         if response.status_code >= 400:
             self._raise_for(response)
         return self._json_body(response)

@@ -51,8 +51,8 @@ def _maybe_started(exc: APIError) -> bool:
     # A duplicate key means it did; a 5xx may come after the run was made; and any error that
     # follows an unanswered attempt may hide a run that attempt created. An answer we cannot
     # read (no run_id, not JSON, too large) came after the server acted: its outcome is unknown.
-    if isinstance(exc, InvalidResponseError):
-        return exc.code != "redirect"  # a redirect was never handled by FLORA
+    if isinstance(exc, InvalidResponseError) and exc.code != "redirect":  # a redirect never reached FLORA
+        return True
     return isinstance(exc, (IdempotencyDuplicateError, ServerError)) or exc.unanswered_attempt
 
 
