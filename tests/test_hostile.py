@@ -7,6 +7,7 @@ import logging
 import os
 import stat
 import threading
+import time
 import traceback
 from pathlib import Path
 
@@ -178,6 +179,26 @@ def test_batch_poll_uses_the_rest_of_a_page(api, tmp_path, caplog):
         assert [r.status for r in runs] == ["completed", "completed"]
         assert fl.status()["invalid_answers"] >= len(BAD_ITEMS)
     assert not [r for r in caplog.records if r.exc_info]  # no tracebacks
+
+
+def test_lost_start_is_matched_despite_bad_items(api, tmp_path):
+    created: list[int] = []
+
+    def hang_up(req):  # the run is created, the answer never comes
+        created.append(int(time.time() * 1000))
+        req.handler.close_connection = True
+        return None
+    api.on_start = hang_up
+    api.on_list = lambda req: Reply(200, {"technique_runs": BAD_ITEMS + [
+        run_json("run_lost", created_at=created[0], started_at=created[0], completed_at=created[0])]
+        if created else [], "meta": {}})
+    with session_of(api, tmp_path, reconcile_grace=30.0) as fl:
+        run = fl.run(TECH, {"prompt": "x"})
+        assert wait_for(lambda: run.id == "run_lost", timeout=20)
+        run.wait(10)
+        assert run.status == "completed" and fl.status()["reconciled"] == 1
+        assert fl.status()["invalid_answers"] >= len(BAD_ITEMS)
+    assert len(api.hits("/api/v1/runs/technique", "POST")) == 1
 
 
 # ------------------------------------------------------------------ 4. endless pages
