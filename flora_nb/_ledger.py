@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
+from ._paths import private_dir
+
 __all__ = ["ACTIVE", "COLUMNS", "UPLOAD_COLUMNS", "Ledger", "LedgerRow", "canonical_json", "default_home",
            "default_ledger_path"]
 
@@ -184,7 +186,7 @@ class Ledger:
 
     def __init__(self, path: str | os.PathLike[str] | None = None):
         self.path = Path(path) if path is not None else default_ledger_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent, tighten=path is None)  # ~/.flora_nb is 0700
         self._create_private(self.path)
         self._lock = threading.RLock()
         self._db = sqlite3.connect(str(self.path), timeout=30.0, check_same_thread=False, isolation_level=None)

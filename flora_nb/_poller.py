@@ -14,7 +14,14 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, Sequence
 
-from ._errors import AuthenticationError, FloraConnectionError, FloraError, FloraTimeout, PermissionDeniedError
+from ._errors import (
+    AuthenticationError,
+    FloraConnectionError,
+    FloraError,
+    FloraTimeout,
+    InvalidResponseError,
+    PermissionDeniedError,
+)
 from ._models import RunState
 
 if TYPE_CHECKING:
@@ -32,6 +39,7 @@ LATE_CHARGE_FACTOR = 12  # then it is checked every 12 x the longest poll interv
 CLOCK_SLACK = 0.001
 HISTORY_MARGIN = 30.0  # batch polls page back this far past the oldest due run (clocks may differ)
 PAGE_SIZE = 100
+BATCH_MAX_PAGES = 50  # a batch poll pages back at most this far, then single polls take over
 
 
 @dataclass
@@ -41,6 +49,7 @@ class PollerStats:
     cycles: int = 0
     batch_requests: int = 0
     single_requests: int = 0
+    batch_fallbacks: int = 0  # batch polls given up (endless or malformed pages): single polls instead
     reconciled: int = 0
     errors: int = 0
     listener_errors: int = 0
@@ -143,10 +152,11 @@ class Poller:
             self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop the thread (idempotent); runs stay in the ledger for ``resume()``."""
+        """Stop the thread (idempotent), ending any request it waits for; runs stay in the ledger."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
+            self._client.abort(self._thread.ident)
             self._thread.join(timeout)
         self.stats.running = False
 
@@ -181,6 +191,7 @@ class Poller:
     # ------------------------------------------------------------- loop
 
     def _loop(self) -> None:
+        self._client.cancel_with(self._stop)  # close() ends a request of this thread at once
         while not self._stop.is_set():
             try:
                 self._cycle()
@@ -247,20 +258,34 @@ class Poller:
     def _poll_workspace(self, workspace: str, due: list[_Entry]) -> None:
         # Late charges are looked up one by one: paging history back to an old run would cost more.
         fresh = [e for e in due if e.settle_polls < SETTLE_POLLS]
+        seen: dict[str, RunState] = {}
+        failed = False
         try:
-            if not fresh or (len(due) == 1 and self._tracked_in(workspace) == 1):
-                seen = {}
-            else:
-                seen = self._batch(workspace, fresh)
-            missing = [e for e in due if e.run.id not in seen]
-            for entry in missing:
-                seen[entry.run.id] = self._single(entry.run)
-        except Exception as exc:  # network, a bad answer, a locked ledger: try these runs later
+            if fresh and (len(due) > 1 or self._tracked_in(workspace) > 1):
+                seen = self._batch_or_nothing(workspace, fresh)
+            for entry in due:
+                if entry.run.id not in seen and not self._stop.is_set():
+                    seen[entry.run.id] = self._single(entry.run)
+        except Exception as exc:  # network, a bad answer, a locked ledger: try the others later
+            failed = True
             self._failed(exc)
-            self._postpone(due)
-            return
-        self._worked()
-        self._observe(list(seen.values()))
+        if not failed:
+            self._worked()
+        try:
+            self._observe(list(seen.values()))
+        finally:
+            # Whatever was not seen (a failed poll, an answer about no run) waits a full interval:
+            # a run is never polled again at once, so a bad answer cannot make the poller spin.
+            self._postpone([e for e in due if e.run.id not in seen])
+
+    def _batch_or_nothing(self, workspace: str, due: list[_Entry]) -> dict[str, RunState]:
+        """A batch poll; on endless or malformed pages, nothing (single polls take over)."""
+        try:
+            return self._batch(workspace, due)
+        except InvalidResponseError as exc:
+            self.stats.batch_fallbacks += 1
+            self._failed(exc)
+            return {}
 
     def _tracked_in(self, workspace: str) -> int:
         with self._lock:
@@ -274,7 +299,9 @@ class Poller:
             tracked = set(self._entries)
         seen: dict[str, RunState] = {}
         pages_before = self.stats.batch_requests
-        for index, state in enumerate(self._client.technique_runs(page_size=PAGE_SIZE, workspace_id=workspace)):
+        pages = min(self._client.max_pages, BATCH_MAX_PAGES)
+        history = self._client.technique_runs(page_size=PAGE_SIZE, max_pages=pages, workspace_id=workspace)
+        for index, state in enumerate(history):
             if index % PAGE_SIZE == 0:
                 self.stats.batch_requests += 1
             if state.run_id in tracked:
@@ -363,7 +390,9 @@ class Poller:
         oldest = min(i.window[0] for i in group) + offset[0] - 1.0
         listed: list[RunState] = []
         self.stats.batch_requests += 1
-        for state in self._client.technique_runs(workspace_id=workspace, technique_id=technique):
+        history = self._client.technique_runs(workspace_id=workspace, technique_id=technique,
+                                              max_pages=min(self._client.max_pages, BATCH_MAX_PAGES))
+        for state in history:
             created = state.created_at.timestamp() if state.created_at else 0.0
             if created < oldest:
                 break

@@ -9,7 +9,7 @@ import html
 import logging
 import mimetypes
 import os
-import re
+import shutil
 import tempfile
 import threading
 import time
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from ._errors import FloraTimeout, InputError, RunFailedError, StartUnconfirmedError
+from ._paths import extension_for, output_path, private_dir
 from ._ledger import LedgerRow
 from ._models import TERMINAL
 
@@ -28,7 +29,6 @@ __all__ = ["Run", "RunOutput"]
 log = logging.getLogger("flora_nb.run")
 
 MAX_NOTE_CHARS = 2000
-_EXTENSIONS = {"imageUrl": ".png", "videoUrl": ".mp4", "audioUrl": ".wav", "documentUrl": ".pdf", "text": ".txt"}
 
 
 class RunOutput:
@@ -49,28 +49,38 @@ class RunOutput:
         """The output's bytes (downloaded once, then read from the cache)."""
         if self.text is not None:
             return self.text.encode("utf-8")
+        return self._cached().read_bytes()
+
+    def _cached(self) -> Path:
+        """The cache file of this media output, streamed to disk on first use."""
         cache = self._session.cache_dir / hashlib.sha256(self.url.encode()).hexdigest()
         if cache.exists():
-            return cache.read_bytes()
-        data = self._session.client.fetch_media(self.url)
-        cache.parent.mkdir(parents=True, exist_ok=True)
+            return cache
+        private_dir(cache.parent, tighten=True)
         fd, tmp = tempfile.mkstemp(dir=cache.parent, suffix=".part")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, cache)  # atomic: a half-written file is never taken for a cached one
-        return data
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                self._session.client.fetch_media_to(self.url, handle)
+            os.replace(tmp, cache)  # atomic: a half-written file is never taken for a cached one
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return cache
 
     @property
     def extension(self) -> str:
-        suffix = Path(self.url.split("?")[0]).suffix if self.text is None else ""
-        return suffix if 1 < len(suffix) <= 6 else _EXTENSIONS.get(self.type, ".bin")
+        """From a fixed list for the output's type (a URL's ``.py`` never becomes a file's)."""
+        return extension_for(self.type, self.url if self.text is None else "")
 
     def save(self, path: str | Path) -> Path:
         """Write the output to ``path`` (a file name, or a directory to put it in)."""
         target = Path(path)
         if target.is_dir():
-            target = target / f"{self.output_id or 'output'}{self.extension}"
-        target.write_bytes(self.fetch())
+            target = output_path(target, [self.output_id or "output"], self.extension)
+        if self.text is not None:
+            target.write_bytes(self.fetch())
+        else:
+            shutil.copyfile(self._cached(), target)
         return target
 
     @property
@@ -227,8 +237,9 @@ class Run:
         """Save every output into ``directory``; returns the paths written."""
         folder = Path(directory)
         folder.mkdir(parents=True, exist_ok=True)
-        stem = _safe(self.id or f"local{self.local_id}")
-        return [o.save(folder / f"{stem}_{_safe(o.output_id)}{o.extension}") for o in self.outputs]
+        taken: set[Path] = set()
+        stem = self.id or f"local{self.local_id}"
+        return [o.save(output_path(folder, [stem, o.output_id], o.extension, taken)) for o in self.outputs]
 
     # ---------------------------------------------------------------- display
 
@@ -289,6 +300,3 @@ def _check_note(note: Any) -> str | None:
         raise InputError(f"A note is at most {MAX_NOTE_CHARS} characters; this one has {len(text)}. Shorten it.")
     return text or None
 
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:80] or "x"

@@ -26,6 +26,7 @@ from ._errors import (
     FloraTimeout,
     IdempotencyDuplicateError,
     InputError,
+    InvalidResponseError,
     NotFoundError,
     RateLimitError,
     ServerError,
@@ -61,7 +62,10 @@ RATE_LIMIT_PATIENCE = 60.0  # seconds a single run's start keeps trying through 
 def _maybe_started(exc: APIError) -> bool:
     """Could FLORA have created the run although this start ended in an error?"""
     # A duplicate key means it did; a 5xx may come after the run was made; and any error that
-    # follows an unanswered attempt may hide a run that attempt created.
+    # follows an unanswered attempt may hide a run that attempt created. An answer we cannot
+    # read (no run_id, not JSON, too large) came after the server acted: its outcome is unknown.
+    if isinstance(exc, InvalidResponseError) and exc.code != "redirect":  # a redirect never reached FLORA
+        return True
     return isinstance(exc, (IdempotencyDuplicateError, ServerError)) or exc.unanswered_attempt
 
 
@@ -745,6 +749,8 @@ class Flora:
             "listener_errors": stats.listener_errors,
             "requests_batch": stats.batch_requests,
             "requests_single": stats.single_requests,
+            "batch_fallbacks": stats.batch_fallbacks,
+            "invalid_answers": self.client.invalid_answers,
             "reconciled": stats.reconciled,
             "ledger": str(self.ledger.path),
         }

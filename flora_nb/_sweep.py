@@ -22,6 +22,7 @@ from ._errors import (
     RateLimitError,
 )
 from ._ledger import ACTIVE
+from ._paths import output_path
 from ._models import Technique
 from ._owner import is_alive
 from ._plan import Plan
@@ -475,12 +476,13 @@ class Sweep:
         folder.mkdir(parents=True, exist_ok=True)
         paths = []
         repeats: collections.Counter[int] = collections.Counter()
+        taken: set[Path] = set()
         for run in self.runs:
             number = run.variation or 0
             stem = f"v{number:03d}_r{repeats[number]}_{_slug(run.inputs, self.varied)}"
             repeats[number] += 1
             for out in run.outputs if run.status == "completed" else []:
-                paths.append(out.save(folder / f"{stem}_{_slug_text(out.output_id)}{out.extension}"))
+                paths.append(out.save(output_path(folder, [stem, out.output_id], out.extension, taken)))
         return paths
 
     def plot(self) -> Any:

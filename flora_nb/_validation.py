@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 from ._files import file_problem, local_path
@@ -43,10 +44,20 @@ def _value_problem(name: str, kind: str, value: Any, required: bool) -> str | No
         problem = file_problem(path, kind)
         return f"input {name!r} ({kind}): {problem}" if problem else None
     if not isinstance(value, str):
-        return f"input {name!r} must be a string, got {type(value).__name__}"
+        return _non_string_problem(name, kind, value)
     if value == "":
         return f"input {name!r} is empty; omit an optional input instead"
     if kind in _URL_TYPES and not looks_like_url_or_asset(value):
         return (f"input {name!r} ({kind}) must be an http(s) URL, an asset_ id or the path of an existing "
                 f"local file, got {value!r}")
     return None
+
+
+def _non_string_problem(input_id: str, input_type: str, value: Any) -> str | None:
+    """Inputs are ``map[unknown]`` in FLORA's reference: a text input takes a finite number or a
+    boolean as it is (sent as JSON); media inputs and anything else must be strings."""
+    if input_type not in _URL_TYPES and isinstance(value, (bool, int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"input {input_id!r} is {value!r}; send a finite number or a string"
+        return None
+    return f"input {input_id!r} ({input_type}) must be a string, got {type(value).__name__}"

@@ -35,6 +35,7 @@ from ._responses import (
     INSUFFICIENT_CREDITS,
     INVALID_JSON,
     NOT_FOUND,
+    UNKNOWN_ERROR,
     ApiError,
     Response,
     json_response,
@@ -243,6 +244,8 @@ class Api:
         # drop_rate: the run exists and its key is stored, but the client never hears back.
         if self.world.chance(self.world.faults.drop_rate):
             return Response(201, drop=True, outcome="dropped")
+        if self.world.chance(self.world.faults.error_after_create_rate):
+            return ApiError(UNKNOWN_ERROR, outcome="error_after_create").response()
         return json_response(201, payload)
 
     # -- reading runs --------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """HTTP plumbing: a keep-alive threading server and the per-request pipeline.
 
 Pipeline order for API requests (fixed, clients and tests rely on it):
-latency sleep -> auth -> rate limit (per workspace of the key) -> error_rate -> route.
+latency sleep -> auth -> rate limit (per workspace of the request) -> error_rate -> route.
 Media under ``/media/`` and signed uploads under ``/storage/uploads/`` are public: no auth, no
 rate limit, no injected errors.
 """
@@ -9,6 +9,7 @@ rate limit, no injected errors.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import secrets
 import socket
@@ -90,7 +91,8 @@ class App:
         grants = self.accounts.grants(bearer_key(req.headers))
         if grants is None:
             return route, ApiError(UNAUTHORIZED).response(), False
-        wait = self.limiter.acquire(grants[0], faults.rate_limit, self.clock())
+        workspace = self._workspace_of(req, path, query, grants)
+        wait = self.limiter.acquire(workspace, faults.rate_limit, self.clock())
         if wait > 0:
             return route, _rate_limited(wait), True
         if self.world.chance(faults.error_rate):
@@ -102,6 +104,19 @@ class App:
             path, dict(parse_qsl(query, keep_blank_values=True)), req.headers, req.body, grants
         )
         return route, self._guarded(lambda: found.handler(self.api, call, params)), True
+
+    def _workspace_of(self, req: Incoming, path: str, query: str, grants: list[str]) -> str:
+        """The workspace a request acts in (FIELD: FLORA throttles per workspace): the query's or
+        body's ``workspace_id``, else the polled run's, else the key's first workspace."""
+        named = dict(parse_qsl(query)).get("workspace_id")
+        if named is None and req.body[:1] == b"{":
+            with contextlib.suppress(ValueError, UnicodeDecodeError):
+                body = json.loads(req.body)
+                named = body.get("workspace_id") if isinstance(body, dict) else None
+        if named is None and "/runs/" in path:
+            run = self.world.get(path.rstrip("/").rsplit("/", 1)[-1])
+            named = run.workspace_id if run is not None else None
+        return named if isinstance(named, str) and named in grants else grants[0]
 
     def _guarded(self, endpoint: Callable[[], Response]) -> Response:
         try:
