@@ -400,7 +400,7 @@ class RunPanel:
         if run.done:
             self._finish()
         else:
-            _TICKER.add(lambda: not run.done, self.throttle)
+            _TICKER.add(lambda: not run.done and not _closed(run), self.throttle)
 
     def render(self) -> str:
         """The live part as HTML (bar, words, numbers), escaped."""
@@ -421,7 +421,8 @@ class RunPanel:
                 f"{health_note(run._session)}")
 
     def draw(self) -> None:
-        self.live.value = self.render()
+        if not _closed(self.run):  # a closed session has nothing new to show (and no ledger to read)
+            self.live.value = self.render()
 
     def _changed(self, run: Run) -> None:
         self.throttle()
@@ -455,7 +456,7 @@ class SweepPanel:
         for run in sweep.runs:
             run.on_change(self.throttle)
         if not sweep.done:
-            _TICKER.add(lambda: not sweep.done, self.throttle)
+            _TICKER.add(lambda: not sweep.done and not _closed(sweep), self.throttle)
 
     def render(self) -> str:
         sweep, esc = self.sweep, html.escape
@@ -508,7 +509,13 @@ class SweepPanel:
         return f"<div class='flora-error'>{lines}</div>" if lines else ""
 
     def draw(self) -> None:
-        self.live.value = self.render()
+        if not _closed(self.sweep):  # a closed session has nothing new to show (and no ledger to read)
+            self.live.value = self.render()
+
+
+def _closed(obj: Any) -> bool:
+    """Has the session behind this run or sweep been closed?"""
+    return bool(getattr(getattr(obj, "_session", None), "_closed", False))
 
 
 def _eta(seconds: float) -> str:

@@ -286,3 +286,18 @@ def test_a_huge_sweep_keeps_each_redraw_small(fl):
     panel = SweepPanel(sweep)
     assert "data-run=" not in panel.live.value and len(panel.live.value) < 5_000
     assert "not started" in panel.live.value and "/ 2100 done" in panel.live.value
+
+
+def test_panels_of_a_closed_session_stay_quiet(tmp_path, caplog):
+    fl = Flora.simulated(speed=1.0, ledger_path=tmp_path / "l.sqlite")  # 12 s runs: still going at close
+    run = fl.run(POSTER, {"prompt": "fox"})
+    sweep = fl.sweep(POSTER, grid={"prompt": ["a", "b"]}, max_concurrency=1)
+    panels = [RunPanel(run), SweepPanel(sweep)]
+    before = [p.live.value for p in panels]
+    sweep.stop()
+    assert _eventually(lambda: not sweep.launching)
+    fl.close()
+    for panel in panels:  # what the ticker and a late timer do after the close
+        panel.draw()
+    assert [p.live.value for p in panels][0] == before[0]
+    assert not [r for r in caplog.records if r.exc_info]
