@@ -43,7 +43,8 @@ def server_completion(sim: FloraSimulator) -> dict[str, float]:
 
 
 def ours(n: int, speed: float, duration: float, home: Path) -> Result:
-    fl = Flora.simulated(speed=speed, seed=0, catalog=catalog(duration), ledger_path=home / "ours.sqlite")
+    fl = Flora.simulated(speed=speed, seed=0, catalog=catalog(duration), ledger_path=home / "ours.sqlite",
+                         persist=False)
     try:
         runs = [fl.run(TECH, inputs={"prompt": f"poster {i}"}) for i in range(n)]
         deadline = time.monotonic() + 30 + 3 * duration / speed

@@ -44,7 +44,7 @@ def with_session(mode: str, n: int, seconds: float, home: Path) -> tuple[list[fl
     with ExitStack() as stack:
         if mode == "inproc":
             fl = Flora.simulated(speed=SPEED, seed=0, catalog=catalog(DURATION), faults=Faults(**faults),
-                                 ledger_path=home / f"{mode}.sqlite")
+                                 ledger_path=home / f"{mode}.sqlite", persist=False)
         else:
             base_url, key = stack.enter_context(sim_process(SPEED, catalog(DURATION), faults))
             fl = Flora(api_key=key, base_url=base_url, ledger_path=home / f"{mode}.sqlite",

@@ -70,7 +70,7 @@ def outcome(wall: float, runs: int, sim: FloraSimulator) -> Outcome:
 
 def ours(n: int, speed: float, duration: float, concurrency: int, home: Path) -> Outcome:
     fl = Flora.simulated(speed=speed, faults=server_faults(), seed=0, catalog=catalog(duration),
-                         ledger_path=home / f"ours_{concurrency}.sqlite", rate_limit=RATE)
+                         ledger_path=home / f"ours_{concurrency}.sqlite", rate_limit=RATE, persist=False)
     try:
         began = time.perf_counter()
         sweep = fl.sweep(TECH, grid={"prompt": [f"poster {i}" for i in range(n)]}, max_concurrency=concurrency)
@@ -146,7 +146,7 @@ def planning(size: int, repeat: int, home: Path) -> None:
         "outputs": [{"id": "image", "name": "Image", "type": "imageUrl", "description": "image"}],
     }]
     grid = {"subject": [f"subject {i}" for i in range(size)], "style": [f"style {j}" for j in range(size)]}
-    fl = Flora.simulated(catalog=tech, ledger_path=home / "plan.sqlite")
+    fl = Flora.simulated(catalog=tech, ledger_path=home / "plan.sqlite", persist=False)
     try:
         began = time.perf_counter()
         plan = fl.sweep(PLAN_TECH, grid=grid, dry_run=True)  # also looks up the technique and workspace

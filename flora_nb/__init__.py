@@ -7,6 +7,7 @@ when a name that needs them is first used.
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import TYPE_CHECKING, Any
 
 from ._errors import (
@@ -20,6 +21,7 @@ from ._errors import (
     IdempotencyDuplicateError,
     InputError,
     InsufficientCreditsError,
+    InvalidResponseError,
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
@@ -68,6 +70,7 @@ __all__ = [
     "IdempotencyDuplicateError",
     "InputError",
     "InsufficientCreditsError",
+    "InvalidResponseError",
     "NotFoundError",
     "Output",
     "PermissionDeniedError",
@@ -86,7 +89,22 @@ __all__ = [
     "ValidationError",
     "Workspace",
     "__version__",
+    "session",
 ]
+
+# Library etiquette: without a handler of the user's, Python's last-resort handler would print
+# the background poller's warnings into whatever cell happens to run. Trouble shows in status().
+logging.getLogger("flora_nb").addHandler(logging.NullHandler())
+
+
+def session(use: Flora | None = None) -> Flora:
+    """The session the ``%flora`` magics use (created from the environment when none is open).
+
+    ``session(fl)`` makes ``fl`` that session; ``fl = %flora`` returns the same object.
+    """
+    from ._session import current_session
+
+    return current_session(use)
 
 
 def load_ipython_extension(ipython: Any) -> None:

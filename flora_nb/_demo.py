@@ -55,19 +55,16 @@ def follow(sweep: Any, stream: TextIO | None = None, every: float = 0.2, timeout
         stream.write("\n")
 
 
-def _money(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.map(lambda v: "" if pd.isna(v) else f"${v:.2f}")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; returns the exit code."""
+    from ._frames import money_table
     from ._session import Flora
 
     args = _parse(argv)
     pd.set_option("display.width", 140)
     out = Path(args.out).resolve()
     with tempfile.TemporaryDirectory() as home, Flora.simulated(
-        speed=args.speed, ledger_path=Path(home) / "ledger.sqlite"
+        speed=args.speed, ledger_path=Path(home) / "ledger.sqlite", persist=False
     ) as fl:
         print(f"FLORA simulator at {fl.endpoint} (speed x{args.speed:g}): offline, no credits spent.")
         tech = fl.technique("storyboard-frames")
@@ -81,8 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         _section("Compare: seconds per run, script x style")
         print(sweep.compare(values="run_seconds").round(1).to_string())
         _section("Costs")
-        costs = fl.costs()[["runs", "completed", "failed", "charged_usd"]]
-        print(costs.assign(charged_usd=_money(costs[["charged_usd"]])["charged_usd"]).to_string())
+        print(money_table(fl.costs()).to_string())  # fl.costs(detail=True) has every column
         print(f"  the server charged ${fl.simulator.stats()['total_charged']:.2f}; "
               f"the ledger says ${fl.runs()['charged_cost'].sum():.2f}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import sys
 import threading
 import time
@@ -43,9 +44,21 @@ class _Throttled:
         now = time.monotonic()
         with self._lock:
             if not self._finished() and now - self._last < _MIN_UPDATE_SECONDS:
+                self._trail(self._last + _MIN_UPDATE_SECONDS - now)
                 return
             self._last = now
         self._update()
+
+    def _trail(self, delay: float) -> None:
+        """A skipped change is drawn a moment later, so the last one (a health change) is never lost."""
+        if getattr(self, "_timer", None) is None:
+            self._timer = threading.Timer(delay, self._fire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _fire(self) -> None:
+        self._timer = None
+        self()
 
 
 def estimated_progress(run: Any, now: float | None = None) -> float:
@@ -92,6 +105,14 @@ class _Ticker:
 _TICKER = _Ticker()
 
 
+def health_note(session: Any) -> str:
+    """One escaped HTML line when the poller cannot reach FLORA ("FLORA unreachable, retrying"), else ''."""
+    health = getattr(session, "health", "ok")
+    if health == "ok":
+        return ""
+    return f"<div class='flora-health' style='color:var(--jp-warn-color0, #b26b00)'>&#9888; {html.escape(health)}</div>"
+
+
 def _run_widget(run: Any) -> Any:
     import ipywidgets as w
 
@@ -101,7 +122,7 @@ def _run_widget(run: Any) -> Any:
     def update() -> None:
         bar.value = estimated_progress(run)
         bar.bar_style = {"completed": "success", "failed": "danger", "skipped": "warning"}.get(run.status, "")
-        label.value = run._repr_html_()
+        label.value = run._repr_html_() + health_note(run._session)
 
     update()
     run.on_change(_Throttled(update, lambda: run.done))
@@ -119,7 +140,7 @@ def _sweep_widget(sweep: Any) -> Any:
 
     def update() -> None:
         bar.value = sum(1 for r in sweep.runs if r.done)
-        table.value = sweep._repr_html_()
+        table.value = sweep._repr_html_() + health_note(sweep._session)
 
     update()
     throttled = _Throttled(update, lambda: sweep.done)

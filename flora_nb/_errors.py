@@ -6,12 +6,13 @@ Every error flora_nb raises on purpose derives from ``FloraError``::
     ├── ConfigError                  no API key, bad base URL, ambiguous workspace ...
     ├── InputError (ValueError)      a bad argument caught before anything is sent
     ├── UnsafeURLError               a poll URL on another origin than the base URL
-    ├── BudgetExceededError          a sweep would spend more than its budget
+    ├── BudgetExceededError          a start or sweep would not fit its budget
     ├── RunFailedError               a run ended ``failed`` (carries ``.run``)
     ├── StartUnconfirmedError        a start's answer was lost and its run was not found (``.run``)
     ├── FloraConnectionError (ConnectionError)   the request never got an answer
     ├── FloraTimeout (TimeoutError)  a request, or a wait, ran out of time
     └── APIError                     FLORA answered with an error envelope
+        ├── InvalidResponseError         an answer FLORA never sends: malformed, too large, a redirect
         ├── ValidationError              400 input_validation_error / invalid_json
         ├── AuthenticationError          401 unauthorized
         ├── InsufficientCreditsError     402 insufficient_credits
@@ -21,7 +22,8 @@ Every error flora_nb raises on purpose derives from ``FloraError``::
         ├── RateLimitError               429 rate_limited
         └── ServerError                  5xx unknown_error
 
-``APIError`` carries ``status``, ``code``, ``message``, ``fields`` and ``request_id``.
+``APIError`` carries ``status``, ``code``, ``message``, ``fields`` and ``request_id``;
+``InvalidResponseError`` also names the ``field`` that was wrong.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ __all__ = [
     "IdempotencyDuplicateError",
     "InputError",
     "InsufficientCreditsError",
+    "InvalidResponseError",
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
@@ -143,6 +146,21 @@ class APIError(FloraError):
 
 def _rebuild_api_error(cls: type[APIError], message: str, kwargs: dict[str, Any]) -> APIError:
     return cls(message, **kwargs)
+
+
+class InvalidResponseError(APIError):
+    """An answer that breaks the API contract (malformed field, endless pages, too large, a redirect)."""
+
+    hint = "This is not a FLORA answer flora_nb can use; if it repeats, check the base URL and any proxy."
+
+    def __init__(self, message: str, *, field: str | None = None, status: int | None = None,
+                 code: str | None = "invalid_response", request_id: str | None = None):
+        self.field = field
+        super().__init__(message, status=status, code=code, request_id=request_id)
+
+    def __reduce__(self):
+        kwargs = dict(field=self.field, status=self.status, code=self.code, request_id=self.request_id)
+        return (_rebuild_api_error, (type(self), self.message, kwargs))
 
 
 class ValidationError(APIError):

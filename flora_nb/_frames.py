@@ -24,6 +24,7 @@ __all__ = [
     "select_runs",
     "spend_series",
     "sweep_frame",
+    "sweeps_frame",
     "techniques_frame",
 ]
 
@@ -35,7 +36,7 @@ _TIMES = ["created_at", "started_at", "completed_at"]
 _DERIVED = ["queue_seconds", "run_seconds", "total_seconds"]
 RUN_COLUMNS = (["run_id", "sweep_id", "technique_id", "technique_name", "workspace_id", "project_id",
                 "status"] + _FLOATS + _TIMES + _DERIVED + ["error_code", "error_message", "output_urls",
-                                                            "output_types"])
+                                                            "output_types", "rating", "note"])
 
 
 def runs_frame(raw_rows: Iterable[Sequence[Any]]) -> pd.DataFrame:
@@ -56,6 +57,8 @@ def runs_frame(raw_rows: Iterable[Sequence[Any]]) -> pd.DataFrame:
     outputs = [json.loads(text) for text in raw["outputs"]]
     frame["output_urls"] = pd.Series([[o.get("url") for o in outs] for outs in outputs], index=raw.index, dtype=object)
     frame["output_types"] = pd.Series([[o.get("type") for o in outs] for outs in outputs], index=raw.index, dtype=object)
+    frame["rating"] = pd.to_numeric(raw["rating"], errors="coerce").astype("float64")
+    frame["note"] = raw["note"].astype("string")
     extras = [_prefixed(raw["inputs"], "input."), _prefixed(raw["labels"], "label.")]
     frame = pd.concat([frame, *extras], axis=1)
     frame["local_id"] = raw["local_id"].astype("int64")
@@ -129,6 +132,45 @@ def cost_summary(frame: pd.DataFrame, by: str | Sequence[str]) -> pd.DataFrame:
     return out
 
 
+COST_COLUMNS = ["runs", "completed", "failed", "charged_usd", "open_estimate_usd", "usd_per_completed"]
+MONEY_COLUMNS = ("charged_usd", "open_estimate_usd", "usd_per_completed")
+_OPEN = ("queued", "starting", "pending", "running")
+
+
+def cost_table(frame: pd.DataFrame, by: str | Sequence[str]) -> pd.DataFrame:
+    """The essentials of ``cost_summary`` with a ``total`` row: runs, outcomes, charged, still open, per run.
+
+    ``open_estimate_usd`` is the estimate of runs not finished yet (what may still be charged).
+    """
+    full = cost_summary(frame, by)
+    keys = [by] if isinstance(by, str) else list(by)
+    reused = frame["reused_from"].notna() if "reused_from" in frame else pd.Series(False, index=frame.index)
+    open_est = frame["estimated_cost"].where(frame["status"].isin(_OPEN) & ~reused)
+    grouped = frame.assign(_open=open_est).groupby(keys, dropna=False, observed=True)["_open"].sum()
+    table = full[["runs", "completed", "failed", "charged_usd"]].copy()
+    table["open_estimate_usd"] = grouped.reindex(table.index)
+    table["usd_per_completed"] = full["cost_per_completed_usd"]
+    total = {c: table[c].sum(min_count=1) for c in ("runs", "completed", "failed", "charged_usd")}
+    total["open_estimate_usd"] = table["open_estimate_usd"].sum()
+    total["runs"], total["completed"], total["failed"] = (int(total[c] or 0) for c in ("runs", "completed", "failed"))
+    total["usd_per_completed"] = total["charged_usd"] / total["completed"] if total["completed"] else np.nan
+    label = "total" if len(keys) == 1 else ("total",) + ("",) * (len(keys) - 1)
+    table.index = table.index.astype(object) if len(keys) == 1 else table.index
+    table.loc[label, :] = pd.Series(total)
+    for column in ("runs", "completed", "failed"):
+        table[column] = table[column].astype("int64")
+    return table[COST_COLUMNS]
+
+
+def money_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The cost table for display: USD columns as ``$0.0400`` text, unknown as ``-``."""
+    shown = table.copy()
+    for column in MONEY_COLUMNS:
+        if column in shown:
+            shown[column] = [("-" if pd.isna(v) else f"${v:,.4f}") for v in shown[column]]
+    return shown
+
+
 def _groupable(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c in ("technique_name", "technique_id", "status", "sweep_id", "workspace_id")
             or c.startswith(("input.", "label."))]
@@ -172,16 +214,19 @@ def compare_frame(frame: pd.DataFrame, varied: Sequence[str], values: str, index
         across = [a for a in axes if a not in rows][:1]
     value = col(values)
     if value not in frame.columns:
-        raise KeyError(f"no column {values!r} to compare; try charged_cost, run_seconds, total_seconds, status")
+        raise KeyError(f"no column {values!r} to compare; try charged_cost, rating, run_seconds, total_seconds, status")
     numeric = pd.api.types.is_numeric_dtype(frame[value])
     agg = aggfunc or ("mean" if numeric else "first")
     return frame.pivot_table(index=rows, columns=across or None, values=value, aggfunc=agg, observed=True,
                              dropna=False)
 
 
-def plan_frame(plan: Any, tech: Technique, workspace: str, keys: Sequence[str], reuse: dict[str, str],
-               reusable: dict[str, str]) -> pd.DataFrame:
-    """A dry run: one row per planned run (``queued``, or ``completed`` when reused); nothing started."""
+def plan_frame(plan: Any, tech: Technique, workspace: str, reuse: Sequence[str | None],
+               reusable: Sequence[bool]) -> pd.DataFrame:
+    """A dry run: one row per planned run (``queued``, or ``completed`` when reused); nothing started.
+
+    ``reuse`` is, per planned run, the completed run it takes (or None); ``reusable`` whether one could.
+    """
     n = len(plan.inputs)
     inputs = pd.DataFrame.from_records(plan.inputs)
     inputs.columns = [f"input.{c}" for c in inputs.columns]
@@ -190,11 +235,11 @@ def plan_frame(plan: Any, tech: Technique, workspace: str, keys: Sequence[str], 
         "technique_id": pd.array([tech.technique_id] * n, dtype="string"),
         "technique_name": pd.array([tech.name] * n, dtype="string"),
         "workspace_id": pd.array([workspace] * n, dtype="string"),
-        "status": pd.Categorical(["completed" if k in reuse else "queued" for k in keys], categories=STATUSES),
-        "estimated_cost": np.asarray([0.0 if k in reuse else (np.nan if tech.run_cost is None else tech.run_cost)
-                                      for k in keys], dtype="float64"),
-        "reusable": np.asarray([k in reusable for k in keys], dtype=bool),
-        "reused_from": pd.array([reuse.get(k) for k in keys], dtype="string"),
+        "status": pd.Categorical(["completed" if r else "queued" for r in reuse], categories=STATUSES),
+        "estimated_cost": np.asarray([0.0 if r else (np.nan if tech.run_cost is None else tech.run_cost)
+                                      for r in reuse], dtype="float64"),
+        "reusable": np.asarray(list(reusable), dtype=bool),
+        "reused_from": pd.array(list(reuse), dtype="string"),
     })
     first = ["variation", "repeat"] + [f"input.{k}" for k in plan.varied]
     frame = pd.concat([frame, inputs], axis=1)
@@ -246,3 +291,32 @@ def models_frame(items: Sequence[Any], model: type) -> pd.DataFrame:
     """A DataFrame of dataclass models (without their ``extra`` dicts)."""
     names = [f.name for f in dataclasses.fields(model) if f.name != "extra"]
     return pd.DataFrame([{n: getattr(i, n) for n in names} for i in items], columns=names)
+
+
+SWEEP_COLUMNS = ["sweep_id", "technique", "technique_id", "created", "variations", "runs", "completed", "failed",
+                 "skipped", "queued", "in_flight", "spent", "budget"]
+
+
+def sweeps_frame(summaries: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """One row per sweep in the ledger (``Ledger.sweep_summaries``); counts are of current attempts."""
+    rows = []
+    for s in summaries:
+        counts = s["counts"]
+        rows.append({
+            "sweep_id": s["sweep_id"], "technique": s["technique_name"], "technique_id": s["technique_id"],
+            "created": s["created_at"], "variations": s["variations"], "runs": s["runs"],
+            "completed": counts.get("completed", 0), "failed": counts.get("failed", 0),
+            "skipped": counts.get("skipped", 0), "queued": counts.get("queued", 0),
+            "in_flight": sum(counts.get(k, 0) for k in ("starting", "pending", "running")),
+            "spent": s["spent"], "budget": np.nan if s["budget"] is None else s["budget"],
+        })
+    frame = pd.DataFrame(rows, columns=SWEEP_COLUMNS)
+    for name in ("sweep_id", "technique", "technique_id"):
+        frame[name] = frame[name].astype("string")
+    created = pd.to_datetime(frame["created"].astype("float64"), unit="s", utc=True).astype("datetime64[ns, UTC]")
+    frame["created"] = created.dt.round("us")
+    for name in ("variations", "runs", "completed", "failed", "skipped", "queued", "in_flight"):
+        frame[name] = frame[name].astype("int64")
+    for name in ("spent", "budget"):
+        frame[name] = frame[name].astype("float64")
+    return frame

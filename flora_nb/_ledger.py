@@ -17,9 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-__all__ = ["ACTIVE", "COLUMNS", "Ledger", "LedgerRow", "canonical_json", "default_home", "default_ledger_path"]
+from ._paths import private_dir
 
-SCHEMA_VERSION = 2
+__all__ = ["ACTIVE", "COLUMNS", "UPLOAD_COLUMNS", "Ledger", "LedgerRow", "canonical_json", "default_home",
+           "default_ledger_path"]
+
+SCHEMA_VERSION = 4  # == len(_MIGRATIONS)
 ACTIVE = ("starting", "pending", "running")  # statuses the poller still has work for
 
 _MIGRATIONS: tuple[str, ...] = (
@@ -72,6 +75,43 @@ _MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE runs ADD COLUMN owner TEXT;
     """,
+    # version 3: the user's own rating and note of a run (local only, never sent to FLORA), and the
+    # uploads a content hash already made on an endpoint and workspace (so a file is uploaded once)
+    """
+    ALTER TABLE runs ADD COLUMN rating REAL;
+    ALTER TABLE runs ADD COLUMN note TEXT;
+    CREATE TABLE uploads (
+        endpoint TEXT NOT NULL,
+        workspace_id TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        content_type TEXT NOT NULL,
+        file_name TEXT,
+        asset_id TEXT NOT NULL,
+        url TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (endpoint, workspace_id, sha256)
+    );
+    """,
+    # version 4: durable sweeps: each sweep's plan, retries of failed runs, and skipped runs cost nothing
+    """
+    CREATE TABLE sweeps (
+        sweep_id TEXT PRIMARY KEY,
+        endpoint TEXT NOT NULL,
+        workspace_id TEXT NOT NULL,
+        technique_id TEXT NOT NULL,
+        technique_name TEXT,
+        created_at REAL NOT NULL,
+        budget REAL,
+        max_concurrency INTEGER NOT NULL,
+        owner TEXT,
+        stop_requested INTEGER NOT NULL DEFAULT 0,
+        plan TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX sweeps_by_endpoint ON sweeps (endpoint, created_at);
+    ALTER TABLE runs ADD COLUMN retry_of INTEGER;
+    UPDATE runs SET charged_cost = 0 WHERE status = 'skipped' AND charged_cost IS NULL;
+    """,
 )
 
 COLUMNS = (
@@ -79,10 +119,13 @@ COLUMNS = (
     "technique_id", "technique_name", "project_id", "status", "progress", "estimated_cost",
     "charged_cost", "estimated_seconds", "intent_at", "created_at", "started_at", "completed_at",
     "error_code", "error_message", "outputs", "inputs", "labels", "poll_url", "reused_from", "updated_at",
-    "owner",
+    "owner", "rating", "note", "retry_of",
 )
 _JSON_COLUMNS = ("outputs", "inputs", "labels")
-_UPDATABLE = frozenset(COLUMNS) - {"local_id", "endpoint", "idempotency_key", "intent_at"}
+# rating and note belong to the user: only set_rating() writes them, so no poll can overwrite them.
+_UPDATABLE = frozenset(COLUMNS) - {"local_id", "endpoint", "idempotency_key", "intent_at", "rating", "note"}
+UPLOAD_COLUMNS = ("endpoint", "workspace_id", "sha256", "size", "content_type", "file_name", "asset_id", "url",
+                  "created_at")
 
 
 def default_home() -> Path:
@@ -126,6 +169,9 @@ class LedgerRow:
     reused_from: str | None
     updated_at: float
     owner: str | None
+    rating: float | None = None
+    note: str | None = None
+    retry_of: int | None = None
 
     @classmethod
     def from_sql(cls, values: Sequence[Any]) -> LedgerRow:
@@ -140,7 +186,7 @@ class Ledger:
 
     def __init__(self, path: str | os.PathLike[str] | None = None):
         self.path = Path(path) if path is not None else default_ledger_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent, tighten=path is None)  # ~/.flora_nb is 0700
         self._create_private(self.path)
         self._lock = threading.RLock()
         self._db = sqlite3.connect(str(self.path), timeout=30.0, check_same_thread=False, isolation_level=None)
@@ -218,7 +264,36 @@ class Ledger:
                 count += 1
         return count
 
+    def set_rating(self, local_id: int, rating: float | None, note: str | None) -> None:
+        """Store the user's rating and note of a run; no status event, no other column touched."""
+        with self._write() as db:
+            cur = db.execute("UPDATE runs SET rating = ?, note = ?, updated_at = ? WHERE local_id = ?",
+                             (rating, note, time.time(), local_id))
+            if cur.rowcount != 1:
+                raise KeyError(f"no run with local id {local_id} in {self.path}")
+
+    def remember_upload(self, **upload: Any) -> None:
+        """Record (or replace) the asset a content hash became on an endpoint and workspace."""
+        values = tuple(upload[name] for name in UPLOAD_COLUMNS)
+        with self._write() as db:
+            db.execute(f"INSERT OR REPLACE INTO uploads ({', '.join(UPLOAD_COLUMNS)}) "
+                       f"VALUES ({','.join('?' * len(UPLOAD_COLUMNS))})", values)
+
+    def forget_upload(self, endpoint: str, workspace_id: str, sha256: str) -> None:
+        """Drop a cached upload (its asset is gone on the server)."""
+        with self._write() as db:
+            db.execute("DELETE FROM uploads WHERE endpoint = ? AND workspace_id = ? AND sha256 = ?",
+                       (endpoint, workspace_id, sha256))
+
     # ------------------------------------------------------------------ reading
+
+    def find_upload(self, endpoint: str, workspace_id: str, sha256: str) -> dict[str, Any] | None:
+        """The cached upload of this content on this endpoint and workspace, or None."""
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {', '.join(UPLOAD_COLUMNS)} FROM uploads WHERE endpoint = ? AND workspace_id = ? AND sha256 = ?",
+                (endpoint, workspace_id, sha256)).fetchone()
+        return dict(zip(UPLOAD_COLUMNS, row)) if row else None
 
     def get(self, local_id: int) -> LedgerRow | None:
         rows = self._select("WHERE local_id = ?", (local_id,))
@@ -228,15 +303,109 @@ class Ledger:
         rows = self._select("WHERE endpoint = ? AND run_id = ?", (endpoint, run_id))
         return rows[0] if rows else None
 
-    def completed_inputs(self, endpoint: str, workspace_id: str, technique_id: str) -> dict[str, str]:
-        """Canonical inputs JSON -> run id of a completed, paid run with exactly those inputs."""
+    def completed_inputs(self, endpoint: str, workspace_id: str, technique_id: str) -> dict[str, list[str]]:
+        """Canonical inputs JSON -> ids of the distinct completed, paid runs with exactly those inputs."""
         with self._lock:
             cur = self._db.execute(
                 "SELECT inputs, run_id FROM runs WHERE endpoint = ? AND workspace_id = ? AND technique_id = ?"
                 " AND status = 'completed' AND run_id IS NOT NULL AND reused_from IS NULL ORDER BY local_id",
                 (endpoint, workspace_id, technique_id),
             )
-            return {inputs: run_id for inputs, run_id in cur}
+            found: dict[str, list[str]] = {}
+            for inputs, run_id in cur:
+                found.setdefault(inputs, []).append(run_id)
+            return found
+
+    def charge_ratios(self, endpoint: str, technique_id: str) -> tuple[int, float | None, float | None]:
+        """How many charged/estimated ratios the ledger knows for a technique, and their min and max."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT COUNT(*), MIN(charged_cost / estimated_cost), MAX(charged_cost / estimated_cost) FROM runs"
+                " WHERE endpoint = ? AND technique_id = ? AND status = 'completed' AND charged_cost IS NOT NULL"
+                " AND estimated_cost > 0 AND reused_from IS NULL", (endpoint, technique_id)).fetchone()
+        return int(row[0]), row[1], row[2]
+
+    def exposure(self, endpoint: str, *, sweep_id: str | None = None, owner: str | None = None,
+                 exclude: int | None = None) -> list[tuple[str, float, float, int, int]]:
+        """Per technique, over launched runs in scope: known charges, estimates of runs whose charge
+        is unknown, how many those are, and how many of them are still active (not terminal)."""
+        where, args = ["endpoint = ?", "status NOT IN ('queued', 'skipped')", "reused_from IS NULL"], [endpoint]
+        for column, value in (("sweep_id", sweep_id), ("owner", owner)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if exclude is not None:
+            where.append("local_id != ?")
+            args.append(exclude)
+        sql = ("SELECT technique_id, TOTAL(charged_cost),"
+               " TOTAL(CASE WHEN charged_cost IS NULL THEN COALESCE(estimated_cost, 0) END),"
+               " TOTAL(charged_cost IS NULL), TOTAL(charged_cost IS NULL AND status NOT IN ('completed', 'failed'))"
+               f" FROM runs WHERE {' AND '.join(where)} GROUP BY technique_id")
+        with self._lock:
+            return [(t, float(c), float(e), int(n), int(a)) for t, c, e, n, a in self._db.execute(sql, args)]
+
+    def claim(self, items: Sequence[tuple[int, Mapping[str, Any], Mapping[str, Any]]], note: str | None = None) -> list[int]:
+        """Apply each ``(local_id, expected, changes)`` only if the row still has the ``expected``
+        values, all in one transaction (so two sessions never take the same row); returns the ids taken."""
+        now, taken = time.time(), []
+        with self._write() as db:
+            for local_id, expected, changes in items:
+                names = list(expected)
+                row = db.execute(f"SELECT {', '.join(names)} FROM runs WHERE local_id = ?", (local_id,)).fetchone()
+                if row is not None and list(row) == [expected[n] for n in names]:
+                    _apply(db, local_id, changes, now, note)
+                    taken.append(local_id)
+        return taken
+
+    # ------------------------------------------------------------------ sweeps
+
+    def retried(self, sweep_id: str) -> set[int]:
+        """Local ids of a sweep's runs that were tried again (``retry_failed``)."""
+        with self._lock:
+            cur = self._db.execute("SELECT retry_of FROM runs WHERE sweep_id = ? AND retry_of IS NOT NULL", (sweep_id,))
+            return {r[0] for r in cur}
+
+    def add_sweep(self, **sweep: Any) -> None:
+        """Record a sweep's plan (``plan`` is a JSON-able dict) before any of its runs is queued."""
+        values = {**sweep, "plan": _dumps(sweep.get("plan") or {})}
+        names = ", ".join(values)
+        with self._write() as db:
+            db.execute(f"INSERT INTO sweeps ({names}) VALUES ({','.join('?' * len(values))})", tuple(values.values()))
+
+    def get_sweep(self, endpoint: str, sweep_id: str) -> dict[str, Any] | None:
+        """A sweep's record (plan decoded), or None."""
+        with self._lock:
+            cur = self._db.execute("SELECT * FROM sweeps WHERE endpoint = ? AND sweep_id = ?", (endpoint, sweep_id))
+            row = cur.fetchone()
+            names = [d[0] for d in cur.description]
+        if row is None:
+            return None
+        record = dict(zip(names, row))
+        record["plan"] = json.loads(record["plan"] or "{}")
+        return record
+
+    def update_sweep(self, sweep_id: str, **changes: Any) -> None:
+        assignments = ", ".join(f"{k} = ?" for k in changes)
+        with self._write() as db:
+            db.execute(f"UPDATE sweeps SET {assignments} WHERE sweep_id = ?", (*changes.values(), sweep_id))
+
+    def stop_requested(self, sweep_id: str) -> bool:
+        """Has any session asked this sweep to stop launching?"""
+        with self._lock:
+            row = self._db.execute("SELECT stop_requested FROM sweeps WHERE sweep_id = ?", (sweep_id,)).fetchone()
+        return bool(row and row[0])
+
+    def sweep_summaries(self, endpoint: str) -> list[dict[str, Any]]:
+        """One dict per sweep of this endpoint (recorded plans, and older sweeps known by their runs)."""
+        with self._lock:
+            cur = self._db.execute("SELECT * FROM sweeps WHERE endpoint = ? ORDER BY created_at", (endpoint,))
+            names = [d[0] for d in cur.description]
+            plans = {r[0]: dict(zip(names, r)) for r in cur.fetchall()}
+            runs = self._db.execute(
+                "SELECT sweep_id, local_id, retry_of, status, charged_cost, variation, technique_id, technique_name,"
+                " intent_at FROM runs WHERE endpoint = ? AND sweep_id IS NOT NULL ORDER BY local_id", (endpoint,),
+            ).fetchall()
+        return _summaries(plans, runs)
 
     def total_charged(self, endpoint: str) -> float:
         """Sum of known charges for this endpoint (USD)."""
@@ -314,6 +483,31 @@ class _Transaction:
             self.db.execute("ROLLBACK" if exc_type else "COMMIT")
         finally:
             self.lock.release()
+
+
+def _summaries(plans: dict[str, dict[str, Any]], runs: Sequence[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    retried = {r[2] for r in runs if r[2] is not None}
+    out: dict[str, dict[str, Any]] = {}
+    for sweep_id, local_id, _retry_of, status, charge, variation, tech_id, tech_name, intent_at in runs:
+        plan = plans.get(sweep_id, {})
+        entry = out.setdefault(sweep_id, {
+            "sweep_id": sweep_id, "technique_id": plan.get("technique_id", tech_id),
+            "technique_name": plan.get("technique_name", tech_name), "created_at": plan.get("created_at", intent_at),
+            "variations": set(), "runs": 0, "counts": {}, "spent": 0.0, "budget": plan.get("budget"),
+        })
+        entry["variations"].add(variation)
+        entry["spent"] += charge or 0.0
+        if local_id in retried:
+            continue  # a failed run that was tried again: its retry counts instead
+        entry["runs"] += 1
+        entry["counts"][status] = entry["counts"].get(status, 0) + 1
+    for sweep_id, plan in plans.items():
+        out.setdefault(sweep_id, {"sweep_id": sweep_id, "technique_id": plan["technique_id"],
+                                  "technique_name": plan["technique_name"], "created_at": plan["created_at"],
+                                  "variations": set(), "runs": 0, "counts": {}, "spent": 0.0, "budget": plan["budget"]})
+    for entry in out.values():
+        entry["variations"] = len(entry["variations"])
+    return sorted(out.values(), key=lambda e: e["created_at"])
 
 
 def _run_script(db: sqlite3.Connection, script: str) -> None:

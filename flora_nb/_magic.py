@@ -2,34 +2,80 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any, Callable
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from traitlets import Bool, Float, Int, Tuple, Unicode
 
 from ._errors import FloraError, NotFoundError
-from ._magic_parse import Command, HelpShown, parse
+from ._magic_parse import SIM_ONLY, Command, HelpShown, expand, parse
 
 if TYPE_CHECKING:
     from ._session import Flora
 
-__all__ = ["FloraMagics", "load_ipython_extension"]
+__all__ = ["FloraMagics", "in_magic_terms", "load_ipython_extension"]
+
+# Errors are written for Python callers; inside the magic their hints must name the magic's
+# options. Every hint of the package that names a Python spelling has its magic spelling here
+# (tests/test_newuser.py scans the package for hints this table misses).
+_MAGIC_TERMS: tuple[tuple[str, str], ...] = (
+    (r"\bFlora\(workspace='ws_\.\.\.'\)", "%flora connect --workspace ws_..."),
+    (r"\bFlora\(budget=\.\.\.\)", "%flora connect --budget USD"),
+    (r"\bFlora\.simulated\(persist=False\) or another name=\.\.\.", "%flora connect --sim --no-persist"),
+    (r"\b(?:flora_nb\.)?Flora\.simulated\(\)", "%flora connect --sim"),
+    (r"\(or pass api_key=\.\.\.\)", "(then %flora connect again)"),
+    (r"\bpass api_key=\.\.\., ", ""),
+    (r"\bpass api_key=\.\.\.", "set FLORA_API_KEY"),
+    (r"\b(?:fl\.|sweep\.)?(techniques|workspaces|resume|runs|costs|history|wait|stop|sweeps)\(\)", r"%flora \1"),
+    (r"\(Flora\(budget=None\)\)", "(%flora connect without --budget)"),
+    (r"\bbudget=(?=[,.\s]|$)", "--budget"),
+    (r"\breuse=True\b", "--reuse"),
+    (r"\bmax_concurrency\b", "--max-concurrency"),
+    (r"\brepeat must\b", "--repeat must"),
+    (r"\bzip lists\b", "--zip lists"),
+    (r"\bUse grid= for every combination", "Drop --zip for every combination"),
+    (r"\bgrid/zip/variations\b", "two key= lists"),
+    (r"\bpass url=\.\.\. instead", "give its https:// URL as the input value instead"),
+    (r"\burl=\.\.\.", "a URL"),
+    (r"pass content_type='image/png' \(or the right type\) or a file_name with its extension",
+     "give the file's local path, with its extension"),
+    (r"\bupload\(\) takes a file path \(str or pathlib\.Path\) or bytes", "a media input takes a file path"),
+    (r"look at it later with get_asset\(\), or upload again", "run the cell again later: the same file is "
+                                                                "not uploaded twice"),
+    (r"\bUse upload_asset\(\)(?: \(or Flora\.upload\(\)\))?, which [^.]*\.", "Give the file's local path as the input value: larger files then go "
+                                        "through FLORA's signed-URL flow."),
+    (r"\bworkspace=", "--workspace "),
+)
+
+
+def in_magic_terms(text: str) -> str:
+    """A message written for Python, with its hints spelled as the magic's options."""
+    for pattern, replacement in _MAGIC_TERMS:
+        text = re.sub(pattern, replacement, text)
+    return text
 
 HELP = """Run FLORA techniques from a notebook. Runs keep polling in the background.
 
-  %flora                                   status: endpoint, workspace, runs tracked, spend, poller
-  %flora connect [--sim] [--speed S] [--base-url URL] [--workspace ws_...] [--budget USD]
+  %flora                                   the session's status card (fl = %flora gives the session,
+                                           the same as flora_nb.session() in Python)
+  %flora connect [--sim [--speed S] [--seed N] [--credits USD] [--no-persist] ...] [--base-url URL]
+                 [--workspace ws_...] [--budget USD]
+                                           (session budget; the current session stays if this fails)
   %flora workspaces | techniques [QUERY] | show TECH
   %flora run TECH key=value ... [--label k=v] [--workspace ws] [--wait] [-o VAR]
   %%flora run TECH [options]               cell body: JSON, `key: value` lines, or the prompt text
   %flora sweep TECH key=[a,b] key2=v ... [--zip] [--repeat N] [--max-concurrency N]
                                            [--budget USD] [--dry-run] [--reuse] [-o VAR]
-  %flora runs [--sweep ID] [--status S] [--last N] | costs [--by COL] | history [--status S]
-  %flora form TECH | wait [ID] | stop [SWEEP] | resume
+  %flora sweep --resume SWEEP_ID [--budget USD] | --retry-failed SWEEP_ID   continue a sweep (spends)
+  %flora sweeps                            every sweep in the ledger: counts, spent, budget
+  %flora runs [--sweep ID] [--status S] [--last N] | costs [--by COL] [--detail] | history [--status S]
+  %flora form TECH | wait [ID] | stop [SWEEP] | resume      (ID / SWEEP: any sweep in the ledger)
 
 Values are Python literals when they parse as one (5, "text", [1, 2]) and plain text otherwise;
-$var and {expr} expand from your namespace. Each command has its own help: %flora run -h.
+$var and {expr} expand from your namespace to exactly one value, whatever it holds (spaces,
+quotes, newlines); a list stays a list. Each command has its own help: %flora run -h.
 
 Examples:
   %flora connect --sim
@@ -57,14 +103,22 @@ class FloraMagics(Magics):
 
     def __init__(self, shell: Any = None, **kwargs: Any):
         super().__init__(shell=shell, **kwargs)
-        self.session: Flora | None = None
-        self.budget: float | None = None
         self.sweeps: dict[str, Any] = {}
 
+    @property
+    def session(self) -> Flora | None:
+        """The open session the magics use (``flora_nb.session()``), or None before the first command."""
+        from . import _session
+
+        current = _session._CURRENT
+        return current if current is not None and not current.closed else None
+
+    @no_var_expand
     @line_cell_magic
     def flora(self, line: str, cell: str | None = None) -> Any:
         try:
-            command = parse(line, cell)
+            text, values = self._expanded(line)
+            command = parse(text, cell, values)
         except HelpShown as shown:
             print(shown.text)
             return None
@@ -73,8 +127,13 @@ class FloraMagics(Magics):
         except FloraError as exc:
             if not self.short_errors:
                 raise
-            raise UsageError(f"{type(exc).__name__}: {exc}") from None
+            raise UsageError(in_magic_terms(f"{type(exc).__name__}: {exc}")) from None
         return self._deliver(command, result)
+
+    def _expanded(self, line: str) -> tuple[str, dict[str, Any]]:
+        namespace = dict(self.shell.user_ns) if self.shell is not None else {}
+        text, values = expand(line, namespace)
+        return text, values
 
     flora.__doc__ = HELP
 
@@ -90,46 +149,76 @@ class FloraMagics(Magics):
     # ---------------------------------------------------------------- session
 
     def fl(self) -> Flora:
-        """The session, created on first use from the environment."""
-        if self.session is None:
-            from ._session import Flora
+        """The session (``flora_nb.session()``), created on first use from the environment."""
+        from ._session import Flora, current_session
 
-            try:
-                self.session = Flora(workspace=self.default_workspace or None, poll_interval=self.poll_interval)
-            except FloraError as exc:
-                raise UsageError(f"{exc} Or run: %flora connect --sim") from None
-        return self.session
+        def new() -> Flora:
+            return Flora(workspace=self.default_workspace or None, poll_interval=self.poll_interval)
+
+        try:
+            return current_session(factory=new)
+        except FloraError as exc:
+            if not self.short_errors:
+                raise
+            text = in_magic_terms(str(exc))
+            raise UsageError(text if "--sim" in text else f"{text} Or run: %flora connect --sim") from None
 
     def connect(self, c: Command) -> Flora:
+        """Build the new session first; the current one is replaced only once the new one works."""
+        from ._session import current_session
+
         o = c.options
+        misplaced = [flag for dest, (flag, _, _) in SIM_ONLY.items() if getattr(o, dest) not in (None, False)]
+        if misplaced and not o.sim:
+            raise UsageError(f"%flora connect: {', '.join(misplaced)} only with --sim (they configure the "
+                             "built-in simulator); nothing was changed.")
+        old = self.session
+        try:
+            new = self._new_session(o)
+        except FloraError as exc:
+            if not self.short_errors:
+                raise
+            kept = "kept the current session" if old is not None else "no session was opened"
+            raise UsageError(in_magic_terms(f"%flora connect failed, {kept}: {type(exc).__name__}: {exc}")) from None
+        current_session(new)
+        if old is not None and old is not new:
+            old.close()
+        return new
+
+    def _new_session(self, o: Any) -> Flora:
         from ._session import Flora
 
-        if self.session is not None:
-            self.session.close()
-            self.session = None
         workspace = o.workspace or self.default_workspace or None
         if o.sim:
-            self.session = Flora.simulated(speed=o.speed or self.simulator_speed, workspace=workspace)
-        else:
-            self.session = Flora(base_url=o.base_url, workspace=workspace, poll_interval=self.poll_interval)
-        self.budget = o.budget
+            return Flora.simulated(speed=o.speed or self.simulator_speed, seed=o.seed or 0, faults=_faults(o),
+                                   persist=False if o.no_persist else None, workspace=workspace, budget=o.budget)
+        new = Flora(base_url=o.base_url, workspace=workspace, poll_interval=self.poll_interval, budget=o.budget)
         try:
-            self.session.workspace_id  # resolve now, so the status line below shows it
+            new.client.workspaces()  # the key and the URL work, or the current session stays
+        except BaseException:
+            new.close()
+            raise
+        try:
+            new.workspace_id  # resolve now, so the status card shows it
         except FloraError as exc:
-            print(f"Connected; choose a workspace with --workspace: {exc}")
-        return self.session
+            print(in_magic_terms(f"Connected; choose a workspace with --workspace: {exc}"))
+        return new
+
+
+def _faults(o: Any) -> Any:
+    """The simulator's faults from the connect options (None when none is given)."""
+    from .sim import Faults
+
+    given = {k: getattr(o, k) for k in ("error_rate", "drop_rate", "latency", "rate_limit", "run_failure_rate",
+                                        "credits", "max_concurrent_runs") if getattr(o, k) is not None}
+    try:
+        return Faults(**given) if given else None
+    except ValueError as exc:
+        raise UsageError(f"%flora connect: {exc}") from None
 
 
 def _status(m: FloraMagics, c: Command) -> Any:
-    fl = m.fl()
-    status = fl.status()
-    try:
-        status["workspace_id"] = fl.workspace_id
-    except FloraError as exc:
-        status["workspace_id"] = f"not chosen ({exc})"
-    for key, value in status.items():
-        print(f"{key:>20}: {value}")
-    return None
+    return m.fl()  # shown as its status card (HTML table in Jupyter, text in a terminal)
 
 
 def _run(m: FloraMagics, c: Command) -> Any:
@@ -143,18 +232,37 @@ def _run(m: FloraMagics, c: Command) -> Any:
 
 def _sweep(m: FloraMagics, c: Command) -> Any:
     fl, o = m.fl(), c.options
+    if o.resume or o.retry_failed:
+        return _continue_sweep(m, fl, o)
     inputs = _inputs_for(fl, o.technique, c.inputs)
     varying = {k: v for k, v in inputs.items() if isinstance(v, list)}
     fixed = {k: v for k, v in inputs.items() if not isinstance(v, list)}
     sweep = fl.sweep(
         o.technique, grid=None if o.zip else varying, zip=varying if o.zip else None, fixed=fixed,
-        repeat=o.repeat, max_concurrency=o.max_concurrency or m.default_max_concurrency,
-        budget=_first(o.budget, m.budget, m.default_budget), labels=o.labels, reuse=o.reuse,
+        repeat=o.repeat, max_concurrency=_first(o.max_concurrency, m.default_max_concurrency),
+        budget=_first(o.budget, m.default_budget), labels=o.labels, reuse=o.reuse,
         dry_run=o.dry_run, workspace=o.workspace,
     )
     if not o.dry_run:
         m.sweeps[sweep.sweep_id] = sweep
     return sweep
+
+
+def _continue_sweep(m: FloraMagics, fl: Flora, o: Any) -> Any:
+    sweep = fl.get_sweep(o.resume or o.retry_failed)
+    if o.resume:
+        sweep = sweep.resume(budget=o.budget) if o.budget is not None else sweep.resume()
+    else:
+        sweep = sweep.retry_failed()
+    m.sweeps[sweep.sweep_id] = sweep
+    return sweep
+
+
+def _sweep_named(m: FloraMagics, name: str) -> Any:
+    """A sweep of this session, or any sweep of the ledger (rebuilt from its plan)."""
+    if name in m.sweeps:
+        return m.sweeps[name]
+    return m.fl().get_sweep(name)
 
 
 def _inputs_for(fl: Flora, technique: str, given: dict[str, Any]) -> dict[str, Any]:
@@ -213,11 +321,14 @@ def _runs(m: FloraMagics, c: Command) -> Any:
 
 
 def _costs(m: FloraMagics, c: Command) -> Any:
+    from ._frames import money_table
+
     by = [b.strip() for b in c.options.by.split(",") if b.strip()]
     try:
-        return m.fl().costs(by=by[0] if len(by) == 1 else by)
+        table = m.fl().costs(by=by[0] if len(by) == 1 else by, detail=c.options.detail)
     except KeyError as exc:
         raise UsageError(f"%flora costs: {exc.args[0]}") from None
+    return table if c.options.detail else money_table(table)
 
 
 def _history(m: FloraMagics, c: Command) -> Any:
@@ -241,14 +352,18 @@ def _form(m: FloraMagics, c: Command) -> Any:
 def _wait_command(m: FloraMagics, c: Command) -> Any:
     fl, target = m.fl(), c.options.target
     if target is None:
+        pending = fl.tracked_runs()
+        if not pending:
+            print("Nothing to wait for: every run of this session has finished (see %flora runs).")
+            return None
         try:
-            for run in fl.tracked_runs():
+            for run in pending:
                 run.wait(c.options.timeout)
         except KeyboardInterrupt:
             print("Stopped waiting; the runs keep being tracked in the background.")
         return None
-    if target in m.sweeps:
-        return _wait(m.sweeps[target], c.options.timeout)
+    if target in m.sweeps or target.startswith("swp_"):
+        return _wait(_sweep_named(m, target), c.options.timeout)
     run = fl.find_run(target)
     if run is None:
         raise UsageError(f"%flora wait: no run or sweep {target!r} in this session; see %flora runs.")
@@ -257,13 +372,20 @@ def _wait_command(m: FloraMagics, c: Command) -> Any:
 
 def _stop(m: FloraMagics, c: Command) -> Any:
     name = c.options.sweep or next(reversed(m.sweeps), None)
-    sweep = m.sweeps.get(name) if name else None
-    if sweep is None:
-        known = ", ".join(m.sweeps) or "none started with %flora sweep"
-        raise UsageError(f"%flora stop: no sweep {name!r} in this session (sweeps: {known}).")
+    if name is None:
+        raise UsageError("%flora stop: no sweep started in this session; name one: %flora stop SWEEP_ID "
+                         "(see %flora sweeps).")
+    sweep = _sweep_named(m, name)
+    if sweep.done:
+        print(f"Sweep {sweep.sweep_id} had already finished ({_counts(sweep)}); nothing to stop.")
+        return None
     sweep.stop()
     print(f"Stopped launching {sweep.sweep_id}; runs already started keep running (FLORA cannot cancel them).")
     return None
+
+
+def _counts(sweep: Any) -> str:
+    return ", ".join(f"{n} {status}" for status, n in sweep.counts.items() if n)
 
 
 def _resume(m: FloraMagics, c: Command) -> Any:
@@ -280,6 +402,7 @@ _COMMANDS: dict[str, Callable[[FloraMagics, Command], Any]] = {
     "show": _show,
     "run": _run,
     "sweep": _sweep,
+    "sweeps": _frame("sweeps"),
     "runs": _runs,
     "costs": _costs,
     "history": _history,

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
+import logging
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
+
+from ._errors import InvalidResponseError
 
 __all__ = [
     "TERMINAL",
@@ -25,6 +29,8 @@ __all__ = [
     "parse_timestamp",
     "snake_keys",
 ]
+
+log = logging.getLogger("flora_nb.models")
 
 RunStatus = Literal["pending", "running", "completed", "failed"]
 TERMINAL: frozenset[str] = frozenset({"completed", "failed"})
@@ -46,34 +52,116 @@ def snake_keys(data: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def parse_timestamp(value: Any) -> _dt.datetime | None:
-    """A FLORA timestamp (unix ms or s as a number, or ISO-8601) as an aware UTC datetime."""
+_MAX_SECONDS = 253402300799.0  # 9999-12-31: anything later is not a real timestamp
+
+
+def _invalid(field: str, problem: str, value: Any) -> InvalidResponseError:
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return InvalidResponseError(f"FLORA sent a malformed answer: {field} {problem} (got {shown}).", field=field)
+
+
+def parse_timestamp(value: Any, field: str = "timestamp") -> _dt.datetime | None:
+    """A FLORA timestamp (unix ms or s as a number, or ISO-8601) as an aware UTC datetime.
+
+    Raises ``InvalidResponseError`` naming ``field`` for anything else (out of range, NaN, text).
+    """
     if value is None or value == "":
         return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         # Unit is undocumented; anything past year 5138 in seconds is really milliseconds.
         seconds = value / 1000.0 if abs(value) > 1e11 else float(value)
+        if not (math.isfinite(seconds) and 0.0 <= seconds <= _MAX_SECONDS):
+            raise _invalid(field, "is out of range", value)
         return _dt.datetime.fromtimestamp(seconds, tz=_dt.timezone.utc)
     if isinstance(value, str):
         try:
             parsed = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
-            return None
+            raise _invalid(field, "is not a timestamp", value) from None
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=_dt.timezone.utc)
-    return None
+    raise _invalid(field, "is not a timestamp", value)
 
 
 def _float(value: Any) -> float | None:
+    """A finite number, or None (tolerant: for figures where unknown is an honest answer)."""
     if value is None or isinstance(value, bool):
         return None
     try:
-        return float(value)
-    except (TypeError, ValueError):
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
         return None
+    return number if math.isfinite(number) else None
 
 
-def _split(data: Mapping[str, Any], known: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
-    norm = snake_keys(data)
+def _price(value: Any) -> float | None:
+    """A price: a JSON number that is finite and >= 0; anything else is unknown (None)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) and number >= 0 else None
+
+
+def _charge(value: Any) -> float | None:
+    """A charge in USD: anything but a finite number >= 0 is recorded as unknown, never guessed."""
+    number = _float(value)
+    if number is not None and number >= 0:
+        return number
+    if value is not None:  # logged, never printed: the flora_nb logger has only a NullHandler
+        log.warning("flora_nb: FLORA reported an amount of %r, which is not a finite amount >= 0; it stays unknown",
+                    value)
+    return None
+
+
+def _number(d: Mapping[str, Any], name: str, where: str) -> float | None:
+    value = d.get(name)
+    if value is None:
+        return None
+    number = _float(value)
+    if number is None:
+        raise _invalid(f"{where}{name}", "is not a finite number", value)
+    return number
+
+
+def _text(d: Mapping[str, Any], name: str, where: str = "", default: str | None = "") -> str | None:
+    """A string field (None when absent); any other type is a malformed answer."""
+    value = d.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise _invalid(f"{where}{name}", "is not a string", value)
+    return value
+
+
+def _ident(d: Mapping[str, Any], names: tuple[str, ...], where: str, required: bool = True) -> str:
+    """An id: a short printable string, from the first of ``names`` present."""
+    value = next((d[n] for n in names if d.get(n) not in (None, "")), None)
+    field = f"{where}{names[0]}"
+    if value is None:
+        if required:
+            raise _invalid(field, "is missing", None)
+        return ""
+    if not isinstance(value, str) or len(value) > 256 or not value.isprintable():
+        raise _invalid(field, "is not an id", value)
+    return value
+
+
+def _mapping(data: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(data, Mapping):
+        raise _invalid(where, "is not an object", data)
+    return data
+
+
+def _items(value: Any, field: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _invalid(field, "is not a list", value)
+    return value
+
+
+def _split(data: Any, known: tuple[str, ...], where: str = "answer") -> tuple[dict[str, Any], dict[str, Any]]:
+    norm = snake_keys(_mapping(data, where))
     extra = {k: v for k, v in norm.items() if k not in known}
     return norm, extra
 
@@ -90,12 +178,12 @@ class Workspace:
 
     @classmethod
     def from_api(cls, data: Mapping[str, Any]) -> Workspace:
-        d, extra = _split(data, ("workspace_id", "name", "role", "created_at", "id"))
+        d, extra = _split(data, ("workspace_id", "name", "role", "created_at", "id"), "workspace")
         return cls(
-            workspace_id=str(d.get("workspace_id") or d.get("id") or ""),
-            name=str(d.get("name") or ""),
-            role=str(d.get("role") or ""),
-            created_at=parse_timestamp(d.get("created_at")),
+            workspace_id=_ident(d, ("workspace_id", "id"), "workspace."),
+            name=_text(d, "name", "workspace.") or "",
+            role=_text(d, "role", "workspace.") or "",
+            created_at=parse_timestamp(d.get("created_at"), "workspace.created_at"),
             extra=extra,
         )
 
@@ -117,18 +205,23 @@ class TechniqueInput:
         return not self.optional
 
     @classmethod
-    def from_api(cls, data: Mapping[str, Any]) -> TechniqueInput:
+    def from_api(cls, data: Mapping[str, Any], where: str = "inputs[]") -> TechniqueInput:
         known = ("id", "name", "type", "description", "optional", "allow_multiple")
-        d, extra = _split(data, known)
+        d, extra = _split(data, known, where)
+        ident = _ident(d, ("id",), where + ".")
         return cls(
-            id=str(d.get("id") or ""),
-            name=str(d.get("name") or d.get("id") or ""),
-            type=str(d.get("type") or "text"),
-            description=str(d.get("description") or ""),
+            id=ident,
+            name=_text(d, "name", where + ".") or ident,
+            type=_text(d, "type", where + ".") or "text",
+            description=_text(d, "description", where + ".") or "",
             optional=bool(d.get("optional", False)),
             allow_multiple=bool(d.get("allow_multiple", False)),
             extra=extra,
         )
+
+
+def _fields(value: Any, name: str) -> tuple[TechniqueInput, ...]:
+    return tuple(TechniqueInput.from_api(item, f"{name}[{n}]") for n, item in enumerate(_items(value, name)))
 
 
 @dataclass(frozen=True)
@@ -158,16 +251,35 @@ class Technique:
     @classmethod
     def from_api(cls, data: Mapping[str, Any]) -> Technique:
         known = ("technique_id", "id", "name", "description", "run_cost", "inputs", "outputs")
-        d, extra = _split(data, known)
+        d, extra = _split(data, known, "technique")
         return cls(
-            technique_id=str(d.get("technique_id") or d.get("id") or ""),
-            name=str(d.get("name") or ""),
-            description=str(d.get("description") or ""),
-            run_cost=_float(d.get("run_cost")),
-            inputs=tuple(TechniqueInput.from_api(i) for i in d.get("inputs") or ()),
-            outputs=tuple(TechniqueInput.from_api(o) for o in d.get("outputs") or ()),
+            technique_id=_ident(d, ("technique_id", "id"), "technique."),
+            name=_text(d, "name", "technique.") or "",
+            description=_text(d, "description", "technique.") or "",
+            run_cost=_price(d.get("run_cost")),
+            inputs=_fields(d.get("inputs"), "inputs"),
+            outputs=_fields(d.get("outputs"), "outputs"),
             extra=extra,
         )
+
+    def __str__(self) -> str:
+        """A readable card: name, ids, cost, then one line per input and the outputs."""
+        cost = "cost unknown" if self.run_cost is None else f"${self.run_cost:.4f} per run"
+        ids = ", ".join(p for p in (self.technique_id, self.slug) if p)
+        lines = [f"{self.name} ({ids}) · {cost}"]
+        if self.description:
+            lines.append(f"  {self.description}")
+        width = max((len(i.id) for i in (*self.inputs, *self.outputs)), default=0)
+        lines.append("  inputs:")
+        for i in self.inputs:
+            need = "required" if i.required else "optional"
+            lines.append(f"    {i.id:<{width}}  {i.type:<11} {need:<8}  {i.description}".rstrip())
+        lines.append("  outputs:")
+        lines += [f"    {o.id:<{width}}  {o.type:<11} {o.description}".rstrip() for o in self.outputs]
+        return "\n".join(lines)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self) if cycle else str(self))
 
     def _repr_html_(self) -> str:
         esc = html.escape
@@ -199,22 +311,27 @@ class Output:
         return self.url if self.type == "text" else None
 
     @classmethod
-    def from_api(cls, data: Mapping[str, Any]) -> Output:
-        d, extra = _split(data, ("output_id", "id", "type", "url"))
+    def from_api(cls, data: Mapping[str, Any], where: str = "outputs[]") -> Output:
+        d, extra = _split(data, ("output_id", "id", "type", "url"), where)
         return cls(
-            output_id=str(d.get("output_id") or d.get("id") or ""),
-            type=str(d.get("type") or ""),
-            url=str(d.get("url") or ""),
+            output_id=_ident(d, ("output_id", "id"), where + ".", required=False),
+            type=_text(d, "type", where + ".") or "",
+            url=_text(d, "url", where + ".") or "",
             extra=extra,
         )
 
 
-def _technique_ref(d: Mapping[str, Any]) -> tuple[str | None, str | None]:
+def _technique_ref(d: Mapping[str, Any], where: str) -> tuple[str | None, str | None]:
     tech = d.get("technique")
-    if isinstance(tech, Mapping):
-        t = snake_keys(tech)
-        return t.get("technique_id"), t.get("name")
-    return d.get("technique_id"), None
+    if tech is not None:
+        t = snake_keys(_mapping(tech, where + "technique"))
+        return _ident(t, ("technique_id", "id"), where + "technique.", required=False) or None, \
+            _text(t, "name", where + "technique.", None)
+    return _ident(d, ("technique_id",), where, required=False) or None, None
+
+
+def _outputs(value: Any) -> tuple[Output, ...]:
+    return tuple(Output.from_api(o, f"outputs[{n}]") for n, o in enumerate(_items(value, "outputs")))
 
 
 @dataclass(frozen=True)
@@ -235,15 +352,15 @@ class RunStart:
     def from_api(cls, data: Mapping[str, Any]) -> RunStart:
         known = ("run_id", "id", "type", "charged_cost", "estimated_seconds", "poll_url",
                  "project_id", "technique")
-        d, extra = _split(data, known)
-        tech_id, tech_name = _technique_ref(d)
+        d, extra = _split(data, known, "start answer")
+        tech_id, tech_name = _technique_ref(d, "")
         return cls(
-            run_id=str(d.get("run_id") or d.get("id") or ""),
-            type=str(d.get("type") or "technique"),
-            charged_cost=_float(d.get("charged_cost")),
-            estimated_seconds=_float(d.get("estimated_seconds")),
-            poll_url=d.get("poll_url") or None,
-            project_id=d.get("project_id"),
+            run_id=_ident(d, ("run_id", "id"), ""),
+            type=_text(d, "type") or "technique",
+            charged_cost=_charge(d.get("charged_cost")),
+            estimated_seconds=_charge(d.get("estimated_seconds")),
+            poll_url=_text(d, "poll_url", default=None) or None,
+            project_id=_ident(d, ("project_id",), "", required=False) or None,
             technique_id=tech_id,
             technique_name=tech_name,
             extra=extra,
@@ -280,22 +397,22 @@ class RunState:
         known = ("run_id", "technique_run_id", "id", "status", "progress", "created_at",
                  "started_at", "completed_at", "charged_cost", "error_code", "error_message",
                  "outputs", "poll_url", "project_id", "workspace_id", "technique")
-        d, extra = _split(data, known)
-        tech_id, tech_name = _technique_ref(d)
+        d, extra = _split(data, known, "run")
+        tech_id, tech_name = _technique_ref(d, "")
         return cls(
-            run_id=str(d.get("run_id") or d.get("technique_run_id") or d.get("id") or ""),
-            status=str(d.get("status") or "pending").lower(),
-            progress=_float(d.get("progress")) or 0.0,
-            created_at=parse_timestamp(d.get("created_at")),
-            started_at=parse_timestamp(d.get("started_at")),
-            completed_at=parse_timestamp(d.get("completed_at")),
-            charged_cost=_float(d.get("charged_cost")),
-            error_code=d.get("error_code"),
-            error_message=d.get("error_message"),
-            outputs=tuple(Output.from_api(o) for o in d.get("outputs") or ()),
-            poll_url=d.get("poll_url") or None,
-            project_id=d.get("project_id"),
-            workspace_id=d.get("workspace_id"),
+            run_id=_ident(d, ("run_id", "technique_run_id", "id"), ""),
+            status=(_text(d, "status") or "pending").lower(),
+            progress=_number(d, "progress", "") or 0.0,
+            created_at=parse_timestamp(d.get("created_at"), "created_at"),
+            started_at=parse_timestamp(d.get("started_at"), "started_at"),
+            completed_at=parse_timestamp(d.get("completed_at"), "completed_at"),
+            charged_cost=_charge(d.get("charged_cost")),
+            error_code=_text(d, "error_code", default=None),
+            error_message=_text(d, "error_message", default=None),
+            outputs=_outputs(d.get("outputs")),
+            poll_url=_text(d, "poll_url", default=None) or None,
+            project_id=_ident(d, ("project_id",), "", required=False) or None,
+            workspace_id=_ident(d, ("workspace_id",), "", required=False) or None,
             technique_id=tech_id,
             technique_name=tech_name,
             extra=extra,
@@ -316,12 +433,12 @@ class Asset:
     @classmethod
     def from_api(cls, data: Mapping[str, Any]) -> Asset:
         known = ("asset_id", "id", "status", "url", "uploaded_via", "workspace_id")
-        d, extra = _split(data, known)
+        d, extra = _split(data, known, "asset")
         return cls(
-            asset_id=str(d.get("asset_id") or d.get("id") or ""),
-            status=str(d.get("status") or ""),
-            url=str(d.get("url") or ""),
-            uploaded_via=str(d.get("uploaded_via") or ""),
-            workspace_id=d.get("workspace_id"),
+            asset_id=_ident(d, ("asset_id", "id"), "asset."),
+            status=_text(d, "status", "asset.") or "",
+            url=_text(d, "url", "asset.") or "",
+            uploaded_via=_text(d, "uploaded_via", "asset.") or "",
+            workspace_id=_ident(d, ("workspace_id",), "asset.", required=False) or None,
             extra=extra,
         )

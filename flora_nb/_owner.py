@@ -44,5 +44,16 @@ def is_alive(owner: str | None) -> bool | None:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        return not _is_zombie(pid)
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """A killed kernel nobody has reaped still answers kill(pid, 0), but it is dead."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            stat = handle.read()
+    except OSError:  # no /proc (macOS) or it just went away: kill(pid, 0) had the last word
+        return False
+    fields = stat.rsplit(")", 1)[-1].split()  # the command name may hold spaces and ')'
+    return bool(fields) and fields[0] in ("Z", "X")

@@ -14,7 +14,14 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, Sequence
 
-from ._errors import FloraError
+from ._errors import (
+    AuthenticationError,
+    FloraConnectionError,
+    FloraError,
+    FloraTimeout,
+    InvalidResponseError,
+    PermissionDeniedError,
+)
 from ._models import RunState
 
 if TYPE_CHECKING:
@@ -25,12 +32,14 @@ __all__ = ["Poller", "PollerStats"]
 
 log = logging.getLogger("flora_nb.poller")
 
-SETTLE_POLLS = 30  # polls to wait for a terminal run's final charged_cost before leaving it NaN
+SETTLE_POLLS = 30  # polls of a terminal run at the usual rhythm while its final charged_cost is unknown
+LATE_CHARGE_FACTOR = 12  # then it is checked every 12 x the longest poll interval (60 s) until FLORA reports it
 # Until a start has measured it, the server's clock is assumed to agree with ours (NTP): a lost
 # start is matched only to a run created inside its own window, to the millisecond.
 CLOCK_SLACK = 0.001
 HISTORY_MARGIN = 30.0  # batch polls page back this far past the oldest due run (clocks may differ)
 PAGE_SIZE = 100
+BATCH_MAX_PAGES = 50  # a batch poll pages back at most this far, then single polls take over
 
 
 @dataclass
@@ -40,11 +49,34 @@ class PollerStats:
     cycles: int = 0
     batch_requests: int = 0
     single_requests: int = 0
+    batch_fallbacks: int = 0  # batch polls given up (endless or malformed pages): single polls instead
     reconciled: int = 0
     errors: int = 0
     listener_errors: int = 0
     last_error: str | None = None
     running: bool = False
+    failing: int = 0  # errors since the last request that worked; 0 means healthy
+    trouble: str | None = None  # what the last error means for the user, while failing
+
+    @property
+    def health(self) -> str:
+        """One line any display can show: ``ok``, or what is wrong and what the poller does about it."""
+        if not self.running and self.cycles:
+            return "poller stopped"
+        return "ok" if not self.failing else f"{self.trouble} ({self.failing} failed polls)"
+
+
+def _trouble(exc: BaseException) -> str:
+    """What a poll error means for the user, in words a status card or a live display can show."""
+    if isinstance(exc, (FloraConnectionError, FloraTimeout)):
+        return "FLORA unreachable, retrying"
+    if isinstance(exc, AuthenticationError):
+        return "FLORA refuses the API key (401), retrying; check FLORA_API_KEY"
+    if isinstance(exc, PermissionDeniedError):
+        return "FLORA refuses access to the workspace (403), retrying"
+    if isinstance(exc, FloraError):
+        return f"FLORA answers with errors ({type(exc).__name__}), retrying"
+    return f"poller error ({type(exc).__name__}), retrying"
 
 
 @dataclass
@@ -120,10 +152,11 @@ class Poller:
             self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop the thread (idempotent); runs stay in the ledger for ``resume()``."""
+        """Stop the thread (idempotent), ending any request it waits for; runs stay in the ledger."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
+            self._client.abort(self._thread.ident)
             self._thread.join(timeout)
         self.stats.running = False
 
@@ -158,6 +191,7 @@ class Poller:
     # ------------------------------------------------------------- loop
 
     def _loop(self) -> None:
+        self._client.cancel_with(self._stop)  # close() ends a request of this thread at once
         while not self._stop.is_set():
             try:
                 self._cycle()
@@ -167,9 +201,29 @@ class Poller:
             self._sleep_until_due()
 
     def _failed(self, exc: BaseException) -> None:
+        # Shown by status() and the live displays; the log record reaches only handlers the user
+        # added (flora_nb's logger has a NullHandler, so Python never prints it on its own).
         self.stats.errors += 1
+        self.stats.failing += 1
         self.stats.last_error = f"{type(exc).__name__}: {exc}"
+        trouble = _trouble(exc)
+        if trouble != self.stats.trouble:
+            self.stats.trouble = trouble
+            self._health_changed()
         log.warning("flora_nb poller: %s", self.stats.last_error, exc_info=not isinstance(exc, FloraError))
+
+    def _worked(self) -> None:
+        if self.stats.failing:
+            self.stats.failing, self.stats.trouble = 0, None
+            self._health_changed()
+
+    def _health_changed(self) -> None:
+        notify = getattr(self._sink, "health_changed", None)
+        if notify is not None:
+            try:
+                notify(self.stats.health)
+            except Exception:
+                log.warning("flora_nb: a health listener raised", exc_info=True)
 
     def _sleep_until_due(self) -> None:
         with self._lock:
@@ -202,19 +256,36 @@ class Poller:
     # ------------------------------------------------------------- polling
 
     def _poll_workspace(self, workspace: str, due: list[_Entry]) -> None:
+        # Late charges are looked up one by one: paging history back to an old run would cost more.
+        fresh = [e for e in due if e.settle_polls < SETTLE_POLLS]
+        seen: dict[str, RunState] = {}
+        failed = False
         try:
-            if len(due) == 1 and self._tracked_in(workspace) == 1:
-                seen = {}
-            else:
-                seen = self._batch(workspace, due)
-            missing = [e for e in due if e.run.id not in seen]
-            for entry in missing:
-                seen[entry.run.id] = self._single(entry.run)
-        except Exception as exc:  # network, a bad answer, a locked ledger: try these runs later
+            if fresh and (len(due) > 1 or self._tracked_in(workspace) > 1):
+                seen = self._batch_or_nothing(workspace, fresh)
+            for entry in due:
+                if entry.run.id not in seen and not self._stop.is_set():
+                    seen[entry.run.id] = self._single(entry.run)
+        except Exception as exc:  # network, a bad answer, a locked ledger: try the others later
+            failed = True
             self._failed(exc)
-            self._postpone(due)
-            return
-        self._observe(list(seen.values()))
+        if not failed:
+            self._worked()
+        try:
+            self._observe(list(seen.values()))
+        finally:
+            # Whatever was not seen (a failed poll, an answer about no run) waits a full interval:
+            # a run is never polled again at once, so a bad answer cannot make the poller spin.
+            self._postpone([e for e in due if e.run.id not in seen])
+
+    def _batch_or_nothing(self, workspace: str, due: list[_Entry]) -> dict[str, RunState]:
+        """A batch poll; on endless or malformed pages, nothing (single polls take over)."""
+        try:
+            return self._batch(workspace, due)
+        except InvalidResponseError as exc:
+            self.stats.batch_fallbacks += 1
+            self._failed(exc)
+            return {}
 
     def _tracked_in(self, workspace: str) -> int:
         with self._lock:
@@ -228,7 +299,9 @@ class Poller:
             tracked = set(self._entries)
         seen: dict[str, RunState] = {}
         pages_before = self.stats.batch_requests
-        for index, state in enumerate(self._client.technique_runs(page_size=PAGE_SIZE, workspace_id=workspace)):
+        pages = min(self._client.max_pages, BATCH_MAX_PAGES)
+        history = self._client.technique_runs(page_size=PAGE_SIZE, max_pages=pages, workspace_id=workspace)
+        for index, state in enumerate(history):
             if index % PAGE_SIZE == 0:
                 self.stats.batch_requests += 1
             if state.run_id in tracked:
@@ -265,12 +338,13 @@ class Poller:
                 entry = self._entries.get(run.id)
                 if entry is None:
                     continue
-                if run.done and (run.charged_cost is not None or entry.settle_polls >= SETTLE_POLLS):
+                if run.done and run.charged_cost is not None:
                     del self._entries[run.id]
                     continue
                 if run.done:
                     entry.settle_polls += 1
-                entry.due = now + self._next_delay(run)
+                late = entry.settle_polls >= SETTLE_POLLS
+                entry.due = now + (self.interval[1] * LATE_CHARGE_FACTOR if late else self._next_delay(run))
 
     def _postpone(self, entries: list[_Entry]) -> None:
         later = time.monotonic() + max(self.interval[1], self._client.throttle.paused_for)
@@ -316,11 +390,14 @@ class Poller:
         oldest = min(i.window[0] for i in group) + offset[0] - 1.0
         listed: list[RunState] = []
         self.stats.batch_requests += 1
-        for state in self._client.technique_runs(workspace_id=workspace, technique_id=technique):
+        history = self._client.technique_runs(workspace_id=workspace, technique_id=technique,
+                                              max_pages=min(self._client.max_pages, BATCH_MAX_PAGES))
+        for state in history:
             created = state.created_at.timestamp() if state.created_at else 0.0
             if created < oldest:
                 break
             listed.append(state)
+        self._worked()
         known = self._sink.known_run_ids()  # read after listing: a start that landed meanwhile counts
         candidates = [s for s in reversed(listed) if s.run_id not in known and s.created_at is not None]
         for intent in group:

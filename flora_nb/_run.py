@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import html
 import logging
 import mimetypes
 import os
-import re
+import shutil
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from ._errors import FloraTimeout, RunFailedError, StartUnconfirmedError
+from ._errors import FloraTimeout, InputError, RunFailedError, StartUnconfirmedError
+from ._paths import extension_for, output_path, private_dir
 from ._ledger import LedgerRow
 from ._models import TERMINAL
 
@@ -26,7 +28,7 @@ __all__ = ["Run", "RunOutput"]
 
 log = logging.getLogger("flora_nb.run")
 
-_EXTENSIONS = {"imageUrl": ".png", "videoUrl": ".mp4", "audioUrl": ".wav", "documentUrl": ".pdf", "text": ".txt"}
+MAX_NOTE_CHARS = 2000
 
 
 class RunOutput:
@@ -47,28 +49,38 @@ class RunOutput:
         """The output's bytes (downloaded once, then read from the cache)."""
         if self.text is not None:
             return self.text.encode("utf-8")
+        return self._cached().read_bytes()
+
+    def _cached(self) -> Path:
+        """The cache file of this media output, streamed to disk on first use."""
         cache = self._session.cache_dir / hashlib.sha256(self.url.encode()).hexdigest()
         if cache.exists():
-            return cache.read_bytes()
-        data = self._session.client.fetch_media(self.url)
-        cache.parent.mkdir(parents=True, exist_ok=True)
+            return cache
+        private_dir(cache.parent, tighten=True)
         fd, tmp = tempfile.mkstemp(dir=cache.parent, suffix=".part")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, cache)  # atomic: a half-written file is never taken for a cached one
-        return data
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                self._session.client.fetch_media_to(self.url, handle)
+            os.replace(tmp, cache)  # atomic: a half-written file is never taken for a cached one
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return cache
 
     @property
     def extension(self) -> str:
-        suffix = Path(self.url.split("?")[0]).suffix if self.text is None else ""
-        return suffix if 1 < len(suffix) <= 6 else _EXTENSIONS.get(self.type, ".bin")
+        """From a fixed list for the output's type (a URL's ``.py`` never becomes a file's)."""
+        return extension_for(self.type, self.url if self.text is None else "")
 
     def save(self, path: str | Path) -> Path:
         """Write the output to ``path`` (a file name, or a directory to put it in)."""
         target = Path(path)
         if target.is_dir():
-            target = target / f"{self.output_id or 'output'}{self.extension}"
-        target.write_bytes(self.fetch())
+            target = output_path(target, [self.output_id or "output"], self.extension)
+        if self.text is not None:
+            target.write_bytes(self.fetch())
+        else:
+            shutil.copyfile(self._cached(), target)
         return target
 
     @property
@@ -140,11 +152,43 @@ class Run:
         """True once nothing more will happen by itself: completed, failed, skipped or unconfirmed."""
         return self._row.status in TERMINAL or self._row.status == "skipped" or self.unconfirmed
 
+    @property
+    def rating(self) -> float | None:
+        """The user's 1-5 star rating (None when unrated); kept in the local ledger only."""
+        return self._row.rating
+
+    @property
+    def note(self) -> str | None:
+        """The user's note on this run (None when there is none); kept in the local ledger only."""
+        return self._row.note
+
+    def rate(self, stars: int | None, note: str | None = None) -> Run:
+        """Rate this run 1-5 whole stars (None clears), with an optional short note; local only.
+
+        ``note=None`` keeps the note already there, ``note=""`` removes it; ``rate(None)`` clears both.
+        """
+        rating = _check_stars(stars)
+        if note is None:
+            kept = None if stars is None else self._row.note
+        else:
+            kept = _check_note(note)
+        self._session.ledger.set_rating(self.local_id, rating, kept)
+        row = self._session.ledger.get(self.local_id)
+        if row is not None:
+            with self._changed:  # our own write is the newest rating, whatever the clock says
+                self._row = dataclasses.replace(self._row, rating=row.rating, note=row.note)
+            self._apply(row)
+        return self
+
     # ---------------------------------------------------------------- updates
 
     def _apply(self, row: LedgerRow) -> None:
         """Take a newer ledger row (called by the session, from any thread)."""
         with self._changed:
+            current = self._row
+            if row.updated_at < current.updated_at and (row.rating, row.note) != (current.rating, current.note):
+                # A poll read before rate() wrote, applied after it: keep the newer rating.
+                row = dataclasses.replace(row, rating=current.rating, note=current.note)
             self._row = row
             self._changed.notify_all()
         for callback in list(self._listeners):
@@ -193,8 +237,9 @@ class Run:
         """Save every output into ``directory``; returns the paths written."""
         folder = Path(directory)
         folder.mkdir(parents=True, exist_ok=True)
-        stem = _safe(self.id or f"local{self.local_id}")
-        return [o.save(folder / f"{stem}_{_safe(o.output_id)}{o.extension}") for o in self.outputs]
+        taken: set[Path] = set()
+        stem = self.id or f"local{self.local_id}"
+        return [o.save(output_path(folder, [stem, o.output_id], o.extension, taken)) for o in self.outputs]
 
     # ---------------------------------------------------------------- display
 
@@ -232,5 +277,26 @@ class Run:
         )
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:80] or "x"
+def _check_stars(stars: Any) -> float | None:
+    """Whole stars 1-5 as a float, or None; anything else is an InputError saying what to pass."""
+    if stars is None:
+        return None
+    number: float | None = None
+    if not isinstance(stars, (bool, str, bytes)):
+        try:
+            number = float(stars.__index__()) if hasattr(stars, "__index__") else float(stars)
+        except (TypeError, ValueError, OverflowError):
+            number = None
+    if number is None or not number.is_integer() or not 1 <= number <= 5:
+        raise InputError(f"A rating is a whole number of stars from 1 to 5 (or None to clear it); got {stars!r}.")
+    return number
+
+
+def _check_note(note: Any) -> str | None:
+    if not isinstance(note, str):
+        raise InputError(f"A note is text (or None to keep the current one); got {type(note).__name__}.")
+    text = note.strip()
+    if len(text) > MAX_NOTE_CHARS:
+        raise InputError(f"A note is at most {MAX_NOTE_CHARS} characters; this one has {len(text)}. Shorten it.")
+    return text or None
+

@@ -3,30 +3,40 @@
 from __future__ import annotations
 
 import atexit
+import difflib
+import html
 import logging
 import os
+import re
 import sqlite3
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
+from ._budget import Exposure, is_money, reserve_ratio, summarize
 from ._client import FloraClient, new_idempotency_key, setting
 from ._clock import ClockOffset
 from ._errors import (
     APIError,
+    BudgetExceededError,
     ConfigError,
     FloraConnectionError,
+    FloraError,
     FloraTimeout,
     IdempotencyDuplicateError,
     InputError,
+    InvalidResponseError,
+    NotFoundError,
+    RateLimitError,
     ServerError,
 )
 from ._ledger import ACTIVE, Ledger, LedgerRow, default_home
-from ._models import RunState, Technique, Workspace
+from ._models import Asset, RunStart, RunState, Technique, Workspace
 from ._owner import STALE_SECONDS, is_alive, new_owner, retire
 from ._poller import CLOCK_SLACK, Poller
 from ._run import Run
+from ._uploads import Uploader
 from ._validation import check_inputs
 
 if TYPE_CHECKING:
@@ -34,21 +44,28 @@ if TYPE_CHECKING:
 
     from .sim import FloraSimulator
 
-__all__ = ["Flora"]
+__all__ = ["Flora", "current_session"]
 
 log = logging.getLogger("flora_nb.session")
 
 _SESSIONS: weakref.WeakSet[Flora] = weakref.WeakSet()
+_CURRENT: Flora | None = None  # the session the %flora magics use (flora_nb.session())
+_CURRENT_LOCK = threading.Lock()
+_SIM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 START_GAP = 0.002  # seconds between two starts of a session
 LOST = "start_lost"  # the answer to a start never came: reconciling
 UNCONFIRMED = "start_unconfirmed"  # reconciling found nothing within the grace period
+RATE_LIMIT_PATIENCE = 60.0  # seconds a single run's start keeps trying through 429s (sweeps: while running)
 
 
 def _maybe_started(exc: APIError) -> bool:
     """Could FLORA have created the run although this start ended in an error?"""
     # A duplicate key means it did; a 5xx may come after the run was made; and any error that
-    # follows an unanswered attempt may hide a run that attempt created.
+    # follows an unanswered attempt may hide a run that attempt created. An answer we cannot
+    # read (no run_id, not JSON, too large) came after the server acted: its outcome is unknown.
+    if isinstance(exc, InvalidResponseError) and exc.code != "redirect":  # a redirect never reached FLORA
+        return True
     return isinstance(exc, (IdempotencyDuplicateError, ServerError)) or exc.unanswered_attempt
 
 
@@ -63,6 +80,27 @@ def _owner_busy(row: LedgerRow, now: float) -> bool:
     return alive if alive is not None else now - row.intent_at < STALE_SECONDS
 
 
+def current_session(use: Flora | None = None, factory: Any = None) -> Flora:
+    """The magics' session: ``use`` when given, else the open one, else a new one (``factory()`` or env)."""
+    global _CURRENT
+    with _CURRENT_LOCK:
+        if use is not None:
+            _CURRENT = use
+        elif _CURRENT is None or _CURRENT.closed:
+            _CURRENT = factory() if factory is not None else Flora()
+        return _CURRENT
+
+
+def _persist_default() -> bool:
+    return os.environ.get("FLORA_NB_SIM_PERSIST", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _same_origin(url: str, base_url: str) -> bool:
+    from ._client import _origin
+
+    return _origin(url) == _origin(base_url)
+
+
 @atexit.register
 def _close_all() -> None:
     for session in list(_SESSIONS):
@@ -74,6 +112,7 @@ class Flora:
 
     Settings: arguments, then ``FLORA_API_KEY`` / ``FLORA_BASE_URL`` / ``FLORA_WORKSPACE_ID``,
     then defaults. The ledger lives at ``$FLORA_NB_HOME/ledger.sqlite`` (``~/.flora_nb``).
+    ``budget`` (USD) is a session budget: every start of the session must fit it (see ``check_budget``).
     """
 
     def __init__(
@@ -88,11 +127,18 @@ class Flora:
         max_retries: int = 3,
         reconcile_grace: float = 60.0,
         resume: bool = True,
+        budget: float | None = None,
         _simulator: FloraSimulator | None = None,
+        _endpoint: str | None = None,
     ):
+        if budget is not None and not is_money(budget):
+            raise InputError(f"budget must be a number of USD >= 0, got {budget!r}; or None for no session budget.")
+        self.budget = None if budget is None else float(budget)
         self.simulator = _simulator
         self.client = FloraClient(api_key, base_url, rate_limit=rate_limit, max_retries=max_retries)
-        self.endpoint = self.client.base_url
+        # Ledger rows are keyed by the endpoint: the base URL, or a stable name (``sim://default``)
+        # for a simulator whose port changes from one kernel to the next.
+        self.endpoint = _endpoint or self.client.base_url
         self._workspace_arg = setting(workspace, "FLORA_WORKSPACE_ID")
         self._workspace: str | None = None
         self.ledger = Ledger(ledger_path)
@@ -101,6 +147,8 @@ class Flora:
         self.cache_dir = self.ledger.path.parent / "cache" if ledger_path is not None else default_home() / "cache"
         self._techniques: dict[str, Technique] = {}
         self._runs: dict[int, Run] = {}
+        self._sweeps: dict[str, Any] = {}  # sweep id -> the Sweep handle of this session
+        self.rate_limited_starts = 0  # start attempts FLORA answered 429 to, after the client's own retries
         self._lock = threading.RLock()
         self._closed = False
         self.clock = ClockOffset(unknown_slack=CLOCK_SLACK)
@@ -113,18 +161,35 @@ class Flora:
             self._resume_on_open()
 
     @classmethod
-    def simulated(cls, speed: float = 20.0, faults: Any = None, seed: int = 0, **options: Any) -> Flora:
-        """A session on the built-in simulator, started in this process (``fl.simulator``)."""
-        from .sim import FloraSimulator
+    def simulated(cls, speed: float = 20.0, faults: Any = None, seed: int = 0, *, persist: bool | None = None,
+                  name: str = "default", **options: Any) -> Flora:
+        """A session on the built-in simulator, started in this process (``fl.simulator``).
 
-        sim_options = {k: options.pop(k) for k in ("cost_lag", "catalog", "poll_url_style") if k in options}
-        sim = FloraSimulator(speed=speed, faults=faults, seed=seed, **sim_options)
-        sim.start()
+        With ``persist`` (default: on, unless ``FLORA_NB_SIM_PERSIST=0``) the simulated account
+        (runs, credits, assets) lives in ``$FLORA_NB_HOME/sim/<name>.json``, so a later kernel
+        continues it; its ledger rows are kept under the endpoint ``sim://<name>``.
+        """
+        from .sim import FloraSimulator
+        from .sim._persist import StateBusy
+
+        persist = _persist_default() if persist is None else persist
+        if not _SIM_NAME.match(name):
+            raise InputError(f"simulator name must be letters, digits, - or _; got {name!r}.")
+        sim_keys = ("cost_lag", "catalog", "poll_url_style", "asset_processing_seconds")
+        sim_options = {k: options.pop(k) for k in sim_keys if k in options}
+        state = default_home() / "sim" / f"{name}.json" if persist else None
+        sim = FloraSimulator(speed=speed, faults=faults, seed=seed, state_path=state, **sim_options)
+        try:
+            sim.start()
+        except StateBusy as exc:
+            raise ConfigError(f"{exc}. Close that session, or use a throwaway account: "
+                              "Flora.simulated(persist=False) or another name=...") from None
         # Durations are already scaled by the simulator; poll at FLORA's 2-5 s rhythm, scaled too.
         options.setdefault("poll_interval", (max(0.02, 2.0 / speed), max(0.05, 5.0 / speed)))
         options.setdefault("reconcile_grace", max(2.0, 60.0 / speed))
+        endpoint = f"sim://{name}" if persist else None
         try:
-            return cls(api_key=sim.api_key, base_url=sim.base_url, _simulator=sim, **options)
+            return cls(api_key=sim.api_key, base_url=sim.base_url, _simulator=sim, _endpoint=endpoint, **options)
         except BaseException:
             sim.stop()
             raise
@@ -149,9 +214,48 @@ class Flora:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def __repr__(self) -> str:
         kind = "simulator" if self.simulator is not None else "live"
-        return f"<Flora {kind} {self.endpoint} workspace={self._workspace or '?'} tracked={self.poller.tracked}>"
+        workspace = self._workspace or self._workspace_arg or "?"
+        return f"<Flora {kind} {self.endpoint} workspace={workspace} tracked={self.poller.tracked}>"
+
+    def _card_rows(self) -> list[tuple[str, str]]:
+        """The status card's rows: the essentials of ``status()``, poller counters on one line."""
+        st = self.status()
+        workspace = st["workspace_id"]
+        if workspace is None and not self._closed:
+            try:
+                workspace = self.workspace_id
+            except FloraError as exc:
+                workspace = f"not chosen ({exc})"
+        poller = (f"{'running' if st['poller_running'] else 'stopped'}, {st['poller_cycles']} cycles, "
+                  f"{st['poller_errors']} errors, requests {st['requests_batch']} batch / {st['requests_single']} "
+                  f"single, {st['reconciled']} reconciled")
+        rows = [("endpoint", f"{st['endpoint']}{' (simulator)' if st['simulator'] else ''}"),
+                ("workspace", str(workspace)), ("health", st["health"]),
+                ("runs", f"{st['tracked']} tracked, {st['unconfirmed_starts']} starts being confirmed"),
+                ("spent", f"${st['spent_usd']:,.4f} charged"), ("poller", poller)]
+        if st["poller_last_error"] and st["health"] != "ok":
+            rows.append(("last error", st["poller_last_error"]))
+        return rows + [("ledger", st["ledger"])]
+
+    def _repr_html_(self) -> str:
+        """The status card: one table of endpoint, workspace, runs, spend and poller health."""
+        esc = html.escape
+        rows = "".join(f"<tr><th style='text-align:left'>{esc(k)}</th><td style='text-align:left'>{esc(v)}</td></tr>"
+                       for k, v in self._card_rows())
+        return f"<table class='flora-status'>{rows}</table>"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self) if cycle else self.status_text())
+
+    def status_text(self) -> str:
+        """The status card as aligned text (terminal IPython, logs)."""
+        return "\n".join(f"{k:>20}: {v}" for k, v in self._card_rows())
 
     # ---------------------------------------------------------------- catalog
 
@@ -193,9 +297,29 @@ class Flora:
         with self._lock:
             cached = self._techniques.get(key)
         if cached is None:
-            cached = self.client.technique(key)
+            try:
+                cached = self.client.technique(key)
+            except NotFoundError as exc:
+                raise self._not_found(key, exc) from None
             self._remember(cached, alias=key)
         return cached
+
+    def _not_found(self, key: str, exc: NotFoundError) -> NotFoundError:
+        """Say which technique was not found and which ones are close (by slug, id or name)."""
+        try:
+            catalog = list(self.client.techniques(workspace_id=self._workspace_arg))
+        except FloraError:
+            catalog = []
+        names = {}
+        for tech in catalog:
+            shown = tech.slug or tech.technique_id
+            for alias in (tech.slug, tech.technique_id, tech.name):
+                if alias:
+                    names.setdefault(alias.lower(), shown)
+        close = dict.fromkeys(names[m] for m in difflib.get_close_matches(key.lower(), list(names), n=3, cutoff=0.6))
+        hint = f"; did you mean {' or '.join(close)}?" if close else "."
+        return NotFoundError(f"No technique {key!r} in the catalog{hint} See fl.techniques() for the list.",
+                             status=exc.status, code=exc.code, request_id=exc.request_id)
 
     def _remember(self, tech: Technique, alias: str | None = None) -> None:
         with self._lock:
@@ -213,11 +337,36 @@ class Flora:
         problems = check_inputs(tech, values)
         if problems:
             raise InputError(f"{tech.name} ({tech.technique_id}): " + "; ".join(problems))
-        return self._start(tech, values, workspace or self.workspace_id, dict(labels or {}))
+        space = workspace or self.workspace_id
+        [values] = self.uploads.resolve(tech, [values], space)  # local files become asset URLs
+        return self._start(tech, values, space, dict(labels or {}))
+
+    @property
+    def uploads(self) -> Uploader:
+        """This session's uploader (local files to assets, cached by content in the ledger)."""
+        with self._lock:
+            uploader = self.__dict__.get("_uploader")
+            if uploader is None:
+                uploader = self.__dict__["_uploader"] = Uploader(self)
+        return uploader
+
+    def upload(self, source: str | os.PathLike[str] | bytes, *, file_name: str | None = None,
+               content_type: str | None = None, workspace: str | None = None) -> Asset:
+        """Upload a local file (path or bytes) as a FLORA asset, once per content; returns it ready.
+
+        Up to 4 MB goes in one multipart request, larger files (up to 50 MB) through FLORA's
+        signed-URL flow. A type or size FLORA refuses raises InputError before any request.
+        """
+        return self.uploads.upload(source, file_name=file_name, content_type=content_type, workspace=workspace)
 
     def _start(self, tech: Technique, inputs: dict[str, Any], workspace: str, labels: dict[str, Any]) -> Run:
+        self.check_budget(tech.technique_id, tech.run_cost, tech.name)  # refused: not even a ledger row
         [run] = self._queue(tech, workspace, [{"inputs": inputs, "labels": labels}], status="starting")
-        self._launch(run, tech)
+        try:
+            self._launch(run, tech)
+        except BudgetExceededError as exc:  # another thread's start took the room meanwhile
+            self._update(run, status="skipped", error_code="budget", error_message=str(exc), charged_cost=0.0)
+            raise
         return run
 
     def _queue(self, tech: Technique, workspace: str, planned: Sequence[Mapping[str, Any]],
@@ -231,33 +380,111 @@ class Flora:
         } for plan in planned]
         return [self._adopt(self.ledger.get(i)) for i in self.ledger.add_intents(intents)]
 
-    def _launch(self, run: Run, tech: Technique) -> None:
-        """Send one queued start; a lost answer is reconciled, a rejection is recorded and raised."""
-        if run.status != "starting":
-            self._update(run, status="starting")
+    def _launch(self, run: Run, tech: Technique, keep_trying: Callable[[], bool] | None = None,
+                since: float | None = None) -> None:
+        """Send one queued start; a lost answer is reconciled, a rejection is recorded and raised.
+
+        The session budget is checked first (``BudgetExceededError``, nothing sent, row untouched).
+        A 429 is "not now": the same start is tried again with the same key while ``keep_trying()``
+        says so (a sweep: until it is stopped), or for ``RATE_LIMIT_PATIENCE`` seconds; a start that
+        never got past 429 is ``skipped`` (``rate_limited``), never ``failed``. ``since``: the start
+        was sent before (a resent unconfirmed start), so a run it made may date from then.
+        """
         with self._start_lock:  # one start at a time, so each start's time window is its own
-            sent_at = time.time()
-            try:
-                start = self.client.start_technique_run(
-                    tech.technique_id, run.workspace_id, run.inputs, idempotency_key=run.idempotency_key)
-            except FloraConnectionError as exc:  # the server closed the connection: done with it
-                return self._lost(run, exc, (sent_at, time.time()))
-            except FloraTimeout as exc:  # the server may still be working on it for a while
-                return self._lost(run, exc, (sent_at, time.time() + _read_timeout(self.client)))
-            except APIError as exc:
-                if _maybe_started(exc):
-                    return self._lost(run, exc, (sent_at, time.time()))
-                self._update(run, status="failed", error_code=exc.code, error_message=exc.message, charged_cost=0.0)
-                raise
-            finally:
-                time.sleep(START_GAP)  # server timestamps are milliseconds: keep windows apart
+            self.check_budget(tech.technique_id, run.estimated_cost, tech.name, exclude=run.local_id)
+            if run.status != "starting":
+                self._update(run, status="starting")
+            sent = self._post(run, tech, keep_trying, since)
+        if sent is None:
+            return
+        start, sent_at = sent
         changes = {"run_id": start.run_id, "status": "pending", "poll_url": start.poll_url,
                    "estimated_seconds": start.estimated_seconds, "project_id": start.project_id}
-        if start.charged_cost is not None and tech.run_cost is None:
+        if is_money(start.charged_cost) and tech.run_cost is None:
             changes["estimated_cost"] = start.charged_cost
         self._update(run, note="started", **changes)
         self._start_windows[run.local_id] = (sent_at, time.time())
         self.poller.track(run)
+
+    def _post(self, run: Run, tech: Technique, keep_trying: Callable[[], bool] | None,
+              since: float | None) -> tuple[RunStart, float] | None:
+        """POST the start (holding the start lock): its answer and when the answered attempt went out;
+        None when the answer was lost (then it is being reconciled)."""
+        first = time.time() if since is None else since
+        patience = time.monotonic() + RATE_LIMIT_PATIENCE
+        while True:
+            sent_at = time.time()
+            try:
+                return self.client.start_technique_run(
+                    tech.technique_id, run.workspace_id, run.inputs, idempotency_key=run.idempotency_key), sent_at
+            except FloraConnectionError as exc:  # the server closed the connection: done with it
+                self._lost(run, exc, (first, time.time()))
+            except FloraTimeout as exc:  # the server may still be working on it for a while
+                self._lost(run, exc, (first, time.time() + _read_timeout(self.client)))
+            except RateLimitError as exc:
+                if _maybe_started(exc):
+                    self._lost(run, exc, (first, time.time()))
+                elif keep_trying() if keep_trying is not None else time.monotonic() < patience:
+                    self._hold_off(exc)
+                    continue
+                else:
+                    self._update(run, status="skipped", error_code=exc.code, charged_cost=0.0,
+                                 error_message="FLORA kept answering 429 (rate limited); this run was not started.")
+                    raise
+            except APIError as exc:
+                if _maybe_started(exc):
+                    self._lost(run, exc, (first, time.time()))
+                else:
+                    self._update(run, status="failed", error_code=exc.code, error_message=exc.message,
+                                 charged_cost=0.0)
+                    raise
+            finally:
+                time.sleep(START_GAP)  # server timestamps are milliseconds: keep windows apart
+            return None
+
+    def _hold_off(self, exc: RateLimitError) -> None:
+        """A 429 after the client's own retries: hold every request of this client as FLORA asked."""
+        self.rate_limited_starts += 1
+        wait = exc.retry_after if exc.retry_after is not None else 1.0
+        self.client.throttle.pause(min(max(wait, 0.05), self.client.max_retry_wait))
+
+    # ---------------------------------------------------------------- budget
+
+    def reserve_ratio(self, technique_id: str) -> float:
+        """What a run's estimate is multiplied by while its charge is unknown (see the budget rule);
+        a slug this session has looked up is accepted too."""
+        with self._lock:
+            known = self._techniques.get(technique_id)
+        technique_id = known.technique_id if known is not None else technique_id
+        return reserve_ratio(*self.ledger.charge_ratios(self.endpoint, technique_id))
+
+    def reserve(self, technique_id: str, estimate: float | None) -> float:
+        """The USD a run of this technique holds against a budget until its charge is known."""
+        return (estimate or 0.0) * self.reserve_ratio(technique_id)
+
+    def exposure(self, *, sweep_id: str | None = None, owner: str | None = None,
+                 exclude: int | None = None) -> Exposure:
+        """Charges known plus reserves of launched runs (a sweep's, or one session's)."""
+        groups = self.ledger.exposure(self.endpoint, sweep_id=sweep_id, owner=owner, exclude=exclude)
+        return summarize(groups, self.reserve_ratio)
+
+    def check_budget(self, technique_id: str, estimate: float | None, name: str = "",
+                     exclude: int | None = None) -> None:
+        """Raise BudgetExceededError unless a run of this price fits the session budget now."""
+        if self.budget is None:
+            return
+        if estimate is None:
+            raise InputError(f"{name or technique_id} has no known price (run_cost), so the session budget of "
+                             f"${self.budget:.2f} cannot be enforced for it; run it from a session without a budget "
+                             "(Flora(budget=None)).")
+        spent = self.exposure(owner=self.owner, exclude=exclude)
+        reserve = self.reserve(technique_id, estimate)
+        if not spent.fits(reserve, self.budget):
+            raise BudgetExceededError(
+                f"The session budget of ${self.budget:.2f} has ${max(0.0, self.budget - spent.committed):.2f} left "
+                f"(${spent.charged:.2f} charged, ${spent.reserved:.2f} held for {spent.pending} run(s) whose charge "
+                f"is not known yet); this run holds ${reserve:.2f} until charged. Nothing was sent.",
+                estimate=reserve, budget=self.budget)
 
     def _lost(self, run: Run, exc: Exception, window: tuple[float, float] | None = None) -> None:
         """FLORA may have created this run without our hearing of it: look for it, never resend."""
@@ -275,11 +502,23 @@ class Flora:
 
         Returns a running ``Sweep``, or with ``dry_run=True`` the plan as a DataFrame.
         """
-        from ._sweep import start_sweep
+        from ._sweep_store import start_sweep
 
         return start_sweep(self, technique, grid=grid, zip=zip, fixed=fixed, variations=variations,
                            repeat=repeat, max_concurrency=max_concurrency, budget=budget, labels=labels,
                            reuse=reuse, dry_run=dry_run, workspace=workspace)
+
+    def sweeps(self) -> pd.DataFrame:
+        """The sweeps in the ledger for this endpoint: id, technique, created, counts, spent, budget."""
+        from ._frames import sweeps_frame
+
+        return sweeps_frame(self.ledger.sweep_summaries(self.endpoint))
+
+    def get_sweep(self, sweep_id: str) -> Any:
+        """A sweep of this endpoint by id: this session's handle, or one rebuilt from the ledger."""
+        from ._sweep_store import load_sweep
+
+        return load_sweep(self, str(sweep_id).strip())
 
     def tracked_runs(self) -> list[Run]:
         """Runs of this session that are not done yet."""
@@ -407,11 +646,14 @@ class Flora:
             elif row.run_id is None:  # in flight when its session died, or unconfirmed: look again
                 self._lost(run, RuntimeError("resumed"), self._send_window(row))
             else:
+                self._forget_foreign_poll_urls(row)
+                run._apply(self.ledger.get(row.local_id))
                 self.poller.track(run, first_poll_in=0.0)
             runs.append(run)
         for row in self.ledger.rows(self.endpoint, statuses=("completed", "failed")):
             if row.charged_cost is None and row.run_id is not None:
-                run = self._adopt(row)
+                self._forget_foreign_poll_urls(row)
+                run = self._adopt(self.ledger.get(row.local_id))
                 self.poller.track(run, first_poll_in=0.0)
                 runs.append(run)
         self._skip_orphans()
@@ -429,8 +671,14 @@ class Flora:
         """Queued runs of a session that is gone will never be launched: say so."""
         orphans = [self._adopt(row) for row in self.ledger.rows(self.endpoint, statuses=("queued",))
                    if is_alive(row.owner) is False]
-        self._update_many(orphans, status="skipped", error_code="interrupted",
-                          error_message="The session that queued this run ended before starting it.")
+        self._update_many(orphans, status="skipped", error_code="interrupted", charged_cost=0.0,
+                          error_message="The session that queued this run ended before starting it; "
+                                        "fl.get_sweep(sweep_id).resume() starts it.")
+
+    def _forget_foreign_poll_urls(self, row: LedgerRow) -> None:
+        """A poll URL from another port of the same named endpoint (a restarted simulator) is stale."""
+        if row.poll_url and not _same_origin(row.poll_url, self.client.base_url):
+            self.ledger.update(row.local_id, note="poll_url of an earlier server dropped", poll_url=None)
 
     def _resume_on_open(self) -> None:
         runs = self.resume()
@@ -450,11 +698,18 @@ class Flora:
         technique = known.technique_id if known else technique
         return select_runs(runs_frame(rows), status=status, technique=technique, sweep_id=sweep_id, since=since)
 
-    def costs(self, by: str | Sequence[str] = "technique_name", **filters: Any) -> pd.DataFrame:
-        """Cost summary: runs, completed, failed, estimated and charged totals, per completed run."""
-        from ._frames import cost_summary
+    def costs(self, by: str | Sequence[str] = "technique_name", detail: bool = False, **filters: Any) -> pd.DataFrame:
+        """Cost summary per group with a ``total`` row; ``detail=True`` gives every column (no total)."""
+        from ._frames import cost_summary, cost_table
 
-        return cost_summary(self.runs(**filters), by)
+        frame = self.runs(**filters)
+        return cost_summary(frame, by) if detail else cost_table(frame, by)
+
+    def plot_spend(self, ax: Any = None, **filters: Any) -> Any:
+        """Cumulative charged USD over time as a step line (needs ``pip install 'flora_nb[plot]'``)."""
+        from ._plots import plot_spend
+
+        return plot_spend(self.spend(**filters), ax=ax)
 
     def spend(self, **filters: Any) -> pd.Series:
         """Cumulative charged USD over completion time (known charges only), ready for ``.plot()``."""
@@ -475,6 +730,7 @@ class Flora:
         spent = self.ledger.total_charged(self.endpoint)
         return {
             "endpoint": self.endpoint,
+            "health": self.health,
             "simulator": self.simulator is not None,
             "workspace_id": self._workspace or self._workspace_arg,
             "tracked": self.poller.tracked,
@@ -487,6 +743,20 @@ class Flora:
             "listener_errors": stats.listener_errors,
             "requests_batch": stats.batch_requests,
             "requests_single": stats.single_requests,
+            "batch_fallbacks": stats.batch_fallbacks,
+            "invalid_answers": self.client.invalid_answers,
             "reconciled": stats.reconciled,
             "ledger": str(self.ledger.path),
         }
+
+    @property
+    def health(self) -> str:
+        """``ok``, or what keeps the poller from FLORA (e.g. "FLORA unreachable, retrying")."""
+        return "session closed" if self._closed else self.poller.stats.health
+
+    def health_changed(self, health: str) -> None:
+        """Poller sink: the health changed; tell the live displays of tracked runs (they read ``health``)."""
+        for run in self.tracked_runs():
+            row = self.ledger.get(run.local_id)
+            if row is not None:
+                run._apply(row)

@@ -1,4 +1,4 @@
-"""Sweep: many variations of one technique, priced first, capped, launched in the background."""
+"""Sweep: many variations of one technique, priced first, capped, launched in the background, kept in the ledger."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import logging
 import re
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from ._budget import Exposure
 from ._errors import (
     APIError,
     BudgetExceededError,
@@ -19,31 +19,56 @@ from ._errors import (
     FloraTimeout,
     InputError,
     InsufficientCreditsError,
+    RateLimitError,
 )
-from ._ledger import canonical_json
+from ._ledger import ACTIVE
+from ._paths import output_path
 from ._models import Technique
+from ._owner import is_alive
 from ._plan import Plan
 from ._run import Run
+from ._session import LOST, UNCONFIRMED
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from ._session import Flora
 
-__all__ = ["Sweep", "start_sweep"]
+__all__ = ["Sweep", "check_price"]
 
 log = logging.getLogger("flora_nb.sweep")
 
+# FLORA remembers an idempotency key for 7200 s: an unconfirmed start is resent (same key) only well
+# within that, so a run it did create answers 409 instead of being made twice.
+RESEND_WITHIN = 6600.0
+SYNC_SECONDS = 0.5  # how often wait() reads the ledger for changes made by other kernels
+UNCONFIRMED_MESSAGE = ("The start's answer was lost and no matching run was found on FLORA; "
+                       "sweep.resume() sends it again with its own key (never twice).")
+_KEEP = object()  # resume(): keep the sweep's budget
+
+
+def check_price(tech: Technique, budget: float | None, session: Flora) -> None:
+    """A budget (the sweep's or the session's) needs a known price: InputError saying what to do."""
+    if tech.run_cost is None and (budget is not None or session.budget is not None):
+        which = "budget=" if budget is not None else "the session budget"
+        raise InputError(f"{tech.name or tech.technique_id} has no known price (its run_cost is missing or not a "
+                         f"finite number >= 0), so {which} cannot be enforced; drop the budget (and the session "
+                         "budget) to run it anyway, or ask FLORA for its price.")
+
+
+_check_price = check_price
+
 
 class Sweep:
-    """A running sweep: counts, spend, ETA, ``wait()``, ``stop()`` and comparison helpers.
+    """A sweep: counts, spend, ETA, ``wait()``, ``stop()``, ``resume()``, ``retry_failed()`` and comparisons.
 
-    FLORA has no way to cancel a run: ``stop()`` stops launching; runs already started keep
-    being tracked (and charged) until they end.
+    Its plan lives in the ledger, so ``fl.get_sweep(sweep_id)`` rebuilds it in any later kernel.
+    FLORA has no way to cancel a run: ``stop()`` stops launching; runs already started keep being
+    tracked (and charged) until they end.
     """
 
     def __init__(self, session: Flora, tech: Technique, plan: Plan, runs: list[Run], sweep_id: str,
-                 max_concurrency: int, budget: float | None):
+                 max_concurrency: int, budget: float | None, workspace: str | None = None):
         self._session = session
         self.technique = tech
         self.plan = plan
@@ -51,19 +76,40 @@ class Sweep:
         self.sweep_id = sweep_id
         self.max_concurrency = max_concurrency
         self.budget = budget
+        self.workspace_id = workspace or (runs[0].workspace_id if runs else session.workspace_id)
         self.varied = list(plan.varied)
         self.stop_reason: str | None = None
         self.reusable = 0  # variations a ledger run could have served (see reuse=True)
         self.launch_error: str | None = None
         self._stop = threading.Event()
         self._slot = threading.Condition()
-        self._thread = threading.Thread(target=self._launch_all, name=f"flora_nb-sweep-{sweep_id}", daemon=True)
+        self._thread: threading.Thread | None = None
+        self._resend: dict[int, float] = {}  # unconfirmed starts to send again (same key) -> first send time
+        self._awaiting: set[int] = set()  # lost starts being looked for when resume() was called
+        self._watched: set[int] = set()
+        self._synced = 0.0
+        self._watch(runs)
+
+    def _watch(self, runs: Sequence[Run]) -> None:
         for run in runs:
-            run.on_change(self._notify)
+            if run.local_id not in self._watched:
+                self._watched.add(run.local_id)
+                run.on_change(self._notify)
 
     def start(self) -> Sweep:
-        self._thread.start()
+        """Launch the queued runs in the background (at most ``max_concurrency`` in flight)."""
+        with self._slot:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._launch_all, name=f"flora_nb-sweep-{self.sweep_id}",
+                                                daemon=True)
+                self._thread.start()
         return self
+
+    @property
+    def launching(self) -> bool:
+        """Is this session still launching runs of the sweep?"""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
 
     # ---------------------------------------------------------------- launching
 
@@ -74,74 +120,283 @@ class Sweep:
     def _in_flight(self) -> int:
         return sum(1 for r in self.runs if r.status in ("starting", "pending", "running") and not r.unconfirmed)
 
-    def _committed(self) -> float:
-        """Spend the launched runs may reach: the final charge when known, else the estimate."""
-        total = 0.0
-        for run in self.runs:
-            if run.status in ("queued", "skipped") or run.reused_from:
-                continue
-            cost = run.charged_cost if run.charged_cost is not None else run.estimated_cost
-            total += cost or 0.0
-        return total
+    def _stopping(self) -> bool:
+        """Stopped here, or by any session of the ledger (``%flora stop`` in another kernel)."""
+        if self._session._closed:
+            self._stop.set()
+        if not self._stop.is_set() and self._session.ledger.stop_requested(self.sweep_id):
+            self._stop.set()
+        return self._stop.is_set()
 
-    def _wait_for_slot(self) -> bool:
+    def _running(self) -> bool:
+        return not self._stopping()
+
+    def _wait_for_slot(self, counted: int = 0) -> bool:
+        """Wait until fewer than ``max_concurrency`` runs are in flight (``counted`` of them being this one)."""
         with self._slot:
-            while self._in_flight() >= self.max_concurrency:
+            while self._in_flight() - counted >= self.max_concurrency:
                 if self._stop.is_set():
                     return False
                 self._slot.wait(0.1)
-        return not self._stop.is_set()
+        return not self._stopping()
+
+    def _next(self) -> Run | None:
+        """The next run to launch, or None (then this launcher ends, under the lock ``start()`` takes)."""
+        with self._slot:
+            run = next((r for r in self.runs if r.status == "queued" and r.owner == self._session.owner), None)
+            if run is None and not self._resend and not self._awaiting:
+                self._thread = None
+            return run
 
     def _launch_all(self) -> None:
-        queued = [r for r in self.runs if r.status == "queued"]
         try:
-            for index, run in enumerate(queued):
-                if not self._wait_for_slot():
-                    return self._skip(queued[index:], "stopped", "The sweep was stopped before this run started.")
-                if self.budget is not None and self._committed() + (run.estimated_cost or 0.0) > self.budget + 1e-9:
-                    return self._skip(queued[index:], "budget_exceeded",
-                                      f"Starting it could take spending past the budget of ${self.budget:.2f}.")
-                try:
-                    self._session._launch(run, self.technique)
-                except InsufficientCreditsError as exc:
-                    return self._skip(queued[index + 1:], "insufficient_credits", exc.message)
-                except APIError as exc:  # recorded as failed by _launch; the next variation may be fine
-                    log.info("flora_nb sweep %s: variation %s rejected: %s", self.sweep_id, run.variation, exc)
+            while True:
+                run = self._next()
+                if run is not None:
+                    if not self._launch_one(run):
+                        return
+                elif self._resend or self._awaiting:
+                    self._send_again()
+                else:
+                    return
         except Exception as exc:  # never leave runs queued forever without saying why
+            if self._session._closed:
+                return  # the session closed under us: its queued runs wait for a resume()
             self.launch_error = f"{type(exc).__name__}: {exc}"
             log.warning("flora_nb sweep %s stopped launching: %s", self.sweep_id, self.launch_error,
                         exc_info=not isinstance(exc, FloraError))
-            self._skip([r for r in queued if r.status == "queued"], "launch_error", self.launch_error)
+            self._skip_rest("launch_error", self.launch_error)
+        finally:
+            with self._slot:
+                if self._thread is threading.current_thread():
+                    self._thread = None
+                self._slot.notify_all()
 
-    def _skip(self, runs: Sequence[Run], code: str, message: str) -> None:
-        self.stop_reason = self.stop_reason or code
-        todo = [r for r in runs if r.status == "queued"]
-        self._session._update_many(todo, status="skipped", error_code=code, error_message=message)
+    def _launch_one(self, run: Run, since: float | None = None) -> bool:
+        """Launch one run when a slot and the budget allow; False when launching must end."""
+        while True:
+            if not self._wait_for_slot(counted=1 if since is not None else 0):
+                return self._skip_rest("stopped", "The sweep was stopped before this run started.")
+            fits = self._wait_for_budget(run)
+            if fits is None:
+                continue  # stopped while waiting: the next turn says so
+            if not fits:
+                return self._skip_rest("budget", self._budget_message(run))
+            try:
+                self._session._launch(run, self.technique, keep_trying=self._running, since=since)
+            except BudgetExceededError:
+                continue  # a start elsewhere in the session took the room first: look again
+            except InsufficientCreditsError as exc:
+                return self._skip_rest("insufficient_credits", exc.message)
+            except RateLimitError:  # only when stopped while FLORA said 429: the run is skipped
+                return self._skip_rest("stopped", "The sweep was stopped before this run started.")
+            except APIError as exc:  # recorded as failed by _launch; the next variation may be fine
+                log.info("flora_nb sweep %s: variation %s rejected: %s", self.sweep_id, run.variation, exc)
+            return True
+
+    # ---------------------------------------------------------------- budget
+
+    def _budgets(self, run: Run) -> list[tuple[str, float, Exposure]]:
+        session, found = self._session, []
+        if self.budget is not None:
+            found.append(("sweep", self.budget, session.exposure(sweep_id=self.sweep_id, exclude=run.local_id)))
+        if session.budget is not None:
+            found.append(("session", session.budget, session.exposure(owner=session.owner, exclude=run.local_id)))
+        return found
+
+    def _wait_for_budget(self, run: Run) -> bool | None:
+        """True when the run fits every budget; False when it never will; None if stopped meanwhile.
+
+        A run that does not fit waits while runs still in flight hold reserves (their final charges
+        may be lower); once nothing is in flight, what is charged only grows, so it never will.
+        """
+        while True:
+            budgets = self._budgets(run)
+            if not budgets:
+                return True
+            reserve = self._session.reserve(run.technique_id, run.estimated_cost)
+            tight = [(b, e) for _, b, e in budgets if not e.fits(reserve, b)]
+            if not tight:
+                return True
+            if not any(e.active for _, e in tight):
+                return False
+            with self._slot:
+                self._slot.wait(0.1)
+            if self._stopping():
+                return None
+
+    def _budget_message(self, run: Run) -> str:
+        reserve = self._session.reserve(run.technique_id, run.estimated_cost)
+        for scope, budget, spent in self._budgets(run):
+            if not spent.fits(reserve, budget):
+                unknown = (f" and ${spent.reserved:.2f} held for {spent.pending} finished run(s) whose charge is "
+                           "not known yet (resume() looks again)") if spent.reserved else ""
+                return (f"Not started: the {scope} budget of ${budget:.2f} has ${spent.charged:.2f} charged{unknown}; "
+                        f"this run would hold ${reserve:.2f} until charged.")
+        return "Not started: the budget ran out."
+
+    # ---------------------------------------------------------------- resending unconfirmed starts
+
+    def _send_again(self) -> None:
+        """After launching: starts whose answer was lost are resent (same key) once FLORA shows no run."""
+        while self._awaiting and not self._stopping():
+            lost = [r for r in self.runs if r.local_id in self._awaiting]
+            settled = [r for r in lost if r.id is not None or r.error_code != LOST]
+            for run in settled:
+                self._awaiting.discard(run.local_id)
+                if run.id is None and run.unconfirmed:
+                    self._claim_resend([run])
+            if self._awaiting:
+                with self._slot:
+                    self._slot.wait(0.1)
+        for run in [r for r in self.runs if r.local_id in self._resend]:
+            since = self._resend.pop(run.local_id, None)
+            if since is None or self._stopping() or not self._launch_one(run, since=since):
+                self._unclaim_resend(run)
+        self._awaiting.clear()
+
+    def _unclaim_resend(self, run: Run) -> None:
+        """A start taken back for resending but not sent: unconfirmed again, for a later resume()."""
+        if run.status == "starting" and run.id is None and run.error_code is None:
+            self._session._update(run, error_code=UNCONFIRMED, error_message=UNCONFIRMED_MESSAGE)
+
+    def _claim_resend(self, runs: Sequence[Run]) -> None:
+        """Take unconfirmed starts back for sending again, if the server would still recognise their key."""
+        session = self._session
+        for run in runs:
+            if time.time() - run.intent_at > RESEND_WITHIN:
+                log.info("flora_nb sweep %s: run %s is unconfirmed and too old to resend safely", self.sweep_id,
+                         run.local_id)
+                continue
+            since = session._send_window(run._row)[0]
+            expected = {"status": "starting", "error_code": UNCONFIRMED, "run_id": None}
+            changes = {"owner": session.owner, "error_code": None, "error_message": None}
+            if session.ledger.claim([(run.local_id, expected, changes)], note="resend"):
+                run._apply(session.ledger.get(run.local_id))
+                self._resend[run.local_id] = since
 
     # ---------------------------------------------------------------- control
 
+    def _skip_rest(self, code: str, message: str) -> bool:
+        """Mark this session's queued runs ``skipped`` with ``code``; returns False (launching ends)."""
+        if self._session._closed:
+            return False  # a closed session writes nothing; its queued runs show as interrupted later
+        self.stop_reason = self.stop_reason or code
+        owner = self._session.owner
+        todo = [r for r in self.runs if r.status == "queued" and r.owner == owner]
+        self._session._update_many(todo, status="skipped", error_code=code, error_message=message, charged_cost=0.0)
+        for run in [r for r in self.runs if r.local_id in self._resend]:
+            self._unclaim_resend(run)
+        self._resend.clear()
+        self._awaiting.clear()
+        return False
+
     def stop(self) -> Sweep:
-        """Stop launching; runs already started keep being tracked (FLORA cannot cancel a run)."""
+        """Stop launching (here and in any session of the ledger); started runs keep being tracked."""
         self._stop.set()
+        self._session.ledger.update_sweep(self.sweep_id, stop_requested=1)
+        if not self.launching:  # queued runs of a dead session, or ours with no launcher: say so now
+            self._claim_unstarted(statuses=("queued",))
+            self._skip_rest("stopped", "The sweep was stopped before this run started.")
         self._notify()
         return self
+
+    def resume(self, budget: float | None | object = _KEEP) -> Sweep:
+        """Launch the variations never started (skipped, or queued by a session that died), within
+        what is left of the budget, and look again for late charges. It spends money: only on request.
+
+        ``budget=`` replaces the sweep's budget (None: no budget). Unconfirmed starts are sent again
+        with their own idempotency key, so FLORA never runs them twice.
+        """
+        self._prepare(budget)
+        self._claim_unstarted(statuses=("queued", "skipped"))
+        self._awaiting |= {r.local_id for r in self.runs if r.id is None and r.error_code == LOST}
+        self._claim_resend([r for r in self.runs if r.id is None and r.unconfirmed])
+        self._track_unknown_charges()
+        return self.start()
+
+    def retry_failed(self) -> Sweep:
+        """Start every failed variation again: new runs with new keys (the failed ones stay in the ledger)."""
+        self._prepare(_KEEP)
+        failed = [r for r in self.runs if r.status == "failed"]
+        retried = self._session.ledger.retried(self.sweep_id)
+        planned = [{"inputs": r.inputs, "labels": r.labels, "sweep_id": self.sweep_id, "variation": r.variation,
+                    "retry_of": r.local_id} for r in failed if r.local_id not in retried]
+        new = self._session._queue(self.technique, self.workspace_id, planned)
+        by_old = {p["retry_of"]: run for p, run in zip(planned, new)}
+        with self._slot:
+            self.runs = [by_old.get(r.local_id, r) for r in self.runs]
+        self._watch(new)
+        return self.start()
+
+    def _prepare(self, budget: float | None | object) -> None:
+        """Before launching more: the current price, the budget, and no stop request in force."""
+        from ._budget import is_money
+
+        session = self._session
+        if budget is not _KEEP:
+            if budget is not None and not is_money(budget):
+                raise InputError(f"budget must be a number of USD >= 0, got {budget!r}; or None for no budget.")
+            self.budget = None if budget is None else float(budget)  # type: ignore[arg-type]
+            session.ledger.update_sweep(self.sweep_id, budget=self.budget)
+        self.technique = session.technique(self.technique.technique_id)
+        _check_price(self.technique, self.budget, session)
+        self._sync(force=True)
+        session.ledger.update_sweep(self.sweep_id, stop_requested=0)
+        self._stop.clear()
+        self.stop_reason = None
+
+    def _claim_unstarted(self, statuses: Sequence[str]) -> list[Run]:
+        """Take never-started runs (skipped, or queued by a session that died) for this session."""
+        session = self._session
+        items = []
+        for run in self.runs:
+            mine = run.owner == session.owner and not self.launching
+            if run.status == "skipped" or (run.status == "queued" and (mine or is_alive(run.owner) is False)):
+                if run.status in statuses:
+                    expected = {"status": run.status, "owner": run.owner, "run_id": None}
+                    changes = {"status": "queued", "owner": session.owner, "error_code": None,
+                               "error_message": None, "charged_cost": None}
+                    items.append((run.local_id, expected, changes))
+        taken = set(session.ledger.claim(items, note="resume"))
+        claimed = [r for r in self.runs if r.local_id in taken]
+        for run in claimed:
+            run._apply(session.ledger.get(run.local_id))
+        return claimed
+
+    def _track_unknown_charges(self) -> None:
+        for run in self.runs:
+            if run.id is not None and run.done and run.charged_cost is None and not run.reused_from:
+                self._session.poller.track(run, first_poll_in=0.0)
+
+    def _sync(self, force: bool = False) -> None:
+        """Take newer rows from the ledger (another kernel may be running or resuming this sweep)."""
+        now = time.monotonic()
+        if not force and now - self._synced < SYNC_SECONDS:
+            return
+        self._synced = now
+        for row in self._session.ledger.rows(self._session.endpoint, sweep_id=self.sweep_id):
+            run = self._session._runs.get(row.local_id)
+            # Newer rows only, and never a finished run back to unfinished (this session's poller
+            # may have written meanwhile): a later poll or sync brings anything still missing.
+            if run is not None and row.updated_at > run._row.updated_at and not (run.done and row.status in ACTIVE):
+                run._apply(row)
 
     def wait(self, timeout: float | None = None) -> Sweep:
         """Block until every run is done or skipped; FloraTimeout at the deadline."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            self._thread.join(0.1)
-            if not self._thread.is_alive() and all(r.done for r in self.runs):
-                return self
+        while not self.done:
             if deadline is not None and time.monotonic() >= deadline:
                 raise FloraTimeout(f"sweep {self.sweep_id} is not done after {timeout} s: {self.counts}; "
                                    "it keeps running, call wait() again.")
             with self._slot:
                 self._slot.wait(0.1)
+            self._sync()
+        return self
 
     @property
     def done(self) -> bool:
-        return not self._thread.is_alive() and all(r.done for r in self.runs)
+        return not self.launching and all(r.done for r in self.runs)
 
     # ---------------------------------------------------------------- numbers
 
@@ -152,8 +407,20 @@ class Sweep:
 
     @property
     def spent(self) -> float:
-        """Final charges known so far (USD)."""
-        return sum(r.charged_cost or 0.0 for r in self.runs)
+        """Final charges known so far (USD), failed attempts that were retried included."""
+        return self._session.exposure(sweep_id=self.sweep_id).charged
+
+    @property
+    def reserved(self) -> float:
+        """USD held against the budget for launched runs whose charge is not known yet."""
+        return self._session.exposure(sweep_id=self.sweep_id).reserved
+
+    @property
+    def budget_left(self) -> float | None:
+        """What the budget can still take (USD): budget - charged - reserves; None without a budget."""
+        if self.budget is None:
+            return None
+        return max(0.0, self.budget - self._session.exposure(sweep_id=self.sweep_id).committed)
 
     @property
     def estimated_remaining(self) -> float:
@@ -161,16 +428,22 @@ class Sweep:
         return sum(r.estimated_cost or 0.0 for r in self.runs if not r.done)
 
     @property
+    def rate_limit_wait(self) -> float:
+        """Seconds FLORA's 429 asks this session to hold every request for (0 when not rate limited)."""
+        return self._session.client.throttle.paused_for
+
+    @property
     def eta_seconds(self) -> float | None:
-        """Rough seconds until done: waves of ``max_concurrency`` runs of the estimated duration."""
+        """Rough seconds until done: a rate-limit wait, then waves of ``max_concurrency`` runs."""
         durations = [r.estimated_seconds for r in self.runs if r.estimated_seconds is not None]
         if self.done:
             return 0.0
-        if not durations:
-            return None
-        per_run = sum(durations) / len(durations)
         waiting = sum(1 for r in self.runs if r.status == "queued")
-        return per_run * (1 + waiting / max(1, self.max_concurrency))
+        hold = self.rate_limit_wait  # starts and polls alike wait it out
+        if not durations:
+            return hold or None
+        per_run = sum(durations) / len(durations)
+        return hold + per_run * (1 + waiting / max(1, self.max_concurrency))
 
     # ---------------------------------------------------------------- frames
 
@@ -178,7 +451,9 @@ class Sweep:
         """The runs schema plus ``variation``, ``repeat`` and ``reused``, varied inputs first."""
         from ._frames import sweep_frame
 
-        return sweep_frame(self._session.runs(sweep_id=self.sweep_id), self.varied)
+        frame = self._session.runs(sweep_id=self.sweep_id)
+        current = frame["local_id"].isin([r.local_id for r in self.runs])  # not failed runs retried since
+        return sweep_frame(frame[current].reset_index(drop=True), self.varied)
 
     def compare(self, values: str = "charged_cost", index: str | Sequence[str] | None = None,
                 columns: str | Sequence[str] | None = None, aggfunc: str | Callable[..., Any] | None = None) -> pd.DataFrame:
@@ -201,13 +476,20 @@ class Sweep:
         folder.mkdir(parents=True, exist_ok=True)
         paths = []
         repeats: collections.Counter[int] = collections.Counter()
+        taken: set[Path] = set()
         for run in self.runs:
             number = run.variation or 0
             stem = f"v{number:03d}_r{repeats[number]}_{_slug(run.inputs, self.varied)}"
             repeats[number] += 1
             for out in run.outputs if run.status == "completed" else []:
-                paths.append(out.save(folder / f"{stem}_{_slug_text(out.output_id)}{out.extension}"))
+                paths.append(out.save(output_path(folder, [stem, out.output_id], out.extension, taken)))
         return paths
+
+    def plot(self) -> Any:
+        """Charged USD and run time per variation, as step lines (needs ``pip install 'flora_nb[plot]'``)."""
+        from ._plots import plot_sweep
+
+        return plot_sweep(self.to_dataframe(), self.varied)
 
     def gallery(self, columns: int | None = None) -> Any:
         """Outputs side by side in an ipywidgets grid laid out by the varied inputs."""
@@ -227,7 +509,9 @@ class Sweep:
             ("ETA", "done" if self.done else ("unknown" if eta is None else f"~{eta:.0f} s")),
         ]
         if self.budget is not None:
-            rows.append(("budget", f"${self.budget:.2f}"))
+            rows.append(("budget", f"${self.budget:.2f} (${self.budget_left or 0.0:.2f} left)"))
+        if self.rate_limit_wait > 0:
+            rows.append(("rate limited", f"FLORA asked to wait {self.rate_limit_wait:.1f} s"))
         if self.stop_reason:
             rows.append(("stopped launching", self.stop_reason))
         if self.reusable and not any(r.reused_from for r in self.runs):
@@ -256,79 +540,3 @@ def _slug(inputs: dict[str, Any], varied: Sequence[str]) -> str:
 
 def _slug_text(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[:40] or "x"
-
-
-def start_sweep(session: Flora, technique: str, *, grid: Any, zip: Any, fixed: Any, variations: Any,
-                repeat: int, max_concurrency: int, budget: float | None, labels: Any, reuse: bool,
-                dry_run: bool, workspace: str | None) -> Any:
-    """Plan, validate, price and (unless ``dry_run``) queue and launch a sweep."""
-    from ._plan import expand, validate
-
-    if not isinstance(max_concurrency, int) or max_concurrency < 1:
-        raise InputError(f"max_concurrency must be a whole number >= 1, got {max_concurrency!r}.")
-    tech = session.technique(technique)
-    plan = expand(grid=grid, zip=zip, variations=variations, fixed=fixed, repeat=repeat)
-    validate(plan, tech)
-    if budget is not None and tech.run_cost is None:
-        raise InputError(f"{tech.name} does not publish its run_cost, so a budget cannot be enforced before "
-                         "runs start; drop budget= or price it with a small sweep first.")
-    cost = tech.run_cost or 0.0
-    if budget is not None and not reuse and not dry_run:
-        _check_budget(len(plan) * cost, budget, len(plan), tech)  # before any request at all
-    workspace = workspace or session.workspace_id
-    keys = [canonical_json(i) for i in plan.inputs]  # what "identical inputs" means for reuse
-    reusable = _reusable(session, tech, workspace, keys)
-    if dry_run:
-        from ._frames import plan_frame
-
-        return plan_frame(plan, tech, workspace, keys, reusable if reuse else {}, reusable)
-    to_pay = sum(1 for key in keys if not (reuse and key in reusable))
-    if budget is not None:
-        _check_budget(to_pay * cost, budget, to_pay, tech)
-    sweep_id = f"swp_{uuid.uuid4().hex[:12]}"
-    planned = _planned_rows(session, plan, keys, sweep_id, dict(labels or {}), reusable if reuse else {})
-    runs = session._queue(tech, workspace, planned)
-    sweep = Sweep(session, tech, plan, runs, sweep_id, max_concurrency, budget)
-    sweep.reusable = sum(1 for key in keys if key in reusable)
-    return sweep.start()
-
-
-def _check_budget(estimate: float, budget: float, runs: int, tech: Technique) -> None:
-    if estimate > budget + 1e-9:
-        raise BudgetExceededError(
-            f"This sweep would cost about ${estimate:.2f} ({runs} runs x ${tech.run_cost or 0:.4f}), over the "
-            f"budget of ${budget:.2f}. Nothing was started. Raise budget=, trim the grid, or use reuse=True.",
-            estimate=estimate, budget=budget,
-        )
-
-
-def _reusable(session: Flora, tech: Technique, workspace: str, keys: Sequence[str]) -> dict[str, str]:
-    done = session.ledger.completed_inputs(session.endpoint, workspace, tech.technique_id)
-    if not done:
-        return {}
-    wanted = set(keys)
-    return {k: v for k, v in done.items() if k in wanted}
-
-
-def _planned_rows(session: Flora, plan: Plan, keys: Sequence[str], sweep_id: str, labels: dict[str, Any],
-                  reuse: dict[str, str]) -> list[dict[str, Any]]:
-    rows = []
-    for inputs, number, key in zip(plan.inputs, plan.variation, keys):
-        row: dict[str, Any] = {"inputs": inputs, "labels": labels, "sweep_id": sweep_id, "variation": number}
-        source = reuse.get(key)
-        if source is not None:
-            row.update(_reused_columns(session, source))
-        rows.append(row)
-    return rows
-
-
-def _reused_columns(session: Flora, run_id: str) -> dict[str, Any]:
-    """A completed run's results, credited to the sweep without paying again."""
-    original = session.ledger.find_run(session.endpoint, run_id)
-    assert original is not None
-    return {
-        "status": "completed", "reused_from": run_id, "progress": 100.0, "estimated_cost": 0.0,
-        "charged_cost": 0.0, "outputs": original.outputs, "project_id": original.project_id,
-        "created_at": original.created_at, "started_at": original.started_at,
-        "completed_at": original.completed_at, "estimated_seconds": original.estimated_seconds,
-    }

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
+from ._files import file_problem, local_path
 from ._models import Technique
 
 __all__ = ["check_inputs", "looks_like_url_or_asset"]
@@ -17,21 +19,45 @@ def looks_like_url_or_asset(value: str) -> bool:
 
 
 def check_inputs(tech: Technique, values: Mapping[str, Any]) -> list[str]:
-    """Every problem with ``values`` for ``tech`` (empty when they would be accepted)."""
+    """Every problem with ``values`` for ``tech`` (empty when they would be accepted).
+
+    A media input may also name a local file (``pathlib.Path``, or a string naming an existing
+    file): it is checked here (type, size) and uploaded when the run starts.
+    """
     problems = []
     declared = {i.id: i for i in tech.inputs}
     for name in values:
         if name not in declared:
             problems.append(f"unknown input {name!r} (inputs: {', '.join(declared) or 'none'})")
     for spec in tech.inputs:
-        value = values.get(spec.id)
-        if value is None:
-            if spec.required:
-                problems.append(f"missing required input {spec.id!r} ({spec.type})")
-        elif not isinstance(value, str):
-            problems.append(f"input {spec.id!r} must be a string, got {type(value).__name__}")
-        elif value == "":
-            problems.append(f"input {spec.id!r} is empty; omit an optional input instead")
-        elif spec.type in _URL_TYPES and not looks_like_url_or_asset(value):
-            problems.append(f"input {spec.id!r} ({spec.type}) must be an http(s) URL or an asset_ id, got {value!r}")
+        problem = _value_problem(spec.id, spec.type, values.get(spec.id), spec.required)
+        if problem:
+            problems.append(problem)
     return problems
+
+
+def _value_problem(name: str, kind: str, value: Any, required: bool) -> str | None:
+    if value is None:
+        return f"missing required input {name!r} ({kind})" if required else None
+    path = local_path(value) if kind in _URL_TYPES else None
+    if path is not None:
+        problem = file_problem(path, kind)
+        return f"input {name!r} ({kind}): {problem}" if problem else None
+    if not isinstance(value, str):
+        return _non_string_problem(name, kind, value)
+    if value == "":
+        return f"input {name!r} is empty; omit an optional input instead"
+    if kind in _URL_TYPES and not looks_like_url_or_asset(value):
+        return (f"input {name!r} ({kind}) must be an http(s) URL, an asset_ id or the path of an existing "
+                f"local file, got {value!r}")
+    return None
+
+
+def _non_string_problem(input_id: str, input_type: str, value: Any) -> str | None:
+    """Inputs are ``map[unknown]`` in FLORA's reference: a text input takes a finite number or a
+    boolean as it is (sent as JSON); media inputs and anything else must be strings."""
+    if input_type not in _URL_TYPES and isinstance(value, (bool, int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"input {input_id!r} is {value!r}; send a finite number or a string"
+        return None
+    return f"input {input_id!r} ({input_type}) must be a string, got {type(value).__name__}"

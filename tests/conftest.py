@@ -14,6 +14,7 @@ def _private_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("flora_home")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FLORA_NB_HOME", str(home))
+        mp.setenv("FLORA_NB_SIM_PERSIST", "0")  # each Flora.simulated() a fresh account unless a test says so
         mp.delenv("FLORA_API_KEY", raising=False)
         mp.delenv("FLORA_BASE_URL", raising=False)
         mp.delenv("FLORA_WORKSPACE_ID", raising=False)

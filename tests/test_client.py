@@ -336,12 +336,12 @@ def _other_origin(url: str) -> str:
     return url.replace("127.0.0.1", "localhost", 1)
 
 
-def test_poll_url_on_another_origin_is_refused(client, sim):
+def test_poll_url_on_another_origin_is_refused_and_polled_by_id(client, sim):
     begun = start(client, sim)
     before = sim.stats()["requests_total"]
-    with pytest.raises(fnb.UnsafeURLError, match="origin"):
-        client.get_run(begun.run_id, _other_origin(begun.poll_url))
-    assert sim.stats()["requests_total"] == before
+    assert client.get_run(begun.run_id, _other_origin(begun.poll_url)).run_id == begun.run_id
+    assert sim.stats()["requests_total"] == before + 1  # one poll, by run id, on the base URL's origin
+    assert sim.requests()[-1]["path"].endswith(f"/runs/{begun.run_id}")
 
 
 def test_media_on_another_origin_gets_no_authorization(client, sim):

@@ -21,7 +21,38 @@ def test_a_version_1_ledger_is_migrated_in_place(tmp_path):
     ledger = Ledger(path)
     [row] = ledger.rows("e")
     assert row.idempotency_key == "k" and row.owner is None and row.status == "completed"
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == len(_MIGRATIONS)
+    assert row.rating is None and row.note is None
+
+
+def test_a_version_2_ledger_keeps_its_rows_and_gains_ratings_and_uploads(tmp_path):
+    path = tmp_path / "v2.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(_MIGRATIONS[0] + ";" + _MIGRATIONS[1])
+    for n in range(3):
+        db.execute(
+            "INSERT INTO runs (endpoint, workspace_id, idempotency_key, run_id, technique_id, status, charged_cost,"
+            " inputs, owner, intent_at, updated_at) VALUES ('e', 'ws', ?, ?, 'tech_a', 'completed', 0.04,"
+            " '{\"prompt\":\"p\"}', 'host:1:t', 1, 1)", (f"k{n}", f"run_{n}"))
+    db.execute("PRAGMA user_version=2")
+    db.commit()
+    db.close()
+    ledger = Ledger(path)
+    rows = ledger.rows("e")
+    assert [r.run_id for r in rows] == ["run_0", "run_1", "run_2"]
+    assert all(r.owner == "host:1:t" and r.inputs == {"prompt": "p"} and r.charged_cost == 0.04 for r in rows)
+    assert all(r.rating is None and r.note is None for r in rows)
+    ledger.set_rating(rows[1].local_id, 4.0, "good")
+    again = ledger.get(rows[1].local_id)
+    assert again.rating == 4.0 and again.note == "good" and again.status == "completed"
+    assert ledger.find_upload("e", "ws", "0" * 64) is None
+    ledger.remember_upload(endpoint="e", workspace_id="ws", sha256="0" * 64, size=3, content_type="image/png",
+                           file_name="a.png", asset_id="asset_1", url="http://x/a.png", created_at=1.0)
+    assert ledger.find_upload("e", "ws", "0" * 64)["asset_id"] == "asset_1"
+    ledger.close()
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    reopened = Ledger(path)  # opening a current ledger again migrates nothing and loses nothing
+    assert reopened.get(rows[1].local_id).rating == 4.0 and len(reopened.rows("e")) == 3
 
 
 def test_newer_schema_is_refused(tmp_path):

@@ -43,9 +43,10 @@ def session(shell: InteractiveShell) -> fnb.Flora:
 
 
 def test_status_and_connect(ip, capsys):
-    assert cell(ip, "%flora") is None
-    out = capsys.readouterr().out
-    assert "simulator: True" in out and "workspace_id: ws_sim_demo" in out and "poller_running: True" in out
+    fl = cell(ip, "%flora")
+    assert fl is fnb.session()
+    out = fl.status_text()
+    assert "(simulator)" in out and "workspace: ws_sim_demo" in out and "poller: running" in out
     fl = cell(ip, "%flora connect --sim --speed 50 --budget 0.10")
     assert isinstance(fl, fnb.Flora) and fl.simulator is not None
 

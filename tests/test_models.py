@@ -5,6 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import html
 
+import pytest
+
+import flora_nb as fnb
+
 from flora_nb._models import RunStart, RunState, Technique, parse_timestamp
 
 
@@ -47,7 +51,9 @@ def test_timestamps():
     s = parse_timestamp(1_700_000_000)
     assert ms.tzinfo is dt.timezone.utc and abs((ms - s).total_seconds() - 0.123) < 1e-6
     assert parse_timestamp("2026-11-28T10:00:00Z") == dt.datetime(2026, 11, 28, 10, tzinfo=dt.timezone.utc)
-    assert parse_timestamp(None) is None and parse_timestamp("garbage") is None
+    assert parse_timestamp(None) is None
+    with pytest.raises(fnb.InvalidResponseError, match="created_at"):  # malformed is an error, never a guess
+        parse_timestamp("garbage", "created_at")
 
 
 def test_technique_html_is_escaped():

@@ -70,7 +70,9 @@ def test_live_widgets_and_gallery_state(executed):
 
 def test_status_cell(executed):
     text = _text(executed.cells[9])
-    assert "simulator: True" in text and "poller_errors: 0" in text
+    assert "(simulator)" in text and "0 errors" in text and "health" in text
+    html = "".join(o.get("data", {}).get("text/html", "") for o in _outputs(executed.cells[9]))
+    assert html.startswith("<table class='flora-status'>")
 
 
 def test_api_key_never_in_outputs(executed):

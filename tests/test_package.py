@@ -10,9 +10,9 @@ import flora_nb
 PUBLIC = [
     "APIError", "Asset", "AuthenticationError", "BudgetExceededError", "ConfigError", "Flora", "FloraClient",
     "FloraConnectionError", "FloraError", "FloraTimeout", "IdempotencyDuplicateError", "InputError",
-    "InsufficientCreditsError", "NotFoundError", "Output", "PermissionDeniedError", "RateLimitError",
+    "InsufficientCreditsError", "InvalidResponseError", "NotFoundError", "Output", "PermissionDeniedError", "RateLimitError",
     "Run", "RunFailedError", "RunOutput", "RunStart", "RunState", "ServerError", "StartUnconfirmedError", "Sweep", "Technique", "TechniqueInput",
-    "UnsafeURLError", "ValidationError", "Workspace", "__version__",
+    "UnsafeURLError", "ValidationError", "Workspace", "__version__", "session",
 ]
 
 
@@ -28,6 +28,7 @@ def test_error_tree():
     assert issubclass(flora_nb.APIError, flora_nb.FloraError)
     assert issubclass(flora_nb.FloraTimeout, TimeoutError)
     assert issubclass(flora_nb.InputError, ValueError)
+    assert issubclass(flora_nb.InvalidResponseError, flora_nb.APIError)
 
 
 def test_import_is_light():

@@ -136,7 +136,7 @@ def test_costs_match_the_server_to_the_cent(tmp_path):
                 runs += [fl.run(tech_id, {i.id: f"x{n}" for i in tech.required_inputs}) for n in range(3)]
         wait_all(runs)
         _wait_costs_known(fl)
-        costs = fl.costs()
+        costs = fl.costs(detail=True)
         stats = fl.simulator.stats()
         assert round(costs["charged_usd"].sum(), 2) == round(stats["total_charged"], 2)
         assert costs["runs"].sum() == stats["runs_created"] == len(runs)
@@ -157,11 +157,11 @@ def test_unknown_cost_is_nan_until_final(tmp_path):
         run = fl.run(tech.technique_id, prompt(tech)).wait(30)
         assert run.status == "completed" and run.charged_cost is None  # FLORA has not settled it yet
         assert pd.isna(fl.runs()["charged_cost"].iloc[0])
-        costs = fl.costs()
+        costs = fl.costs(detail=True)
         assert costs["unknown_cost_runs"].tolist() == [1] and pd.isna(costs["charged_usd"].iloc[0])
         _wait_costs_known(fl)
         assert fl.runs()["charged_cost"].iloc[0] == pytest.approx(tech.run_cost)
-        assert fl.costs()["unknown_cost_runs"].tolist() == [0]
+        assert fl.costs(detail=True)["unknown_cost_runs"].tolist() == [0]
 
 
 def test_faults_one_server_run_per_logical_start(tmp_path):

@@ -345,7 +345,7 @@ def test_nested_rejects_mismatched_type_and_bad_mode(api: Api) -> None:
         api("POST", f"/techniques/{RELIGHT}/runs", json=body), 400, "input_validation_error"
     )
     assert error["fields"] == [
-        {"field": "inputs.product_image", "message": "Expected type imageUrl"}
+        {"field": "product_image", "message": "Expected type imageUrl"}
     ]
     assert_error(api("POST", "/techniques/no-such/runs", json=body), 404, "not_found")
 
@@ -429,42 +429,53 @@ def test_validation_lists_every_problem(api: Api) -> None:
     resp = api.start(RELIGHT, {"lighting": "", "colour": "red"})
     error = assert_error(resp, 400, "input_validation_error")
     assert error["fields"] == [
-        {"field": "inputs.colour", "message": "Unknown input"},
-        {"field": "inputs.product_image", "message": "Required"},
-        {"field": "inputs.lighting", "message": "Must not be empty"},
+        {"field": "colour", "message": "Unknown input"},
+        {"field": "product_image", "message": "Required"},
+        {"field": "lighting", "message": "Must not be empty"},
     ]
-    assert error["message"].startswith("inputs.colour: Unknown input")
+    assert error["message"].startswith("colour: Unknown input")
 
 
 def test_required_prompt_message_matches_docs(api: Api) -> None:
     error = assert_error(api.start(inputs={}), 400, "input_validation_error")
     assert error == {
         "code": "input_validation_error",
-        "message": "inputs.prompt: Required",
-        "fields": [{"field": "inputs.prompt", "message": "Required"}],
+        "message": "prompt: Required",
+        "fields": [{"field": "prompt", "message": "Required"}],
     }
+
+
+def test_text_inputs_take_numbers_and_booleans(api: Api, sim) -> None:
+    """The reference types inputs as map[unknown]: a number or boolean is a text input's JSON text."""
+    for value, text in ((42, "42"), (1.5, "1.5"), (True, "true")):
+        resp = api.start(POSTER, {"prompt": value})
+        assert resp.status_code == 201, resp.text
+        record = next(r for r in sim.run_records() if r["run_id"] == resp.json()["run_id"])
+        assert record["inputs"] == {"prompt": text}
 
 
 @pytest.mark.parametrize(
     "technique_id, inputs, field, message",
     [
-        (POSTER, {"prompt": 42}, "inputs.prompt", "Expected string"),
+        (POSTER, {"prompt": {"a": 1}}, "prompt", "Expected a string, number or boolean"),
+        (POSTER, {"prompt": None}, "prompt", "Expected a string, number or boolean"),
+        (RELIGHT, {"product_image": 42}, "product_image", "Expected a string"),
         (
             RELIGHT,
             {"product_image": "photo.png"},
-            "inputs.product_image",
+            "product_image",
             "Expected an http(s) URL or an asset_ id",
         ),
         (
             RELIGHT,
             {"product_image": "asset_unknown"},
-            "inputs.product_image",
+            "product_image",
             "Expected an http(s) URL or an asset_ id",
         ),
         (
             FOLEY,
             {"video": "ftp://example.com/a.mp4"},
-            "inputs.video",
+            "video",
             "Expected an http(s) URL or an asset_ id",
         ),
     ],
@@ -588,6 +599,31 @@ def test_rate_limit_is_429_with_retry_after(make_sim: Callable) -> None:
     assert sim.stats()["rate_limited"] == 1
     time.sleep(int(limited.headers["retry-after-ms"]) / 1000 + 0.05)
     assert api("GET", "/workspaces").status_code == 200
+
+
+def test_rate_limit_is_keyed_to_the_request_workspace(make_sim: Callable) -> None:
+    keys = {"sk_two": ["ws_one", "ws_two"]}
+    sim, api = make_sim(api_keys=("sk_two",), key_workspaces=keys, faults=Faults(rate_limit=0.01))
+    assert api("GET", "/technique-runs", params={"workspace_id": "ws_one"}).status_code == 200
+    assert_error(api("GET", "/technique-runs", params={"workspace_id": "ws_one"}), 429, "rate_limited")
+    # the other workspace of the same key has its own bucket
+    assert api("GET", "/technique-runs", params={"workspace_id": "ws_two"}).status_code == 200
+    assert sim.stats()["rate_limited"] == 1
+
+
+def test_error_after_create_fault_creates_the_run_then_answers_500(make_sim: Callable) -> None:
+    sim, api = make_sim(faults=Faults(error_after_create_rate=1.0))
+    assert Faults(0.0, 0.0, 0.0, None, 0.0, None, None) == Faults()  # positional use still works
+    body = {"technique_id": POSTER, "workspace_id": sim.workspace_id, "inputs": {"prompt": "x"}}
+    error = assert_error(api("POST", "/runs/technique", json=body, headers={"Idempotency-Key": "k1"}),
+                         500, "unknown_error")
+    assert error["message"] == "An unknown error occurred."
+    stats = sim.stats()
+    assert stats["runs_created"] == 1 and stats["errors_after_create"] == 1 and stats["errors_injected"] == 0
+    assert sim.run_records()[0]["idempotency_key"] == "k1"
+    sim.faults = Faults()
+    retry = api("POST", "/runs/technique", json=body, headers={"Idempotency-Key": "k1"})
+    assert retry.status_code in (201, 409) and sim.stats()["runs_created"] == 1  # never a second run
 
 
 def test_error_rate_1_answers_500_without_side_effects(make_sim: Callable) -> None:
@@ -952,7 +988,7 @@ def test_cli_prints_exports_and_stops_on_ctrl_c() -> None:
     )
     try:
         lines = [proc.stdout.readline() for _ in range(4)]  # type: ignore[union-attr]
-        exports = dict(line.strip().split("=", 1) for line in lines[1:])
+        exports = dict(line.strip().removeprefix("export ").split("=", 1) for line in lines[1:])
         assert exports["FLORA_API_KEY"] == "sk_cli"
         assert exports["FLORA_WORKSPACE_ID"] == "ws_sim_demo"
         resp = requests.get(

@@ -121,6 +121,8 @@ def test_max_concurrency_is_respected(tmp_path):
 
 
 def test_budget_during_sweep(tmp_path):
+    from flora_nb._budget import reserve_ratio
+
     catalog = [{
         "technique_id": "tech_jitter", "name": "Jittery", "description": "charges drift", "run_cost": 0.10,
         "inputs": [{"id": "prompt", "name": "Prompt", "type": "text"}],
@@ -134,13 +136,18 @@ def test_budget_during_sweep(tmp_path):
         launched = [r for r in runs if r.status != "skipped"]
         skipped = [r for r in runs if r.status == "skipped"]
         assert skipped, "with these charges the budget runs out before the last variation"
-        assert {r.error_code for r in skipped} == {"budget_exceeded"} and sweep.stop_reason == "budget_exceeded"
-        spent_before = 0.0
-        for run in launched:  # each launch fitted: spending so far plus its estimate within budget
-            assert spent_before + 0.10 <= 1.0 + 1e-9
-            spent_before += run.charged_cost
-        assert spent_before + 0.10 > 1.0  # and the first skipped one would not have
+        assert {r.error_code for r in skipped} == {"budget"} and sweep.stop_reason == "budget"
+        assert all(r.charged_cost == 0.0 for r in skipped)  # never started: cost nothing
+        charges: list[float] = []
+        for run in launched:  # one at a time: each launch fitted charges so far plus its reserve
+            ratios = [c / 0.10 for c in charges]
+            reserve = 0.10 * reserve_ratio(len(ratios), min(ratios, default=None), max(ratios, default=None))
+            assert sum(charges) + reserve <= 1.0 + 1e-9
+            charges.append(run.charged_cost)
+        ratios = [c / 0.10 for c in charges]
+        assert sum(charges) + 0.10 * reserve_ratio(len(ratios), min(ratios), max(ratios)) > 1.0  # the next did not
         assert fl.simulator.stats()["runs_created"] == len(launched)
+        assert fl.simulator.stats()["total_charged"] == pytest.approx(sum(charges))
 
 
 def test_insufficient_credits_mid_sweep(tmp_path):
@@ -184,9 +191,9 @@ def test_reuse(fl):
 def test_costs_analysis(fl):
     fl.sweep(POSTER, grid={"prompt": ["a", "b"]}).wait(60)
     fl.sweep(JINGLE, grid={"prompt": ["a"], "style": ["x", "y"]}).wait(60)
-    by_two = fl.costs(by=["technique_name", "status"])
+    by_two = fl.costs(by=["technique_name", "status"], detail=True)
     assert by_two["runs"].sum() == 4
-    one = fl.costs()
+    one = fl.costs(detail=True)
     assert set(one.index) == {"Poster Studio", "Jingle Writer"}
     assert (one["drift_usd"].abs() < 1e-9).all()  # these techniques charge their run_cost
     spend = fl.spend()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import threading
 
 from ._faults import Faults
@@ -59,9 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as err:
         parser.exit(2, f"flora_nb sim: {err}\n")
     print(f"FLORA simulator on {sim.base_url} (speed {args.speed:g}). Ctrl-C to stop.", flush=True)
-    print(f"FLORA_BASE_URL={sim.base_url}")
-    print(f"FLORA_API_KEY={sim.api_key}")
-    print(f"FLORA_WORKSPACE_ID={sim.workspace_id}", flush=True)
+    # Ready to paste into a shell (or `eval` from a script) as they are.
+    print(f"export FLORA_BASE_URL={shlex.quote(sim.base_url)}")
+    print(f"export FLORA_API_KEY={shlex.quote(sim.api_key)}")
+    print(f"export FLORA_WORKSPACE_ID={shlex.quote(sim.workspace_id)}", flush=True)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:

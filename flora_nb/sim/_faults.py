@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-_SHARES = ("error_rate", "drop_rate", "run_failure_rate")
+_SHARES = ("error_rate", "drop_rate", "run_failure_rate", "error_after_create_rate")
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,9 @@ class Faults:
     run_failure_rate: float = 0.0
     credits: float | None = None
     max_concurrent_runs: int | None = None
+    # Share of run starts answered 500 AFTER the run was created and its key stored (the case a
+    # client must reconcile, never resend). Last, so positional Faults(...) calls keep working.
+    error_after_create_rate: float = 0.0
 
     def __post_init__(self) -> None:
         for name in _SHARES:

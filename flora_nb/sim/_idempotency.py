@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Any
 
 # FIELD measurements: keys live two hours; the docs' 24 h replay behaviour is not what FLORA does.
 DEFAULT_TTL_SECONDS = 7200.0
@@ -26,6 +27,15 @@ class IdempotencyStore:
         scope = (workspace_id, route, key)
         self._stored.pop(scope, None)
         self._stored[scope] = now
+
+    def snapshot(self) -> list[list[Any]]:
+        """The stored keys as ``[workspace, route, key, stored_at]`` rows."""
+        return [[*scope, at] for scope, at in self._stored.items()]
+
+    def restore(self, rows: list[list[Any]]) -> None:
+        """Keys of an earlier snapshot (they expire as they would have)."""
+        for workspace_id, route, key, at in rows:
+            self._stored[(workspace_id, route, key)] = float(at)
 
     def _expire(self, now: float) -> None:
         while self._stored:

@@ -67,7 +67,7 @@ class ApiError(Exception):
 
 
 def validation_error(problems: list[tuple[str, str]]) -> ApiError:
-    """400 input_validation_error listing every problem, e.g. message "inputs.prompt: Required"."""
+    """400 input_validation_error listing every problem, e.g. message "prompt: Required"."""
     fields = [{"field": name, "message": text} for name, text in problems]
     message = "; ".join(f"{name}: {text}" for name, text in problems)
     return ApiError((400, "input_validation_error", message), fields=fields)

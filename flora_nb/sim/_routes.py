@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import Message
@@ -12,13 +13,17 @@ from urllib.parse import quote, unquote
 
 from ._accounts import Accounts
 from ._assets import (
+    MAX_SIGNED_UPLOAD_BYTES,
     MAX_UPLOAD_BYTES,
+    PROCESSING_SECONDS,
     Asset,
     AssetStore,
     Part,
     accepted,
     guess_type,
     new_asset_id,
+    new_upload_token,
+    normalise_type,
     parse_multipart,
 )
 from ._catalog import Catalog, TechniqueSpec
@@ -30,6 +35,7 @@ from ._responses import (
     INSUFFICIENT_CREDITS,
     INVALID_JSON,
     NOT_FOUND,
+    UNKNOWN_ERROR,
     ApiError,
     Response,
     json_response,
@@ -47,6 +53,7 @@ from ._state import (
 from ._validation import is_http_url, nested_body, technique_inputs, top_level_body
 
 API_PREFIX = "/api/v1"
+STORAGE_PREFIX = "/storage/uploads/"  # where signed uploads go (public: the form's token authorises)
 POLL_URL_STYLES = ("runs", "techniques")
 
 
@@ -111,6 +118,7 @@ class Api:
         accounts: Accounts,
         cost_lag: float,
         poll_url_style: str,
+        asset_processing_seconds: float = PROCESSING_SECONDS,
     ) -> None:
         self.world = world
         self.catalog = catalog
@@ -118,6 +126,7 @@ class Api:
         self.accounts = accounts
         self.cost_lag = cost_lag
         self.poll_url_style = poll_url_style
+        self.asset_processing_seconds = asset_processing_seconds  # complete -> ready, before speed
         self.origin = ""
 
     @property
@@ -163,7 +172,7 @@ class Api:
         technique_id, workspace_id, raw_inputs = top_level_body(call.json())
         call.require_workspace(workspace_id)
         spec = self._technique(technique_id)
-        inputs = technique_inputs(spec, raw_inputs, self.assets.exists)
+        inputs = technique_inputs(spec, raw_inputs, self._media_problem)
         run = self._start(
             spec,
             workspace_id,
@@ -190,7 +199,7 @@ class Api:
         sent_id = params["technique_id"]
         spec = self._technique(sent_id)
         raw_inputs, types, body_key = nested_body(call.json())
-        inputs = technique_inputs(spec, raw_inputs, self.assets.exists, types)
+        inputs = technique_inputs(spec, raw_inputs, self._media_problem, types)
         workspace_id = call.grants[0]  # the nested route has no workspace_id: the key's own
         base = f"{self.base_url}/techniques/{quote(sent_id, safe='')}/runs/"
         run = self._start(
@@ -235,6 +244,8 @@ class Api:
         # drop_rate: the run exists and its key is stored, but the client never hears back.
         if self.world.chance(self.world.faults.drop_rate):
             return Response(201, drop=True, outcome="dropped")
+        if self.world.chance(self.world.faults.error_after_create_rate):
+            return ApiError(UNKNOWN_ERROR, outcome="error_after_create").response()
         return json_response(201, payload)
 
     # -- reading runs --------------------------------------------------------------------
@@ -331,7 +342,7 @@ class Api:
                 url = f"{self.origin}/media/{run.run_id}/{output_id}.{FILE_TYPES[kind][0]}"
             else:
                 digest = self._digest(run, output_id)
-                url = text_output(run.spec.name, run.inputs, digest)
+                url = text_output(run.spec.name, run.inputs, digest, output_id)
             outputs.append({"output_id": output_id, "type": kind, "url": url})
         return outputs
 
@@ -340,13 +351,16 @@ class Api:
 
     # -- assets --------------------------------------------------------------------------
 
+    def _media_problem(self, value: str) -> str | None:
+        return self.assets.problem(value, self.origin, self.world.clock())
+
     def create_asset(self, call: Call, _: dict[str, str]) -> Response:
-        """POST /assets: multipart with a ``file`` part, or JSON naming a public URL."""
+        """POST /assets: multipart with a ``file`` part, JSON naming a public URL, or a signed-url reservation."""
         content_type = call.headers.get("Content-Type", "")
         if content_type.lower().startswith("multipart/form-data"):
             asset = self._uploaded_asset(call, content_type)
         else:
-            asset = self._url_asset(call)
+            asset = self._json_asset(call)
         call.require_workspace(asset.workspace_id)
         key = call.idempotency_key()
         with self.world.lock:
@@ -357,6 +371,8 @@ class Api:
             self.assets.add(asset)
             if key:
                 store.store(asset.workspace_id, "POST /assets", key, now)
+        if asset.status == "pending_upload":
+            return json_response(201, asset.reservation(self.origin + STORAGE_PREFIX + asset.asset_id))
         return json_response(201, asset.view())
 
     def _uploaded_asset(self, call: Call, content_type: str) -> Asset:
@@ -371,32 +387,28 @@ class Api:
         if upload is None or upload.file_name is None:
             problems.append(("file", "Required"))
         elif len(upload.data) > MAX_UPLOAD_BYTES:
-            problems.append(("file", "File exceeds 4 MB; upload larger files by URL"))
+            problems.append(("file", "File exceeds 4 MB; upload larger files with source \"signed-url\""))
+        elif not upload.data:
+            problems.append(("file", "File is empty"))
         elif not accepted(_part_type(upload)):
-            problems.append(("file", "Unsupported content type"))
+            problems.append(("file", f"Unsupported content type {_part_type(upload)}"))
         if problems or upload is None or workspace is None or upload.file_name is None:
             raise validation_error(problems)
         asset_id = new_asset_id()
-        url = f"{self.origin}/media/assets/{asset_id}/{quote(upload.file_name, safe='')}"
-        return Asset(
-            asset_id,
-            workspace.text(),
-            "direct",
-            url,
-            _part_type(upload),
-            upload.file_name,
-            self.world.clock(),
-            upload.data,
-        )
+        return Asset(asset_id, workspace.text(), "direct", self._asset_url(asset_id, upload.file_name),
+                     _part_type(upload), upload.file_name, self.world.clock(), upload.data)
 
-    def _url_asset(self, call: Call) -> Asset:
+    def _asset_url(self, asset_id: str, file_name: str) -> str:
+        return f"{self.origin}/media/assets/{asset_id}/{quote(file_name, safe='')}"
+
+    def _json_asset(self, call: Call) -> Asset:
         body = call.json()
         if not isinstance(body, dict):
             raise validation_error([("body", "Expected an object")])
         problems = []
         source, workspace_id = body.get("source"), body.get("workspace_id")
-        if not isinstance(source, str) or not is_http_url(source):
-            problems.append(("source", "Expected a public http(s) URL"))
+        if source != "signed-url" and (not isinstance(source, str) or not is_http_url(source)):
+            problems.append(("source", "Expected \"signed-url\" or a public http(s) URL"))
         if not isinstance(workspace_id, str) or not workspace_id.startswith("ws_"):
             problems.append(("workspace_id", "Required, must start with ws_"))
         for name in ("content_type", "file_name"):
@@ -404,24 +416,66 @@ class Api:
                 problems.append((name, "Expected string"))
         if problems or not isinstance(source, str) or not isinstance(workspace_id, str):
             raise validation_error(problems)
+        if source == "signed-url":
+            return self._reserved_asset(body, workspace_id)
         file_name = body.get("file_name") or source.rstrip("/").rsplit("/", 1)[-1] or "asset"
         content = body.get("content_type") or guess_type(file_name)
-        return Asset(
-            new_asset_id(),
-            workspace_id,
-            "url",
-            source,
-            content,
-            file_name,
-            self.world.clock(),
-            None,
-        )
+        return Asset(new_asset_id(), workspace_id, "url", source, content, file_name, self.world.clock(), None)
+
+    def _reserved_asset(self, body: dict[str, Any], workspace_id: str) -> Asset:
+        file_name = body.get("file_name") or "upload"
+        content = normalise_type(body.get("content_type") or guess_type(file_name))
+        if not accepted(content):
+            raise validation_error([("content_type", f"Unsupported content type {content}")])
+        asset_id = new_asset_id()
+        return Asset(asset_id, workspace_id, "signed_url", self._asset_url(asset_id, file_name), content,
+                     file_name, self.world.clock(), None, status="pending_upload", token=new_upload_token())
+
+    def complete_asset(self, call: Call, params: dict[str, str]) -> Response:
+        """POST /assets/{id}/complete: the bytes are at the signed URL; processing starts."""
+        asset = self._visible_asset(call, params["asset_id"])
+        with self.assets.lock:
+            if asset.status == "pending_upload" and asset.ready_at is None:
+                if asset.data is None:
+                    raise validation_error([("file", "Nothing was uploaded to this asset's upload URL yet")])
+                asset.ready_at = self.world.clock() + self.asset_processing_seconds / self.world.speed
+            view = asset.view()
+        self.assets.changed(asset)
+        return json_response(200, view)
 
     def get_asset(self, call: Call, params: dict[str, str]) -> Response:
-        asset = self.assets.get(params["asset_id"])
+        return json_response(200, self._visible_asset(call, params["asset_id"]).view())
+
+    def _visible_asset(self, call: Call, asset_id: str) -> Asset:
+        asset = self.assets.get(asset_id, self.world.clock())
         if asset is None or asset.workspace_id not in call.grants:
             raise ApiError(NOT_FOUND)  # FLORA: missing and inaccessible assets are both 404
-        return json_response(200, asset.view())
+        return asset
+
+    # -- storage (public, outside /api/v1: where signed uploads land) -----------------------
+
+    def storage_upload(self, method: str, path: str, headers: Message, body: bytes) -> Response:
+        """``POST /storage/uploads/{asset_id}``: a multipart form with the reservation's fields and file."""
+        asset = self.assets.get(unquote(path[len(STORAGE_PREFIX):]))
+        if method != "POST" or asset is None or asset.uploaded_via != "signed_url":
+            raise ApiError(NOT_FOUND)
+        parts = parse_multipart(headers.get("Content-Type", ""), body)
+        if parts is None or "file" not in parts:
+            raise validation_error([("file", "Expected a multipart form with a file part")])
+        token = parts.get("token")
+        if token is None or not secrets.compare_digest(token.text(), asset.token or ""):
+            raise ApiError(FORBIDDEN, message="The upload token does not match this upload URL.")
+        data = parts["file"].data
+        if len(data) > MAX_SIGNED_UPLOAD_BYTES:
+            raise ApiError((413, "payload_too_large", "File exceeds the 50 MB signed upload limit."))
+        if not data:
+            raise validation_error([("file", "File is empty")])
+        with self.assets.lock:
+            if asset.status != "pending_upload" or asset.ready_at is not None:
+                raise ApiError(FORBIDDEN, message="This upload was completed already.")
+            asset.data = data
+        self.assets.changed(asset)
+        return Response(204)
 
     # -- media (public, outside /api/v1) -------------------------------------------------
 
@@ -435,8 +489,8 @@ class Api:
         raise ApiError(NOT_FOUND)
 
     def _asset_file(self, asset_id: str) -> Response:
-        asset = self.assets.get(asset_id)
-        if asset is None or asset.data is None:
+        asset = self.assets.get(asset_id, self.world.clock())
+        if asset is None or asset.data is None or asset.status != "ready":
             raise ApiError(NOT_FOUND)
         return Response(200, asset.data, asset.content_type)
 
@@ -452,7 +506,8 @@ class Api:
         if kind not in FILE_TYPES or FILE_TYPES[kind][0] != ext:
             raise ApiError(NOT_FOUND)
         lines = tuple(f"{k}: {v}" for k, v in sorted(run.inputs.items()))
-        data = render(kind, self._digest(run, output_id), run.spec.name, lines)
+        subject = next(iter(run.inputs.values()), "")
+        data = render(kind, self._digest(run, output_id), run.spec.name, lines, output_id, subject[:60])
         return Response(200, data, FILE_TYPES[kind][1])
 
 
@@ -475,4 +530,5 @@ ROUTES = (
     _route("GET", "/technique-runs", Api.list_runs),
     _route("POST", "/assets", Api.create_asset),
     _route("GET", "/assets/{asset_id}", Api.get_asset),
+    _route("POST", "/assets/{asset_id}/complete", Api.complete_asset),
 )

@@ -1,13 +1,15 @@
 """HTTP plumbing: a keep-alive threading server and the per-request pipeline.
 
 Pipeline order for API requests (fixed, clients and tests rely on it):
-latency sleep -> auth -> rate limit (per workspace of the key) -> error_rate -> route.
-Media under ``/media/`` is public: no auth, no rate limit, no injected errors.
+latency sleep -> auth -> rate limit (per workspace of the request) -> error_rate -> route.
+Media under ``/media/`` and signed uploads under ``/storage/uploads/`` are public: no auth, no
+rate limit, no injected errors.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import secrets
 import socket
@@ -24,11 +26,12 @@ from urllib.parse import parse_qsl, urlsplit
 
 from ._ratelimit import RateLimiter
 from ._responses import NOT_FOUND, RATE_LIMITED, UNAUTHORIZED, UNKNOWN_ERROR, ApiError, Response
-from ._routes import API_PREFIX, Api, Call
+from ._routes import API_PREFIX, STORAGE_PREFIX, Api, Call
 from ._state import to_ms
 from ._traffic import MEDIA_ROUTE, RequestRecord, Traffic
 
-MAX_BODY_BYTES = 32 * 1024 * 1024
+STORAGE_ROUTE = "POST /storage/uploads/{asset_id}"
+MAX_BODY_BYTES = 64 * 1024 * 1024  # a 50 MB signed upload plus its multipart framing
 IDLE_TIMEOUT_SECONDS = 120
 
 
@@ -67,6 +70,9 @@ class App:
         if parts.path.startswith("/media/"):
             route = MEDIA_ROUTE
             resp = self._guarded(lambda: self.api.media(parts.path))
+        elif parts.path.startswith(STORAGE_PREFIX):  # signed uploads: no API key, the form's token
+            route = STORAGE_ROUTE
+            resp = self._guarded(lambda: self.api.storage_upload(req.method, parts.path, req.headers, req.body))
         elif parts.path == API_PREFIX or parts.path.startswith(API_PREFIX + "/"):
             route, resp, authorized = self._api(req, parts.path[len(API_PREFIX) :], parts.query)
         else:
@@ -85,7 +91,8 @@ class App:
         grants = self.accounts.grants(bearer_key(req.headers))
         if grants is None:
             return route, ApiError(UNAUTHORIZED).response(), False
-        wait = self.limiter.acquire(grants[0], faults.rate_limit, self.clock())
+        workspace = self._workspace_of(req, path, query, grants)
+        wait = self.limiter.acquire(workspace, faults.rate_limit, self.clock())
         if wait > 0:
             return route, _rate_limited(wait), True
         if self.world.chance(faults.error_rate):
@@ -97,6 +104,19 @@ class App:
             path, dict(parse_qsl(query, keep_blank_values=True)), req.headers, req.body, grants
         )
         return route, self._guarded(lambda: found.handler(self.api, call, params)), True
+
+    def _workspace_of(self, req: Incoming, path: str, query: str, grants: list[str]) -> str:
+        """The workspace a request acts in (FIELD: FLORA throttles per workspace): the query's or
+        body's ``workspace_id``, else the polled run's, else the key's first workspace."""
+        named = dict(parse_qsl(query)).get("workspace_id")
+        if named is None and req.body[:1] == b"{":
+            with contextlib.suppress(ValueError, UnicodeDecodeError):
+                body = json.loads(req.body)
+                named = body.get("workspace_id") if isinstance(body, dict) else None
+        if named is None and "/runs/" in path:
+            run = self.world.get(path.rstrip("/").rsplit("/", 1)[-1])
+            named = run.workspace_id if run is not None else None
+        return named if isinstance(named, str) and named in grants else grants[0]
 
     def _guarded(self, endpoint: Callable[[], Response]) -> Response:
         try:

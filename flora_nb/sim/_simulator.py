@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
 from ._accounts import Accounts
-from ._assets import AssetStore
+from ._assets import PROCESSING_SECONDS, AssetStore
 from ._catalog import Catalog
 from ._faults import Faults
+from ._persist import StateFile
 from ._routes import API_PREFIX, POLL_URL_STYLES, Api
 from ._server import App, SimServer
 from ._state import Clock, World, to_ms
@@ -56,8 +58,12 @@ class FloraSimulator:
         cost_lag: float = 0.0,
         pending_seconds: float = 1.0,
         poll_url_style: str = "runs",
+        asset_processing_seconds: float = PROCESSING_SECONDS,
+        state_path: str | os.PathLike[str] | None = None,
     ) -> None:
         _check_options(speed, cost_lag, pending_seconds, poll_url_style)
+        if asset_processing_seconds < 0:
+            raise ValueError("asset_processing_seconds must be >= 0")
         keys = (api_keys,) if isinstance(api_keys, str) else tuple(api_keys)
         self._clock = Clock()
         self._accounts = Accounts(keys, key_workspaces, to_ms(self._clock()))
@@ -76,12 +82,49 @@ class FloraSimulator:
             accounts=self._accounts,
             cost_lag=cost_lag,
             poll_url_style=poll_url_style,
+            asset_processing_seconds=asset_processing_seconds,
         )
         self._app = App(api=self._api, traffic=self._traffic, clock=self._clock)
         self._host, self._port = host, port
         self._server: SimServer | None = None
         self._thread: threading.Thread | None = None
         self._lifecycle = threading.Lock()
+        self._state = StateFile(state_path) if state_path is not None else None
+        self._saved_origin = ""
+        self._preferred_port = port
+        if self._state is not None:
+            self._load(self._state)
+
+    # -- persistence -----------------------------------------------------------------------
+
+    def _load(self, state: StateFile) -> None:
+        data = state.read()
+        if data is not None:
+            self._world.restore(data["world"], self._api.catalog.get)
+            for asset in state.assets_from(data.get("assets", [])):
+                self._api.assets.add(asset)
+            self._saved_origin = str(data.get("origin") or "")
+            self._preferred_port = self._port or int(data.get("port") or 0)
+        self._world.on_change = self._save
+        self._api.assets.on_add = self._save_asset
+
+    def _save(self) -> None:
+        if self._state is None or not self._state.active:
+            return
+        with self._world.lock:  # one consistent picture of runs, balance and keys
+            world = self._world.snapshot()
+        assets = self._state.asset_rows(self._api.assets.snapshot())
+        self._state.save({"port": self._port, "origin": self._api.origin, "world": world, "assets": assets})
+
+    def _save_asset(self, asset: Any) -> None:
+        if self._state is not None and self._state.active:
+            self._state.save_asset(asset)
+            self._save()
+
+    @property
+    def state_path(self) -> str | None:
+        """The file this simulated account is kept in (None: it lives in memory only)."""
+        return None if self._state is None else str(self._state.path)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -90,10 +133,18 @@ class FloraSimulator:
         with self._lifecycle:
             if self._server is not None:
                 return self
-            server = SimServer((self._host, self._port), self._app)
+            if self._state is not None:
+                self._state.acquire()
+            try:
+                server = self._bind()
+            except BaseException:
+                if self._state is not None:
+                    self._state.release()
+                raise
             # Keep the port across stop()/start() so poll_urls handed out stay valid.
             self._port = server.server_address[1]
             self._api.origin = f"http://{_url_host(self._host)}:{self._port}"
+            self._continue_account()
             self._thread = threading.Thread(
                 target=server.serve_forever,
                 kwargs={"poll_interval": 0.05},
@@ -104,11 +155,32 @@ class FloraSimulator:
             self._thread.start()
             return self
 
+    def _bind(self) -> SimServer:
+        """The port of this account's last server when it is free (its URLs stay valid), else any."""
+        port = self._port or self._preferred_port
+        try:
+            return SimServer((self._host, port), self._app)
+        except OSError:
+            if not port or port == self._port:
+                raise
+            return SimServer((self._host, 0), self._app)
+
+    def _continue_account(self) -> None:
+        if self._state is None:
+            return
+        if self._saved_origin and self._saved_origin != self._api.origin:
+            self._world.rebase(self._saved_origin, self._api.origin)
+            self._api.assets.rebase(self._saved_origin, self._api.origin)
+        self._saved_origin = self._api.origin
+        self._save()
+
     def stop(self) -> None:
         """Stop serving and cut open connections; a no-op when not serving."""
         with self._lifecycle:
             server, thread = self._server, self._thread
             self._server = self._thread = None
+        if self._state is not None:
+            self._state.release()  # a later process (kernel) may continue the account now
         if server is None:
             return
         server.shutdown()

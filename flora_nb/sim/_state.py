@@ -181,6 +181,7 @@ class World:
         self._waiting: dict[str, deque[Run]] = {}
         self._running: dict[str, int] = {}
         self._ledger = _Ledger(balance=faults.credits)
+        self.on_change: Callable[[], None] | None = None  # called under the lock after each change to keep
 
     @property
     def faults(self) -> Faults:
@@ -196,6 +197,11 @@ class World:
             self._faults = faults
             for workspace_id in list(self._waiting):
                 self._fill_slots(workspace_id, now)
+            self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     def chance(self, share: float) -> bool:
         """A seeded coin flip; draws nothing for 0 or 1 so fault-free runs stay reproducible."""
@@ -240,6 +246,7 @@ class World:
             self._order.append(run)
             self._ledger.by_status["pending"] += 1
             self._push(now + self._pending, _READY, run.run_id)
+            self._changed()
             return run
 
     def get(self, run_id: str) -> Run | None:
@@ -269,6 +276,58 @@ class World:
         with self.lock:
             now = self.advance()
             return [_record(run, now) for run in self._order]
+
+    # -- persistence -------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything needed to continue this world later (JSON-ready); advances to now first."""
+        with self.lock:
+            now = self.advance()
+            ledger = self._ledger
+            return {
+                "saved_at": now, "pending_seconds": self._pending, "credits_setting": self._faults.credits,
+                "balance": ledger.balance, "credit_epoch": ledger.credit_epoch, "charged_total": ledger.charged_total,
+                "rng": _jsonable(self._rng.getstate()), "runs": [_run_state(run) for run in self._order],
+                "idempotency": self.idempotency.snapshot(),
+            }
+
+    def restore(self, data: dict[str, Any], spec_for: Callable[[str], TechniqueSpec | None]) -> None:
+        """Continue a snapshot: its runs, balance and keys; what was due since then happens on the next advance."""
+        with self.lock:
+            saved_at, pending = float(data["saved_at"]), float(data.get("pending_seconds", self._pending))
+            for item in data.get("runs", []):
+                spec = spec_for(item["technique_id"])
+                if spec is not None:  # a technique gone from the catalog takes its runs with it
+                    self._restore_run(_run_from(item, spec), saved_at, pending)
+            if data.get("credits_setting") == self._faults.credits:  # a new credits value starts over
+                self._ledger.balance = data.get("balance")
+                self._ledger.credit_epoch = int(data.get("credit_epoch", 0))
+            self._ledger.charged_total = float(data.get("charged_total", 0.0))
+            if data.get("rng"):
+                self._rng.setstate(_tupled(data["rng"]))
+            self.idempotency.restore(data.get("idempotency", []))
+
+    def _restore_run(self, run: Run, saved_at: float, pending: float) -> None:
+        self._runs[run.run_id] = run
+        self._order.append(run)
+        self._ledger.by_status[run.status] += 1
+        if run.status == "pending":
+            ready = run.created_at + pending
+            if ready > saved_at:
+                self._push(ready, _READY, run.run_id)
+            else:  # it was waiting for a concurrency slot
+                self._waiting.setdefault(run.workspace_id, deque()).append(run)
+        elif run.status == "running":
+            self._running[run.workspace_id] = self._running.get(run.workspace_id, 0) + 1
+            share = run.failure.at_fraction if run.failure is not None else 1.0
+            self._push((run.started_at or saved_at) + run.duration * share, _FINISH, run.run_id)
+
+    def rebase(self, old_origin: str, new_origin: str) -> None:
+        """Poll URLs handed out by an earlier server of this account now point here."""
+        with self.lock:
+            for run in self._order:
+                if run.poll_url.startswith(old_origin):
+                    run.poll_url = new_origin + run.poll_url[len(old_origin):]
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -344,6 +403,31 @@ class World:
         self._ledger.by_status[run.status] -= 1
         self._ledger.by_status[status] += 1
         run.status = status
+
+
+_RUN_FIELDS = ("run_id", "workspace_id", "project_id", "inputs", "poll_url", "idempotency_key", "created_at",
+               "duration", "quote", "final_cost", "reserved", "credit_epoch", "status", "started_at", "completed_at")
+
+
+def _run_state(run: Run) -> dict[str, Any]:
+    data = {name: getattr(run, name) for name in _RUN_FIELDS}
+    data["technique_id"] = run.spec.technique_id
+    data["failure"] = None if run.failure is None else vars(run.failure).copy()
+    return data
+
+
+def _run_from(data: dict[str, Any], spec: TechniqueSpec) -> Run:
+    failure = data.get("failure")
+    fields = {name: data[name] for name in _RUN_FIELDS if name in data}
+    return Run(spec=spec, failure=Failure(**failure) if failure else None, **fields)
+
+
+def _jsonable(value: Any) -> Any:
+    return [_jsonable(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
+def _tupled(value: Any) -> Any:
+    return tuple(_tupled(v) for v in value) if isinstance(value, list) else value
 
 
 def _record(run: Run, now: float) -> dict[str, Any]:

@@ -25,7 +25,8 @@ class RequestRecord:
     user_agent: str | None
     authorized: bool
     auth_header: bool
-    outcome: str  # "ok", "error", "rate_limited", "injected_error", "dropped"
+    outcome: str  # "ok", "error", "rate_limited", "injected_error", "dropped",
+    #                "error_after_create"
 
 
 class Traffic:
@@ -75,6 +76,7 @@ class Traffic:
                 "rate_limited": self._outcomes["rate_limited"],
                 "errors_injected": self._outcomes["injected_error"],
                 "drops": self._outcomes["dropped"],
+                "errors_after_create": self._outcomes["error_after_create"],
                 "idempotency_duplicates": self._statuses["409"],
                 "media_requests": self._routes[MEDIA_ROUTE],
                 "media_requests_with_auth": self._media_with_auth,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -90,9 +91,9 @@ def _nested_item(
     input_id = item["id"]
     kind = normalise_type(item.get("type"))
     if input_id in values:
-        problems.append((f"inputs.{input_id}", "Duplicate input"))
+        problems.append((input_id, "Duplicate input"))
     elif kind is None:
-        problems.append((f"inputs.{input_id}", "Expected type text, imageUrl or videoUrl"))
+        problems.append((input_id, "Expected type text, imageUrl or videoUrl"))
     else:
         values[input_id], types[input_id] = item["value"], kind
 
@@ -100,37 +101,48 @@ def _nested_item(
 def technique_inputs(
     spec: TechniqueSpec,
     inputs: dict[str, Any],
-    asset_exists: Callable[[str], bool],
+    media_problem: Callable[[str], str | None],
     sent_types: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """The inputs checked against the technique's schema; raises one 400 listing every problem."""
+    """The inputs checked against the technique's schema; raises one 400 listing every problem.
+
+    Problems name the bare input id, as the reference does (``prompt: Required``). Inputs are
+    ``map[unknown]`` in the reference: a number or boolean is taken for a text input (as its
+    JSON text); objects, arrays and null are not, and media inputs must be URL or asset strings.
+    """
     declared = {field["id"]: field for field in spec.inputs}
-    problems: Problems = [(f"inputs.{k}", "Unknown input") for k in inputs if k not in declared]
+    problems: Problems = [(k, "Unknown input") for k in inputs if k not in declared]
     for input_id, field in declared.items():
-        name = f"inputs.{input_id}"
+        name = input_id
         if input_id not in inputs:
             if not field.get("optional"):
                 problems.append((name, "Required"))
             continue
         sent = (sent_types or {}).get(input_id, field["type"])
-        problem = _value_problem(inputs[input_id], field["type"], sent, asset_exists)
+        problem = _value_problem(inputs[input_id], field["type"], sent, media_problem)
         if problem:
             problems.append((name, problem))
     if problems:
         raise validation_error(problems)
-    return {k: str(v) for k, v in inputs.items()}
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in inputs.items()}
 
 
 def _value_problem(
-    value: Any, declared: str, sent: str, asset_exists: Callable[[str], bool]
+    value: Any, declared: str, sent: str, media_problem: Callable[[str], str | None]
 ) -> str | None:
     if sent != declared:
         return f"Expected type {declared}"
+    if declared == "text" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return None if json.dumps(value) not in ("NaN", "Infinity", "-Infinity") else "Expected a finite number"
+    if declared == "text" and isinstance(value, bool):
+        return None
     if not isinstance(value, str):
-        return "Expected string"
+        return "Expected a string" if declared in URL_TYPES else "Expected a string, number or boolean"
     if not value.strip():
         # FIELD: FLORA rejects empty strings even for optional inputs (omit the key instead).
         return "Must not be empty"
-    if declared in URL_TYPES and not (is_http_url(value) or asset_exists(value)):
-        return "Expected an http(s) URL or an asset_ id"
+    if declared in URL_TYPES:
+        if not (is_http_url(value) or value.startswith("asset_")):
+            return "Expected an http(s) URL or an asset_ id"
+        return media_problem(value)  # an asset (by id or by its URL) must exist and be ready
     return None
