@@ -35,6 +35,7 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from ._client import FloraClient
+    from ._form import Form
     from ._run import Run, RunOutput
     from ._session import Flora
     from ._sweep import Sweep
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "Flora": "._session",
     "FloraClient": "._client",
+    "Form": "._form",
     "Run": "._run",
     "RunOutput": "._run",
     "Sweep": "._sweep",
@@ -67,6 +69,7 @@ __all__ = [
     "FloraConnectionError",
     "FloraError",
     "FloraTimeout",
+    "Form",
     "IdempotencyDuplicateError",
     "InputError",
     "InsufficientCreditsError",

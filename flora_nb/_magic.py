@@ -342,11 +342,7 @@ def _show(m: FloraMagics, c: Command) -> Any:
 
 
 def _form(m: FloraMagics, c: Command) -> Any:
-    fl = m.fl()
-    if not hasattr(fl, "form"):
-        raise UsageError("%flora form: the ipywidgets form is not available in this version yet; "
-                         f"use %flora show {c.options.technique} and %flora run instead.")
-    return fl.form(c.options.technique)
+    return m.fl().form(c.options.technique)
 
 
 def _wait_command(m: FloraMagics, c: Command) -> Any:

@@ -270,7 +270,7 @@ class Run:
         row = self._row
         bar = f"<progress max='100' value='{row.progress:.0f}'></progress> " if not self.done else ""
         outs = ", ".join(esc(f"{o.output_id} ({o.type})") for o in self.outputs)
-        error = f"<br><span style='color:#b00'>{esc(row.error_message or '')}</span>" if row.error_message else ""
+        error = f"<br><span style='color:var(--jp-error-color1, #b00)'>{esc(row.error_message or '')}</span>" if row.error_message else ""
         return (
             f"<div><code>{esc(self.id or 'not started')}</code> {bar}{esc(self._summary())}"
             f"{'<br>outputs: ' + outs if outs else ''}{error}</div>"

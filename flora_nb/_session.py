@@ -520,6 +520,12 @@ class Flora:
 
         return load_sweep(self, str(sweep_id).strip())
 
+    def form(self, technique: str, **options: Any) -> Any:
+        """An ipywidgets form (``flora_nb.Form``) that starts runs and sweeps of ``technique``."""
+        from ._form import Form
+
+        return Form(self, technique, **options)
+
     def tracked_runs(self) -> list[Run]:
         """Runs of this session that are not done yet."""
         with self._lock:

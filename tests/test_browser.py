@@ -106,11 +106,14 @@ def _run_all(page) -> None:
 
 
 def _watch_progress(page) -> None:
-    page.locator(".widget-hprogress .progress-bar").first.wait_for(timeout=60_000)
-    page.evaluate("""() => { const bar = document.querySelector('.widget-hprogress .progress-bar');
-        window.widths = [bar.style.width];
-        new MutationObserver(() => window.widths.push(bar.style.width))
-            .observe(bar, {attributes: true, attributeFilter: ['style']}); }""")
+    # The panel redraws its HTML, so watch the host element and read the one bar's value each time.
+    page.locator(".widget-html-content [role=progressbar]").first.wait_for(timeout=60_000)
+    page.evaluate("""() => { const host = [...document.querySelectorAll('.widget-html-content')]
+            .find(e => e.querySelector('[role=progressbar]'));
+        const value = () => host.querySelector('[role=progressbar]').getAttribute('aria-valuenow');
+        window.widths = [value()];
+        new MutationObserver(() => window.widths.push(value()))
+            .observe(host, {childList: true, subtree: true, attributes: true}); }""")
 
 
 def test_live_run_and_gallery_in_jupyterlab(lab):
@@ -126,15 +129,16 @@ def test_live_run_and_gallery_in_jupyterlab(lab):
             _watch_progress(page)
             status = page.locator(".widget-html-content", has_text="Poster Studio").first
             expect(status).to_contain_text("completed", timeout=60_000)
-            expect(page.locator(".widget-hprogress .progress-bar").first).to_have_attribute(
-                "style", re.compile(r"width: 100%"))
+            expect(page.locator(".widget-html-content [role=progressbar]").first).to_have_attribute(
+                "aria-valuenow", "100")
+            expect(page.locator(".widget-html-content progress")).to_have_count(0)  # one bar per run
             widths = page.evaluate("window.widths")
             assert len(set(widths)) >= 3, widths  # it moved while the cell had long returned
-            images = page.locator("img.widget-image")
-            expect(images).to_have_count(3, timeout=90_000)
+            images = page.locator("img.widget-image")  # the run's own output, then the gallery's three
+            expect(images).to_have_count(4, timeout=90_000)
             page.wait_for_function("() => [...document.querySelectorAll('img.widget-image')].every(i => i.naturalWidth > 0)")
             sizes = page.evaluate("() => [...document.querySelectorAll('img.widget-image')].map(i => i.naturalWidth)")
-            assert sizes == [256, 256, 256]
+            assert sizes == [256, 256, 256, 256]
             expect(page.locator(".widget-html-content", has_text="prompt=owl")).to_have_count(1)
             assert "sk_sim_demo" not in page.content()
             page.screenshot(path=str(SHOTS / "jupyterlab-flora.png"), full_page=True)

@@ -145,7 +145,7 @@ def test_stop_wait_resume(ip, capsys):
     (f"%flora run {POSTER} prompt=x --workspace ws_sim_private", "PermissionDeniedError: 403 forbidden"),
     (f"%flora sweep {POSTER} prompt=[a] --repeat two", "invalid int value"),
     (f'%flora run {POSTER} prompt="unclosed', "quote is not closed"),
-    ("%flora form poster-studio", "not available"),
+    ("%flora form tech_nope", "NotFoundError: 404 not_found"),
     ("%flora costs --by nope", "cannot group costs by"),
 ])
 def test_user_mistakes_are_one_line(ip, line, message):

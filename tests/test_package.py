@@ -9,8 +9,9 @@ import flora_nb
 
 PUBLIC = [
     "APIError", "Asset", "AuthenticationError", "BudgetExceededError", "ConfigError", "Flora", "FloraClient",
-    "FloraConnectionError", "FloraError", "FloraTimeout", "IdempotencyDuplicateError", "InputError",
-    "InsufficientCreditsError", "InvalidResponseError", "NotFoundError", "Output", "PermissionDeniedError", "RateLimitError",
+    "FloraConnectionError", "FloraError", "FloraTimeout", "Form", "IdempotencyDuplicateError", "InputError",
+    "InsufficientCreditsError", "InvalidResponseError", "NotFoundError", "Output", "PermissionDeniedError",
+    "RateLimitError",
     "Run", "RunFailedError", "RunOutput", "RunStart", "RunState", "ServerError", "StartUnconfirmedError", "Sweep", "Technique", "TechniqueInput",
     "UnsafeURLError", "ValidationError", "Workspace", "__version__", "session",
 ]
