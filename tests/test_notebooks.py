@@ -62,6 +62,7 @@ def test_quickstart_on_the_built_in_simulator(tmp_path, monkeypatch):
     for name in ("FLORA_API_KEY", "FLORA_BASE_URL", "FLORA_WORKSPACE_ID"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("FLORA_NB_HOME", str(tmp_path))
+    monkeypatch.setenv("FLORA_NB_SIM_PERSIST", "1")  # as for a user (the suite turns it off elsewhere)
     nb = execute("01-quickstart.ipynb", tmp_path)
     text = json.dumps(nb)
     assert "Poster Studio" in text and "completed" in text
