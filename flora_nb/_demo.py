@@ -1,23 +1,58 @@
-"""The README's main job, on the built-in simulator: one run, one sweep, compare, costs."""
+"""The README's main job, on the built-in simulator: a small sweep, its comparison, its costs, its files."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any, TextIO
 
 import pandas as pd
+
+SCRIPTS = ["a cyclist crests a hill at dawn", "a cat knocks a vase off a shelf"]
+STYLES = ["pencil sketch", "noir", "watercolour"]
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m flora_nb demo", description=__doc__)
     parser.add_argument("--speed", type=float, default=20.0, help="simulator speed-up (default 20)")
-    parser.add_argument("--prompt", default="a lighthouse at dusk, risograph print")
+    parser.add_argument("--out", default="flora_outputs", help="where the outputs are saved (default ./flora_outputs)")
     return parser.parse_args(argv)
 
 
 def _section(title: str) -> None:
     print(f"\n== {title} " + "=" * max(0, 70 - len(title)))
+
+
+def _progress_line(sweep: Any) -> str:
+    done = sum(1 for r in sweep.runs if r.done)
+    eta = sweep.eta_seconds
+    eta_text = "" if not eta else f" · ETA {eta:.0f} s"
+    return f"  {done} / {len(sweep.runs)} done · ${sweep.spent:.2f} spent{eta_text}"
+
+
+def follow(sweep: Any, stream: TextIO | None = None, every: float = 0.2, timeout: float = 120.0) -> None:
+    """Show one progress line that rewrites itself in place until the sweep is done."""
+    stream = stream or sys.stdout
+    in_place = stream.isatty()
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        finished = sweep.done  # read before drawing, so the last line drawn is the final state
+        line = _progress_line(sweep)
+        if in_place:
+            stream.write("\r" + line.ljust(len(last)))
+        elif line != last:  # a log file gets one line per change, never a wall of repeats
+            stream.write(line + "\n")
+        stream.flush()
+        last = line
+        if finished or time.monotonic() > deadline:
+            break
+        time.sleep(every)
+    if in_place:
+        stream.write("\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,35 +62,31 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parse(argv)
     pd.set_option("display.width", 140)
-    pd.set_option("display.max_columns", 12)
+    out = Path(args.out).resolve()
     with tempfile.TemporaryDirectory() as home, Flora.simulated(
         speed=args.speed, ledger_path=Path(home) / "ledger.sqlite", persist=False
     ) as fl:
-        print(f"FLORA simulator at {fl.endpoint} (speed x{args.speed:g}); ledger {fl.ledger.path}")
-        _section("Techniques")
-        print(fl.techniques()[["slug", "name", "run_cost", "inputs", "outputs"]].to_string(index=False))
-
-        _section("One run")
-        run = fl.run("poster-studio", {"prompt": args.prompt}, labels={"demo": "single"})
-        print(f"started {run!r}  (returned at once; polling in the background)")
-        run.wait(120).raise_for_status()
-        print(f"finished {run!r}")
-        for out in run.outputs:
-            print(f"  {out.output_id} ({out.type}): {out.url} [{len(out.fetch())} bytes, via the kernel]")
-
-        _section("A sweep: 2 prompts x 2 styles, budget $1")
-        sweep = fl.sweep("jingle-writer", grid={"prompt": ["sea shanty", "city lights"], "style": ["jazz", "punk"]},
-                         budget=1.0, max_concurrency=4)
+        print(f"FLORA simulator at {fl.endpoint} (speed x{args.speed:g}): offline, no credits spent.")
+        tech = fl.technique("storyboard-frames")
+        _section(f"Sweep: {tech.name}, {len(SCRIPTS)} scripts x {len(STYLES)} styles, budget $1")
+        print(f"  priced first: {len(SCRIPTS) * len(STYLES)} runs x ${tech.run_cost:.2f}")
+        sweep = fl.sweep("storyboard-frames", grid={"script": SCRIPTS, "style": STYLES}, budget=1.0,
+                         max_concurrency=6)
+        follow(sweep)
         sweep.wait(120)
-        print(repr(sweep))
-        print("\ncharged_cost by prompt x style:")
-        print(sweep.compare(values="charged_cost"))
-        print("\nrun seconds by prompt x style:")
-        print(sweep.compare(values="run_seconds").round(2))
 
+        _section("Compare: seconds per run, script x style")
+        print(sweep.compare(values="run_seconds").round(1).to_string())
         _section("Costs")
-        print(money_table(fl.costs()))  # fl.costs(detail=True) has every column
-        print(f"\nserver truth: {fl.simulator.stats()['total_charged']:.4f} USD charged; "
-              f"ledger: {fl.runs()['charged_cost'].sum():.4f} USD")
-        failed = fl.runs(status="failed")
-        return 0 if failed.empty else 1
+        print(money_table(fl.costs()).to_string())  # fl.costs(detail=True) has every column
+        print(f"  the server charged ${fl.simulator.stats()['total_charged']:.2f}; "
+              f"the ledger says ${fl.runs()['charged_cost'].sum():.2f}")
+
+        _section("Outputs")
+        paths = sweep.download(out)
+        print(f"  {len(paths)} files saved in {out}")
+        for path in paths[:3]:
+            print(f"    {path.name}")
+        if len(paths) > 3:
+            print(f"    ... and {len(paths) - 3} more")
+        return 0 if fl.runs(status="failed").empty else 1

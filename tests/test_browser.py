@@ -5,6 +5,7 @@ Follows ../shared/recipes/browser-testing.md. In CI (CI=true) a missing browser 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import nbformat
 import pytest
@@ -72,20 +74,21 @@ def _wait_ready(url: str, token: str, proc: subprocess.Popen, log: Path) -> None
     pytest.fail("jupyter lab did not start:\n" + log.read_text())
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+@contextlib.contextmanager
+def running_lab(d: Path, root: Path, theme: str | None = None) -> Iterator[tuple[str, str]]:
+    """JupyterLab serving ``root`` (settings under ``d``, optional theme); yields (url, token)."""
     assert os.path.exists(CHROMIUM), f"chromium is required in CI: apt-get install -y chromium ({CHROMIUM})"
-    d = tmp_path_factory.mktemp("lab")
-    root = d / "root"
-    root.mkdir()
-    _write_notebook(root)
+    env = _lab_env(d)
+    if theme:
+        themes = d / "settings/@jupyterlab/apputils-extension/themes.jupyterlab-settings"
+        themes.write_text('{"theme": "%s"}' % theme)
     port, token = _free_port(), secrets.token_hex(16)
     log_path = d / "server.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
              f"--port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}"],
-            env=_lab_env(d), stdout=log, stderr=subprocess.STDOUT)
+            env=env, stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         try:
             _wait_ready(url, token, proc, log_path)
@@ -96,6 +99,16 @@ def lab(tmp_path_factory):
                 proc.wait(20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    d = tmp_path_factory.mktemp("lab")
+    root = d / "root"
+    root.mkdir()
+    _write_notebook(root)
+    with running_lab(d, root) as (url, token):
+        yield url, token
 
 
 def _run_all(page) -> None:

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from tests.test_browser import ARGS, CHROMIUM, SHOTS, _free_port, _lab_env, _run_all, _wait_ready, sync_api
+from tests.test_browser import ARGS, CHROMIUM, SHOTS, _run_all, running_lab, sync_api
 
 DOCS_IMG = Path(__file__).resolve().parent.parent / "docs" / "img"
 UPDATE_DOCS = os.environ.get("FLORA_NB_UPDATE_SCREENSHOTS") == "1"
@@ -38,7 +35,6 @@ THEMES = {"light": "JupyterLab Light", "dark": "JupyterLab Dark"}
 @pytest.fixture(params=sorted(THEMES))
 def themed_lab(request, tmp_path):
     """One JupyterLab server per theme, with a notebook holding a form on the simulator."""
-    assert os.path.exists(CHROMIUM), f"chromium is required in CI: apt-get install -y chromium ({CHROMIUM})"
     root = tmp_path / "root"
     root.mkdir()
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS])
@@ -47,26 +43,8 @@ def themed_lab(request, tmp_path):
     from flora_nb.sim._media import png
 
     (root / "sneaker.png").write_bytes(png(b"\x07" * 32))
-    env = _lab_env(tmp_path)
-    themes = tmp_path / "settings/@jupyterlab/apputils-extension/themes.jupyterlab-settings"
-    themes.write_text('{"theme": "%s"}' % THEMES[request.param])
-    port, token = _free_port(), secrets.token_hex(16)
-    log_path = tmp_path / "server.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
-             f"--port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}"],
-            env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            _wait_ready(url, token, proc, log_path)
-            yield url, token, request.param, root
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    with running_lab(tmp_path, root, THEMES[request.param]) as (url, token):
+        yield url, token, request.param, root
 
 
 def _shoot(locator, name: str) -> None:

@@ -511,11 +511,12 @@ def test_simulated_text_outputs_read_like_their_technique(shared_sim):
 
 
 def test_demo_runs_and_prints_the_money_table(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "flora_nb", "demo", "--speed", "100"], capture_output=True,
-                          text=True, timeout=120, cwd=ROOT, env={**os.environ, "FLORA_NB_HOME": str(tmp_path)})
+    done = subprocess.run([sys.executable, "-m", "flora_nb", "demo", "--speed", "100", "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          env={**os.environ, "FLORA_NB_HOME": str(tmp_path)})
     assert done.returncode == 0, done.stderr
     costs = done.stdout.split("== Costs", 1)[1]
-    assert "total" in costs and "$0.2400" in costs and not (tmp_path / "sim").exists()
+    assert "total" in costs and "$0.6000" in costs and not (tmp_path / "sim").exists()
 
 
 def test_simulator_state_keeps_credits_assets_and_keys(tmp_path):

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import secrets
-import subprocess
-import sys
-
 import nbformat
 import pytest
 
-from tests.test_browser import ARGS, CHROMIUM, SHOTS, _free_port, _lab_env, _run_all, _wait_ready, sync_api
+from tests.test_browser import ARGS, CHROMIUM, SHOTS, _run_all, running_lab, sync_api
 
 CELLS = [
     "%load_ext flora_nb\n%flora connect --sim --speed 50",
@@ -27,26 +22,8 @@ def themed_lab(request, tmp_path):
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, root / "status.ipynb")
-    env = _lab_env(tmp_path)
-    themes = tmp_path / "settings/@jupyterlab/apputils-extension/themes.jupyterlab-settings"
-    themes.write_text('{"theme": "%s"}' % request.param)
-    port, token = _free_port(), secrets.token_hex(16)
-    log_path = tmp_path / "server.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
-             f"--port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}"],
-            env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            _wait_ready(url, token, proc, log_path)
-            yield url, token, request.param.split()[-1].lower()
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    with running_lab(tmp_path, root, request.param) as (url, token):
+        yield url, token, request.param.split()[-1].lower()
 
 
 def test_status_card_and_costs_table(themed_lab):
