@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 EXECUTE = """
@@ -36,6 +38,7 @@ def _run(args: list, **kwargs) -> subprocess.CompletedProcess:
     return done
 
 
+@pytest.mark.timeout(900)  # a fresh environment is installed first
 def test_binder_environment_runs_every_notebook(tmp_path):
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", venv])
