@@ -455,7 +455,8 @@ class SweepPanel:
         for run in sweep.runs:
             run.on_change(self.throttle)
         if not sweep.done:
-            _TICKER.add(lambda: not sweep.done, self.throttle)
+            # a closed session's ledger cannot be read: its panels stop ticking (they keep their last drawing)
+            _TICKER.add(lambda: not sweep.done and not sweep._session.closed, self.throttle)
 
     def render(self) -> str:
         sweep, esc = self.sweep, html.escape
