@@ -199,12 +199,17 @@ def _fill(value: Any, values: dict[str, Any]) -> Any:
 
 
 def _split(line: str) -> list[str]:
-    """Split on spaces outside quotes and brackets, keeping the quotes (so "5" stays text)."""
+    """Split on spaces outside quotes and brackets, keeping the quotes (so "5" stays text).
+
+    A ``#`` that begins a word outside quotes starts a comment, as in Python (``prompt=#f00`` is a value).
+    """
     tokens: list[str] = []
     current, quote, depth = "", "", 0
     for char in line:
         if quote:
             quote = "" if char == quote else quote
+        elif char == "#" and not current and depth == 0:
+            break
         elif char in "'\"":
             quote = char
         elif char == "[":

@@ -250,6 +250,18 @@ def test_a_live_sweep_says_done_spent_and_eta(tmp_path):
         assert _eventually(lambda: not sweep.launching)  # the launcher marks the rest skipped, then ends
 
 
+def test_a_sweep_panel_stops_ticking_when_its_session_closes(tmp_path):
+    from flora_nb._display import _TICKER
+
+    with Flora.simulated(speed=1.0, ledger_path=tmp_path / "l.sqlite") as slow:  # 12 s runs: still going
+        sweep = slow.sweep(POSTER, grid={"prompt": ["a"]})
+        panel = SweepPanel(sweep)
+        with _TICKER._lock:
+            alive = next(a for a, tick in _TICKER._items if tick is panel.throttle)
+        assert alive()
+    assert not sweep.done and not alive()  # a closed session's ledger cannot be read: no more ticks
+
+
 def test_a_gallery_caption_learns_a_late_charge(tmp_path):
     with Flora.simulated(speed=100.0, cost_lag=1.0, ledger_path=tmp_path / "l.sqlite") as fl:
         sweep = fl.sweep(POSTER, grid={"prompt": ["a", "b"]})

@@ -224,6 +224,14 @@ def test_connect_to_a_base_url_with_workspace(ip, monkeypatch):
         fl.close()
 
 
+def test_a_word_starting_with_hash_is_a_comment():
+    command = parse('run poster prompt="a # in quotes" colour=#ff0000   # start it; colour=ignored --wait')
+    assert command.inputs == {"prompt": "a # in quotes", "colour": "#ff0000"}
+    assert not command.options.wait
+    assert parse("sweep poster prompt=[a, #b] # vary it").inputs == {"prompt": ["a", "#b"]}
+    assert parse("connect --sim  # offline").options.sim
+
+
 def test_deeply_nested_values_are_a_usage_error():
     with pytest.raises(UsageError, match="nested too deeply"):
         parse("run poster p=" + "[" * 1500 + "a" + "]" * 1500)
