@@ -441,11 +441,15 @@ class Ledger:
         clause = ("WHERE " + " AND ".join(where)) if where else ""
         return self._select(clause + " ORDER BY local_id", tuple(args))
 
-    def iter_raw(self, endpoint: str | None = None) -> Iterator[tuple[Any, ...]]:
-        """Raw rows in column order, for building DataFrames without per-row objects."""
-        clause, args = ("WHERE endpoint = ?", (endpoint,)) if endpoint else ("", ())
+    def iter_raw(self, endpoint: str | None = None, columns: Sequence[str] = COLUMNS) -> Iterator[tuple[Any, ...]]:
+        """Raw rows with ``columns`` (all, in order, by default), for building DataFrames without per-row objects."""
+        unknown = set(columns) - set(COLUMNS)
+        if unknown:
+            raise ValueError(f"not ledger columns: {sorted(unknown)}")
+        # "+endpoint": scan in local_id order; through the endpoint index SQLite would sort every row again
+        clause, args = ("WHERE +endpoint = ?", (endpoint,)) if endpoint else ("", ())
         with self._lock:
-            yield from self._db.execute(f"SELECT {', '.join(COLUMNS)} FROM runs {clause} ORDER BY local_id", args).fetchall()
+            yield from self._db.execute(f"SELECT {', '.join(columns)} FROM runs {clause} ORDER BY local_id", args).fetchall()
 
     def events(self, local_id: int) -> list[dict[str, Any]]:
         with self._lock:
