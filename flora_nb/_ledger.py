@@ -299,6 +299,15 @@ class Ledger:
         rows = self._select("WHERE local_id = ?", (local_id,))
         return rows[0] if rows else None
 
+    def get_many(self, local_ids: Sequence[int]) -> dict[int, LedgerRow]:
+        """Rows by local id, in a few queries (the poller's sink reads a whole batch back at once)."""
+        found: dict[int, LedgerRow] = {}
+        for k in range(0, len(local_ids), 500):  # well under SQLite's bound-parameter limit
+            chunk = tuple(local_ids[k:k + 500])
+            for row in self._select(f"WHERE local_id IN ({','.join('?' * len(chunk))})", chunk):
+                found[row.local_id] = row
+        return found
+
     def find_run(self, endpoint: str, run_id: str) -> LedgerRow | None:
         rows = self._select("WHERE endpoint = ? AND run_id = ?", (endpoint, run_id))
         return rows[0] if rows else None

@@ -47,6 +47,7 @@ BATCH_MAX_PAGES = 50  # a batch poll pages back at most this far, then single po
 # run is looked at every WATCH_SHARE of its estimate (54 s of an hour) so a failure shows early,
 # but no more often than WATCH_MIN_FACTOR x 2 s: a short run is simply looked at near its end.
 FAST_SHARE = 0.5
+FIRST_LOOK_SHARE = 0.5  # the first look, halfway through the estimate, measures how fast the run really goes
 WATCH_SHARE = 0.015
 WATCH_MIN_FACTOR = 10.0
 
@@ -381,11 +382,11 @@ class Poller:
         return max(estimate * WATCH_SHARE, self.interval[0] * WATCH_MIN_FACTOR)
 
     def _first_delay(self, run: Run) -> float:
-        """First look: when the estimate is up, or earlier for a long run (a failure shows early)."""
+        """First look: halfway through the estimate (its progress then tells when it will really end)."""
         estimate = run.estimated_seconds
         if estimate is None:
             return self.interval[0]
-        return max(self._fast, min(estimate, self._watch(estimate)))
+        return max(self._fast, min(estimate * FIRST_LOOK_SHARE, self._watch(estimate)))
 
     def _next_delay(self, entry: _Entry, now: float) -> float:
         """Next look: at the run's predicted end (from its progress rate), then every second past it."""

@@ -571,8 +571,10 @@ class Flora:
         if not batch:
             return
         self.ledger.update_many([(run.local_id, ch) for run, ch in batch])
+        rows = self.ledger.get_many([run.local_id for run, _ in batch])  # one read for the batch, not one per run
         for run, _ in batch:
-            run._apply(self.ledger.get(run.local_id))
+            if run.local_id in rows:
+                run._apply(rows[run.local_id])
 
     def attach(self, run: Run, state: RunState) -> bool:
         """A lost start was found on the server: bind it to its ledger row and track it."""

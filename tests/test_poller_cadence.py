@@ -166,10 +166,11 @@ def test_mixed_durations_with_wrong_estimates_cost_little_and_late_runs_are_seen
     clock, flora, poller, runs = world(truths, estimates)
     drive(clock, poller, runs)
     assert all(r.done for r in runs)
-    assert flora.requests / 200 <= 0.65
+    assert flora.requests / 200 <= 0.7
     late = [lag for lag, t, e in zip(lags(runs, truths), truths, estimates) if t.duration > e]
     assert max(late) <= 1.1  # past the estimate: one batch a second (plus the 0.1 % progress rounding)
-    assert sorted(lags(runs, truths))[100] <= 1.0
+    found = sorted(lags(runs, truths))
+    assert found[100] <= 0.6 and found[190] <= 1.1  # early ones too: the halfway look measured their pace
 
 
 def test_a_long_run_that_fails_early_is_noticed_within_a_minute():
@@ -213,4 +214,4 @@ def test_a_batch_covers_every_due_run_of_a_workspace_in_one_request_per_page():
     clock, flora, poller, runs = world(truths, [5.0] * len(truths))
     drive(clock, poller, runs)
     assert all(r.done for r in runs)
-    assert flora.requests == 3  # one look at 5 s, three pages, all done
+    assert flora.requests == 6  # a look halfway and one at 5 s, three pages each: not one request per run
