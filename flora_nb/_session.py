@@ -570,8 +570,7 @@ class Flora:
         batch = [(run, ch) for run, ch in batch if ch]
         if not batch:
             return
-        self.ledger.update_many([(run.local_id, ch) for run, ch in batch])
-        rows = self.ledger.get_many([run.local_id for run, _ in batch])  # one read for the batch, not one per run
+        rows = self.ledger.write_back([(run._row, ch) for run, ch in batch])  # rows as written: no read per run
         for run, _ in batch:
             if run.local_id in rows:
                 run._apply(rows[run.local_id])
