@@ -123,9 +123,11 @@ def test_write_back_returns_each_row_as_written_and_logs_status_changes(tmp_path
     ledger = Ledger(tmp_path / "l.sqlite")
     ids = _two_rows(ledger)
     rows = [ledger.get(i) for i in ids]
+    events_before = len(ledger.events(ids[0]))
     outputs = [{"output_id": "image", "type": "imageUrl", "url": "http://x/b.png"}]
     written = ledger.write_back([(rows[0], {"progress": 100.0}),
                                  (rows[1], {"status": "completed", "charged_cost": 0.05, "outputs": outputs})])
     assert written == {i: ledger.get(i) for i in ids}  # the same rows a read gives, inputs and labels included
     assert written[ids[1]].outputs == outputs and written[ids[1]].inputs == {"prompt": "same", "size": 257}
     assert [e["status"] for e in ledger.events(ids[1])][-1] == "completed"
+    assert len(ledger.events(ids[0])) == events_before  # progress alone is no status event
