@@ -175,11 +175,12 @@ class Poller:
 
     def track(self, run: Run, first_poll_in: float | None = None) -> None:
         """Poll ``run`` until it is terminal and its charge is known."""
-        delay = self._first_delay(run) if first_poll_in is None else first_poll_in
         now, estimate = self._clock(), run.estimated_seconds or 0.0
+        # An explicit first_poll_in is kept to the moment; a computed first look goes on the beat.
+        due = self._tick(now + self._first_delay(run)) if first_poll_in is None else now + first_poll_in
         ends = now + estimate * (1.0 - min(float(run.progress or 0.0), 100.0) / 100.0)
         with self._lock:
-            self._entries[run.id] = _Entry(run, self._tick(now + delay), ends=ends)
+            self._entries[run.id] = _Entry(run, due, ends=ends)
         self._wake.set()
 
     def reconcile(self, run: Run, window: tuple[float, float] | None = None) -> None:

@@ -3,8 +3,11 @@
 Without ``rate_limit=`` the client sends as fast as it is asked to until FLORA answers 429. Then it
 measures how many requests it sent in the seconds before (the server let most of them through, so
 that is about the server's rate plus its burst), and from then on spaces requests out to a little
-under it. Every further 429 can only lower that rate; after a long quiet spell the rate is raised
-a little, so a limit the server lifted is found again at the cost of one 429 now and then.
+under it (and under one request per wait asked for, when the server asks for less than a second:
+a token bucket asks for about one token's time). Every further 429 lowers that rate by 20 % (twice a
+second at most); after a long quiet
+spell the rate is raised a little, so a limit the server lifted is found again at the cost of one
+429 now and then.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ __all__ = ["Throttle"]
 WINDOW = 5.0  # seconds of sending measured when a 429 comes: long, so the server's burst counts little
 MARGIN = 0.85  # the rate learnt is this share of what was sent (the burst inflates it by ~1/WINDOW)
 MIN_RATE = 0.2  # requests/s: never learn a rate so low that a poll waits minutes
+CUT = 0.8  # a 429 while a learnt rate is in force lowers it by 20 % ...
+CUT_GAP = 0.5  # ... twice a second at most (429s of requests already in flight count once)
 PROBE_AFTER = 30.0  # seconds and ...
 PROBE_REQUESTS = 500  # ... requests without a 429 before the learnt rate is raised (one 429 per probe at most) ...
 PROBE_STEP = 1.1  # ... by this factor
@@ -52,7 +57,7 @@ class Throttle:
         self._tokens = self.burst
         self._stamp = clock()
         self._paused_until = 0.0
-        self._stamp_learned = 0.0
+        self._stamp_learned = self._cut_at = 0.0
         self.learn = True  # False: 429s only pause (as before the rate was learnt)
         self.learned: float | None = None  # requests/s learnt from the server's 429s (None: none seen yet)
         self.rate_limited = 0  # 429s seen
@@ -114,7 +119,13 @@ class Throttle:
                 return
             span = max(now - recent[0], 1.0)
             measured = max(MIN_RATE, MARGIN * len(recent) / span)
-            self.learned = measured if self.learned is None else min(self.learned, measured)
+            if 0.0 < seconds < 1.0:  # a token bucket asks for about one token's time: at most 1/seconds per s
+                measured = min(measured, max(MIN_RATE, 1.0 / seconds))
+            if self.learned is None:
+                self.learned, self._cut_at = measured, now
+            elif now - self._cut_at >= CUT_GAP:  # the server's burst inflates what was measured:
+                self.learned = max(MIN_RATE, min(measured, self.learned * CUT))  # each later 429 cuts 10 %
+                self._cut_at = now
             self._stamp_learned, self._quiet = now, 0
             self._tokens = min(self._tokens, 0.0)  # no burst right after a 429
 
