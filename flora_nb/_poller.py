@@ -47,7 +47,8 @@ BATCH_MAX_PAGES = 50  # a batch poll pages back at most this far, then single po
 # run is looked at every WATCH_SHARE of its estimate (54 s of an hour) so a failure shows early,
 # but no more often than WATCH_MIN_FACTOR x 2 s: a short run is simply looked at near its end.
 FAST_SHARE = 0.5
-FIRST_LOOK_SHARE = 0.5  # the first look, halfway through the estimate, measures how fast the run really goes
+FIRST_LOOK_SHARE = 0.5  # the first look is halfway through the estimate; ...
+PACE_SHARE = 0.25  # ... the next a quarter of it later: the progress between them tells when the run will end
 WATCH_SHARE = 0.015
 WATCH_MIN_FACTOR = 10.0
 
@@ -407,7 +408,7 @@ class Poller:
         if entry.seen is None:
             if progress > 0:
                 entry.seen = (now, progress)
-            return by_estimate
+            return min(by_estimate, estimate * PACE_SHARE)  # look again soon: two looks measure its pace
         then, before = entry.seen
         if progress <= before or now <= then:  # no visible progress since: trust the estimate
             return by_estimate
