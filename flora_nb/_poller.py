@@ -47,6 +47,7 @@ BATCH_MAX_PAGES = 50  # a batch poll pages back at most this far, then single po
 # run is looked at every WATCH_SHARE of its estimate (54 s of an hour) so a failure shows early,
 # but no more often than WATCH_MIN_FACTOR x 2 s: a short run is simply looked at near its end.
 FAST_SHARE = 0.5
+RATE_SHARE_BEATS = 4.0  # under a rate limit of R requests/s the beat is at least 4 / R s: polls keep to ~1/4 of it
 FIRST_LOOK_SHARE = 0.5  # the first look is halfway through the estimate; ...
 PACE_SHARE = 0.25  # ... the next a quarter of it later: the progress between them tells when the run will end
 WATCH_SHARE = 0.015
@@ -372,7 +373,9 @@ class Poller:
 
     @property
     def _fast(self) -> float:
-        return self.interval[0] * FAST_SHARE
+        """The beat: FAST_SHARE of the interval, slower when a known rate limit would let polls crowd out starts."""
+        rate = getattr(self._client.throttle, "effective_rate", None)
+        return max(self.interval[0] * FAST_SHARE, RATE_SHARE_BEATS / rate if rate else 0.0)
 
     def _tick(self, at: float) -> float:
         """``at`` rounded up to the poller's beat, so runs that end close together share one batch."""

@@ -82,7 +82,8 @@ class FakeFlora:
         self.throttle = SimpleNamespace(paused_for=0.0)
 
     def technique_runs(self, page_size: int, max_pages: int, **_: object) -> Iterator[RunState]:
-        newest_first = sorted(self.truths.values(), key=lambda t: t.began, reverse=True)
+        started = [t for t in self.truths.values() if t.began <= self.clock.now]  # runs not started yet do not exist
+        newest_first = sorted(started, key=lambda t: t.began, reverse=True)
         for index, truth in enumerate(newest_first[: page_size * max_pages]):
             if index % page_size == 0:
                 self.requests += 1
@@ -215,3 +216,15 @@ def test_a_batch_covers_every_due_run_of_a_workspace_in_one_request_per_page():
     drive(clock, poller, runs)
     assert all(r.done for r in runs)
     assert flora.requests == 6  # a look halfway and one at 5 s, three pages each: not one request per run
+
+
+def test_under_a_known_rate_limit_the_beat_slows_so_polls_leave_room_for_starts():
+    # Starts as a 2 requests/s limit lets them out, runs of 14-26 s: an end every half second or so.
+    truths = [Truth(f"r{i}", began=i * 0.5, duration=20.0 * (0.7 + 0.6 * (i % 7) / 6)) for i in range(300)]
+    clock, flora, poller, runs = world(truths, [20.0] * 300)
+    flora.throttle.effective_rate = 2.0  # requests/s the client may send (set or learnt)
+    drive(clock, poller, runs)
+    assert all(r.done for r in runs)
+    span = max(t.ends for t in truths) - min(t.began for t in truths)
+    assert flora.requests / span <= 2.0 / 4 + 0.05  # polls used about a quarter of the rate at most
+    assert max(lags(runs, truths)) <= 4 / 2.0 + 0.1  # and every end was still seen within about one beat
