@@ -1,7 +1,9 @@
 """Polling benchmark: HTTP requests per run and completion-detection lag of a Flora session.
 
 N runs (default 200) of a 20 FLORA-second technique are started together on the in-process
-simulator (speed 10, so a run takes ~2 s real) and tracked until done. Measured:
+simulator (speed 10, so a run takes ~2 s real) and tracked until done. Each run takes 0.7-1.3 x
+its estimate (Faults(duration_jitter=0.3), --jitter): an exact estimate would flatter a poller
+that looks at the estimate. Medians of --samples (>= 3) fresh runs of each. Measured:
 - requests per run: sim.stats()["requests_total"] / N (starts and catalog look-ups included);
 - detection lag: the ledger event time at which the run became completed/failed minus the
   server's completed_at (run_records), p50/p95, in real and in FLORA seconds (x speed).
@@ -25,7 +27,7 @@ from pathlib import Path
 from _common import TECH, catalog, pct, private_home
 
 from flora_nb import Flora, FloraClient
-from flora_nb.sim import FloraSimulator
+from flora_nb.sim import Faults, FloraSimulator
 
 TERMINAL = ("completed", "failed")
 NAIVE_THREADS = 16
@@ -42,9 +44,9 @@ def server_completion(sim: FloraSimulator) -> dict[str, float]:
     return {r["run_id"]: r["completed_at"] / 1000.0 for r in sim.run_records() if r["completed_at"] is not None}
 
 
-def ours(n: int, speed: float, duration: float, home: Path) -> Result:
-    fl = Flora.simulated(speed=speed, seed=0, catalog=catalog(duration), ledger_path=home / "ours.sqlite",
-                         persist=False)
+def ours(n: int, speed: float, duration: float, home: Path, jitter: float = 0.0, seed: int = 0) -> Result:
+    fl = Flora.simulated(speed=speed, seed=seed, catalog=catalog(duration), ledger_path=home / f"ours{seed}.sqlite",
+                         persist=False, faults=Faults(duration_jitter=jitter))
     try:
         runs = [fl.run(TECH, inputs={"prompt": f"poster {i}"}) for i in range(n)]
         deadline = time.monotonic() + 30 + 3 * duration / speed
@@ -63,9 +65,9 @@ def ours(n: int, speed: float, duration: float, home: Path) -> Result:
         fl.close()
 
 
-def naive(n: int, speed: float, duration: float) -> Result:
+def naive(n: int, speed: float, duration: float, jitter: float = 0.0, seed: int = 0) -> Result:
     interval = 2.0 / speed
-    with FloraSimulator(speed=speed, seed=0, catalog=catalog(duration)) as sim, \
+    with FloraSimulator(speed=speed, seed=seed, catalog=catalog(duration), faults=Faults(duration_jitter=jitter)) as sim, \
             FloraClient(api_key=sim.api_key, base_url=sim.base_url) as client:
         started = []
         for i in range(n):
@@ -93,18 +95,29 @@ def naive(n: int, speed: float, duration: float) -> Result:
         return Result(stats["requests_total"], stats["requests_by_route"], [seen[r] - done_at[r] for r in seen])
 
 
+def median_result(results: list[Result]) -> Result:
+    """The sample with the median requests total."""
+    return sorted(results, key=lambda r: r.requests)[len(results) // 2]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=200, help="runs started together")
     parser.add_argument("--speed", type=float, default=10.0, help="simulator speed (FLORA s per real s)")
     parser.add_argument("--duration", type=float, default=20.0, help="technique duration in FLORA seconds")
+    parser.add_argument("--jitter", type=float, default=0.3, help="estimate error (simulator duration_jitter)")
+    parser.add_argument("--samples", type=int, default=3, help="fresh runs of each (median reported, >= 3)")
     args = parser.parse_args()
-    n, speed = args.runs, args.speed
+    n, speed, k = args.runs, args.speed, max(3, args.samples)
     with private_home() as home:
-        base = naive(n, speed, args.duration)
-        mine = ours(n, speed, args.duration, home)
+        bases = [naive(n, speed, args.duration, args.jitter, s) for s in range(k)]
+        mines = [ours(n, speed, args.duration, home, args.jitter, s) for s in range(k)]
+    base, mine = median_result(bases), median_result(mines)
+    print(f"requests/run per sample: naive {', '.join(f'{r.requests / n:.2f}' for r in bases)}; "
+          f"ours {', '.join(f'{r.requests / n:.2f}' for r in mines)} (the median sample is shown)")
     max_poll = max(0.05, 5.0 / speed)  # the session's poll_interval max on the simulator
-    print(f"{n} runs of a {args.duration:g} FLORA-s technique, speed {speed:g} (1 real s = {speed:g} FLORA s)")
+    print(f"{n} runs of a {args.duration:g} FLORA-s technique taking {1 - args.jitter:g}-{1 + args.jitter:g} x the "
+          f"estimate, speed {speed:g} (1 real s = {speed:g} FLORA s)")
     rb, ro = base.requests / n, mine.requests / n
     print(f"naive client, poll every 2 FLORA s : {rb:6.2f} requests/run (baseline)  {base.by_route}")
     ideal = 1 + math.ceil((args.duration + 1.0) / 2.0)  # start + polls over pending (1 FLORA s) + duration

@@ -522,7 +522,7 @@ class FloraClient:
                 wait = self._retry_wait(response, attempt)
                 log.info("flora_nb: %s %s -> %d; retry %d in %.2fs", method, _path(url), response.status_code, attempt + 1, wait)
                 if response.status_code == 429 and throttled:
-                    self.throttle.pause(wait)  # every thread of this client holds off, not just this one
+                    self.throttle.limited(wait)  # every thread of this client holds off, and it learns the rate
                     wait = 0.0
             if cancel is not None:
                 cancel.wait(wait)

@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from ._paths import private_dir
 
@@ -122,6 +122,9 @@ COLUMNS = (
     "owner", "rating", "note", "retry_of",
 )
 _JSON_COLUMNS = ("outputs", "inputs", "labels")
+_RETURNED = tuple(c for c in COLUMNS if c not in ("inputs", "labels"))  # what write_back reads back
+_OUTPUTS = _RETURNED.index("outputs")
+assert COLUMNS[_OUTPUTS:_OUTPUTS + 3] == ("outputs", "inputs", "labels")  # LedgerRow is built positionally
 # rating and note belong to the user: only set_rating() writes them, so no poll can overwrite them.
 _UPDATABLE = frozenset(COLUMNS) - {"local_id", "endpoint", "idempotency_key", "intent_at", "rating", "note"}
 UPLOAD_COLUMNS = ("endpoint", "workspace_id", "sha256", "size", "content_type", "file_name", "asset_id", "url",
@@ -263,6 +266,28 @@ class Ledger:
                 _apply(db, local_id, fields, now, note)
                 count += 1
         return count
+
+    def write_back(self, changes: Sequence[tuple[LedgerRow, Mapping[str, Any]]]) -> dict[int, LedgerRow]:
+        """``update_many`` that also returns each row as written, by local id (the poller's sink).
+
+        The rows are read back in the same transaction, a batch per query (pages still cached).
+        Inputs and labels are fixed when the intent is written, so they are kept from
+        the rows given rather than parsed again.
+        """
+        now, known = time.time(), {old.local_id: old for old, _ in changes}
+        found: dict[int, LedgerRow] = {}
+        with self._write() as db:
+            ids = list(known)
+            before = dict(_select_in(db, "local_id, status, charged_cost", ids, lambda r: (r[0], r[1:])))
+            for old, fields in changes:
+                _apply(db, old.local_id, fields, now, None, before.get(old.local_id))
+            for values in _select_in(db, ", ".join(_RETURNED), ids, tuple):
+                old = known[values[0]]
+                text = values[_OUTPUTS]
+                outputs = json.loads(text) if text and text != "[]" else []
+                found[old.local_id] = LedgerRow(*values[:_OUTPUTS], outputs, old.inputs, old.labels,
+                                                *values[_OUTPUTS + 1:])
+        return found
 
     def set_rating(self, local_id: int, rating: float | None, note: str | None) -> None:
         """Store the user's rating and note of a run; no status event, no other column touched."""
@@ -441,11 +466,15 @@ class Ledger:
         clause = ("WHERE " + " AND ".join(where)) if where else ""
         return self._select(clause + " ORDER BY local_id", tuple(args))
 
-    def iter_raw(self, endpoint: str | None = None) -> Iterator[tuple[Any, ...]]:
-        """Raw rows in column order, for building DataFrames without per-row objects."""
-        clause, args = ("WHERE endpoint = ?", (endpoint,)) if endpoint else ("", ())
+    def iter_raw(self, endpoint: str | None = None, columns: Sequence[str] = COLUMNS) -> Iterator[tuple[Any, ...]]:
+        """Raw rows with ``columns`` (all, in order, by default), for building DataFrames without per-row objects."""
+        unknown = set(columns) - set(COLUMNS)
+        if unknown:
+            raise ValueError(f"not ledger columns: {sorted(unknown)}")
+        # "+endpoint": scan in local_id order; through the endpoint index SQLite would sort every row again
+        clause, args = ("WHERE +endpoint = ?", (endpoint,)) if endpoint else ("", ())
         with self._lock:
-            yield from self._db.execute(f"SELECT {', '.join(COLUMNS)} FROM runs {clause} ORDER BY local_id", args).fetchall()
+            yield from self._db.execute(f"SELECT {', '.join(columns)} FROM runs {clause} ORDER BY local_id", args).fetchall()
 
     def events(self, local_id: int) -> list[dict[str, Any]]:
         with self._lock:
@@ -517,13 +546,26 @@ def _run_script(db: sqlite3.Connection, script: str) -> None:
             db.execute(statement)
 
 
-def _apply(db: sqlite3.Connection, local_id: int, fields: Mapping[str, Any], now: float, note: str | None) -> None:
+def _select_in(db: sqlite3.Connection, columns: str, ids: list[int], make: Callable[[Any], Any]) -> Iterator[Any]:
+    """``SELECT columns`` of the rows with these local ids, 500 ids per query (SQLite bounds parameters)."""
+    for k in range(0, len(ids), 500):
+        chunk = ids[k:k + 500]
+        yield from map(make, db.execute(f"SELECT {columns} FROM runs WHERE local_id IN "
+                                        f"({','.join('?' * len(chunk))})", chunk))
+
+
+_UNREAD: Any = object()
+
+
+def _apply(db: sqlite3.Connection, local_id: int, fields: Mapping[str, Any], now: float, note: str | None,
+           before: tuple[Any, ...] | None = _UNREAD) -> None:
     unknown = set(fields) - _UPDATABLE
     if unknown:
         raise ValueError(f"not ledger columns: {sorted(unknown)}")
     values = {k: (_dumps(v) if k in _JSON_COLUMNS else v) for k, v in fields.items()}
     values["updated_at"] = now
-    before = db.execute("SELECT status, charged_cost FROM runs WHERE local_id = ?", (local_id,)).fetchone()
+    if before is _UNREAD:  # (status, charged_cost) before this change, unless the caller read a batch at once
+        before = db.execute("SELECT status, charged_cost FROM runs WHERE local_id = ?", (local_id,)).fetchone()
     assignments = ", ".join(f"{k} = ?" for k in values)
     db.execute(f"UPDATE runs SET {assignments} WHERE local_id = ?", (*values.values(), local_id))
     if before is None:

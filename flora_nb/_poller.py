@@ -9,10 +9,11 @@ survives any exception (they are logged and counted in ``stats``).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 from ._errors import (
     AuthenticationError,
@@ -40,6 +41,17 @@ CLOCK_SLACK = 0.001
 HISTORY_MARGIN = 30.0  # batch polls page back this far past the oldest due run (clocks may differ)
 PAGE_SIZE = 100
 BATCH_MAX_PAGES = 50  # a batch poll pages back at most this far, then single polls take over
+# Cadence, as shares of the poll interval's low end (2 s against FLORA): a run past its predicted end
+# is looked at every FAST_SHARE x 2 s = 1 s (one batch covers them all, so the lag stays under a
+# second at the cost of one request per second per workspace, not per run); while it runs, a long
+# run is looked at every WATCH_SHARE of its estimate (54 s of an hour) so a failure shows early,
+# but no more often than WATCH_MIN_FACTOR x 2 s: a short run is simply looked at near its end.
+FAST_SHARE = 0.5
+RATE_SHARE_BEATS = 4.0  # under a rate limit of R requests/s the beat is at least 4 / R s: polls keep to ~1/4 of it
+FIRST_LOOK_SHARE = 0.5  # the first look is halfway through the estimate; ...
+PACE_SHARE = 0.25  # ... the next a quarter of it later: the progress between them tells when the run will end
+WATCH_SHARE = 0.015
+WATCH_MIN_FACTOR = 10.0
 
 
 @dataclass
@@ -84,6 +96,8 @@ class _Entry:
     run: Run
     due: float
     settle_polls: int = 0
+    ends: float = 0.0  # when the estimate says it should end (clock)
+    seen: tuple[float, float] | None = None  # (clock, progress) of the first look that saw it run with progress
 
 
 @dataclass
@@ -129,8 +143,9 @@ class Poller:
     """Keeps tracked runs fresh from one daemon thread."""
 
     def __init__(self, client: FloraClient, sink: Sink, interval: tuple[float, float] = (2.0, 5.0),
-                 grace: float = 60.0):
+                 grace: float = 60.0, clock: Callable[[], float] = time.monotonic):
         self._client = client
+        self._clock = clock  # monotonic seconds; the scheduling tests pass a fake one
         self._sink = sink
         self.interval = (float(interval[0]), float(max(interval)))
         self.grace = grace
@@ -162,9 +177,12 @@ class Poller:
 
     def track(self, run: Run, first_poll_in: float | None = None) -> None:
         """Poll ``run`` until it is terminal and its charge is known."""
-        delay = self._first_delay(run) if first_poll_in is None else first_poll_in
+        now, estimate = self._clock(), run.estimated_seconds or 0.0
+        # An explicit first_poll_in is kept to the moment; a computed first look goes on the beat.
+        due = self._tick(now + self._first_delay(run)) if first_poll_in is None else now + first_poll_in
+        ends = now + estimate * (1.0 - min(float(run.progress or 0.0), 100.0) / 100.0)
         with self._lock:
-            self._entries[run.id] = _Entry(run, time.monotonic() + delay)
+            self._entries[run.id] = _Entry(run, due, ends=ends)
         self._wake.set()
 
     def reconcile(self, run: Run, window: tuple[float, float] | None = None) -> None:
@@ -227,11 +245,12 @@ class Poller:
 
     def _sleep_until_due(self) -> None:
         with self._lock:
+            now = self._clock()
             dues = [e.due for e in self._entries.values()]
             if self._intents:
-                dues.append(time.monotonic() + self.interval[0])
+                dues.append(now + self.interval[0])
         pause = self._client.throttle.paused_for
-        wait = max(min(dues) - time.monotonic(), pause, 0.005) if dues else None
+        wait = max(min(dues) - now, pause, 0.005) if dues else None
         self._wake.wait(wait)
         self._wake.clear()
 
@@ -245,7 +264,7 @@ class Poller:
         self._reconcile_intents()
 
     def _due_now(self) -> _Cycle:
-        now = time.monotonic()
+        now = self._clock()
         cycle = _Cycle()
         with self._lock:
             for entry in self._entries.values():
@@ -332,7 +351,7 @@ class Poller:
             self._reschedule([run for run, _ in pairs])
 
     def _reschedule(self, runs: list[Run]) -> None:
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             for run in runs:
                 entry = self._entries.get(run.id)
@@ -344,26 +363,59 @@ class Poller:
                 if run.done:
                     entry.settle_polls += 1
                 late = entry.settle_polls >= SETTLE_POLLS
-                entry.due = now + (self.interval[1] * LATE_CHARGE_FACTOR if late else self._next_delay(run))
+                entry.due = now + self.interval[1] * LATE_CHARGE_FACTOR if late else self._tick(now + self._next_delay(entry, now))
 
     def _postpone(self, entries: list[_Entry]) -> None:
-        later = time.monotonic() + max(self.interval[1], self._client.throttle.paused_for)
+        later = self._clock() + max(self.interval[1], self._client.throttle.paused_for)
         with self._lock:
             for entry in entries:
                 entry.due = later
 
-    def _first_delay(self, run: Run) -> float:
-        estimate = run.estimated_seconds
-        return max(self.interval[0], estimate if estimate is not None else self.interval[0])
+    @property
+    def _fast(self) -> float:
+        """The beat: FAST_SHARE of the interval, slower when a known rate limit would let polls crowd out starts."""
+        rate = getattr(self._client.throttle, "effective_rate", None)
+        return max(self.interval[0] * FAST_SHARE, RATE_SHARE_BEATS / rate if rate else 0.0)
 
-    def _next_delay(self, run: Run) -> float:
-        """Poll again when the run should be done, within the configured interval."""
-        low, high = self.interval
+    def _tick(self, at: float) -> float:
+        """``at`` rounded up to the poller's beat, so runs that end close together share one batch."""
+        step = self._fast
+        return math.ceil(at / step) * step if step > 0 else at
+
+    def _watch(self, estimate: float) -> float:
+        """How often a run is looked at while it runs: a small share of its estimate, not too often."""
+        return max(estimate * WATCH_SHARE, self.interval[0] * WATCH_MIN_FACTOR)
+
+    def _first_delay(self, run: Run) -> float:
+        """First look: halfway through the estimate (its progress then tells when it will really end)."""
+        estimate = run.estimated_seconds
+        if estimate is None:
+            return self.interval[0]
+        return max(self._fast, min(estimate * FIRST_LOOK_SHARE, self._watch(estimate)))
+
+    def _next_delay(self, entry: _Entry, now: float) -> float:
+        """Next look: at the run's predicted end (from its progress rate), then every second past it."""
+        run, low, high = entry.run, self.interval[0], self.interval[1]
         estimate = run.estimated_seconds
         if run.done or estimate is None:
             return high if run.done else low
-        left = estimate * (1.0 - run.progress / 100.0) if run.status == "running" else estimate
-        return min(max(left, low), high)
+        if run.status != "running":  # pending or queued behind the server's concurrency cap
+            return min(max(estimate, self._fast), high)
+        left = self._time_left(entry, now, estimate)
+        return max(self._fast, min(left, self._watch(estimate)))
+
+    def _time_left(self, entry: _Entry, now: float, estimate: float) -> float:
+        """Seconds until the run should end: measured from its progress rate, else from the estimate."""
+        progress = float(entry.run.progress or 0.0)
+        by_estimate = estimate * (1.0 - min(progress, 100.0) / 100.0) if progress > 0 else entry.ends - now
+        if entry.seen is None:
+            if progress > 0:
+                entry.seen = (now, progress)
+            return min(by_estimate, estimate * PACE_SHARE)  # look again soon: two looks measure its pace
+        then, before = entry.seen
+        if progress <= before or now <= then:  # no visible progress since: trust the estimate
+            return by_estimate
+        return (100.0 - min(progress, 100.0)) * (now - then) / (progress - before)
 
     # ------------------------------------------------------------- reconciliation
 

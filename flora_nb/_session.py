@@ -576,9 +576,10 @@ class Flora:
         batch = [(run, ch) for run, ch in batch if ch]
         if not batch:
             return
-        self.ledger.update_many([(run.local_id, ch) for run, ch in batch])
+        rows = self.ledger.write_back([(run._row, ch) for run, ch in batch])  # rows as written: no read per run
         for run, _ in batch:
-            run._apply(self.ledger.get(run.local_id))
+            if run.local_id in rows:
+                run._apply(rows[run.local_id])
 
     def attach(self, run: Run, state: RunState) -> bool:
         """A lost start was found on the server: bind it to its ledger row and track it."""
@@ -696,13 +697,13 @@ class Flora:
     def runs(self, status: str | Sequence[str] | None = None, technique: str | None = None,
              sweep_id: str | None = None, since: Any = None, all_endpoints: bool = False) -> pd.DataFrame:
         """The ledger as a DataFrame (this endpoint only unless ``all_endpoints``)."""
-        from ._frames import runs_frame, select_runs
+        from ._frames import FRAME_COLUMNS, runs_frame, select_runs
 
-        rows = self.ledger.iter_raw(None if all_endpoints else self.endpoint)
+        rows = self.ledger.iter_raw(None if all_endpoints else self.endpoint, FRAME_COLUMNS)
         with self._lock:  # a slug seen in this session means its technique id
             known = self._techniques.get(technique) if technique else None
         technique = known.technique_id if known else technique
-        return select_runs(runs_frame(rows), status=status, technique=technique, sweep_id=sweep_id, since=since)
+        return select_runs(runs_frame(rows, FRAME_COLUMNS), status=status, technique=technique, sweep_id=sweep_id, since=since)
 
     def costs(self, by: str | Sequence[str] = "technique_name", detail: bool = False, **filters: Any) -> pd.DataFrame:
         """Cost summary per group with a ``total`` row; ``detail=True`` gives every column (no total)."""

@@ -79,3 +79,55 @@ def test_file_mode_and_events(tmp_path):
     assert oct(os.stat(ledger.path).st_mode & 0o777) == "0o600"
     assert [e["status"] for e in ledger.events(local)] == ["starting", "pending", "completed"]
     assert ledger.total_charged("e") == 0.04 and ledger.known_run_ids("e") == {"run_1"}
+
+
+def _two_rows(ledger: Ledger) -> list[int]:
+    ids = [ledger.add_intent(endpoint="http://127.0.0.1:9/api/v1", workspace_id="ws", idempotency_key=f"k{i}",
+                             technique_id="t", technique_name="T", estimated_cost=0.04,
+                             inputs={"prompt": "same", "size": 256 + i}, labels={"exp": "a"}) for i in range(2)]
+    ledger.update_many([(ids[0], {"run_id": "run_a", "status": "completed", "charged_cost": 0.04, "created_at": 100.0,
+                                  "started_at": 101.0, "completed_at": 103.5,
+                                  "outputs": [{"output_id": "image", "type": "imageUrl", "url": "http://x/a.png"}]})])
+    return ids
+
+
+def test_runs_frame_from_selected_columns_matches_the_frame_from_all_columns(tmp_path):
+    import gc
+
+    import pandas as pd
+
+    from flora_nb._frames import FRAME_COLUMNS, runs_frame
+
+    ledger = Ledger(tmp_path / "l.sqlite")
+    _two_rows(ledger)
+    full = runs_frame(ledger.iter_raw())
+    lean = runs_frame(ledger.iter_raw(None, FRAME_COLUMNS), FRAME_COLUMNS)
+    pd.testing.assert_frame_equal(full, lean)
+    assert gc.isenabled()  # the pause while building is undone
+    assert list(lean["input.size"]) == [256, 257] and list(lean["label.exp"]) == ["a", "a"]
+    assert lean.loc[0, "output_urls"] == ["http://x/a.png"] and lean.loc[1, "output_urls"] == []
+    assert lean.loc[0, "run_seconds"] == 2.5 and pd.isna(lean.loc[1, "run_seconds"])
+    lean.loc[0, "label.exp"] = "changed"  # rows sharing one parsed JSON text stay independent
+    assert lean.loc[1, "label.exp"] == "a"
+
+
+def test_iter_raw_refuses_a_column_the_ledger_has_not(tmp_path):
+    import pytest
+
+    ledger = Ledger(tmp_path / "l.sqlite")
+    with pytest.raises(ValueError, match="not ledger columns"):
+        list(ledger.iter_raw(None, ("run_id", "password")))
+
+
+def test_write_back_returns_each_row_as_written_and_logs_status_changes(tmp_path):
+    ledger = Ledger(tmp_path / "l.sqlite")
+    ids = _two_rows(ledger)
+    rows = [ledger.get(i) for i in ids]
+    events_before = len(ledger.events(ids[0]))
+    outputs = [{"output_id": "image", "type": "imageUrl", "url": "http://x/b.png"}]
+    written = ledger.write_back([(rows[0], {"progress": 100.0}),
+                                 (rows[1], {"status": "completed", "charged_cost": 0.05, "outputs": outputs})])
+    assert written == {i: ledger.get(i) for i in ids}  # the same rows a read gives, inputs and labels included
+    assert written[ids[1]].outputs == outputs and written[ids[1]].inputs == {"prompt": "same", "size": 257}
+    assert [e["status"] for e in ledger.events(ids[1])][-1] == "completed"
+    assert len(ledger.events(ids[0])) == events_before  # progress alone is no status event

@@ -1046,3 +1046,43 @@ def test_scheduler_chains_many_runs_through_a_concurrency_limit() -> None:
     assert starts[:3] == pytest.approx([clock.now - 12000 - 0.5] * 3)
     for i, run in enumerate(sorted(runs, key=lambda r: r.started_at)[3:], start=3):
         assert run.started_at == pytest.approx(starts[i - 3] + 12.0)
+
+
+def test_duration_jitter_makes_runs_end_early_and_late_around_an_unchanged_estimate() -> None:
+    clock = FakeClock()
+    world = World(faults=Faults(duration_jitter=0.3), seed=0, speed=1.0, pending_seconds=0.0, clock=clock)
+    spec = Catalog().get(POSTER)  # 12 s
+    runs = [world.start(_order(spec, i)) for i in range(400)]
+    clock.now += 12.0 * 1.3 + 0.01
+    world.advance()
+    durations = [run.completed_at - run.started_at for run in runs]
+    assert all(12.0 * 0.7 <= d <= 12.0 * 1.3 for d in durations)
+    assert min(durations) < 12.0 * 0.75 and max(durations) > 12.0 * 1.25  # both tails are reached
+    assert {run.estimate for run in runs} == {12.0}
+
+
+def test_no_duration_jitter_keeps_every_run_exact_and_other_draws_unchanged() -> None:
+    def durations_and_failures(faults: Faults) -> list[tuple[float, bool]]:
+        clock = FakeClock()
+        world = World(faults=faults, seed=5, speed=1.0, pending_seconds=0.0, clock=clock)
+        spec = Catalog().get(POSTER)
+        return [(run.duration, run.failure is None) for run in (world.start(_order(spec, i)) for i in range(50))]
+
+    exact = durations_and_failures(Faults(run_failure_rate=0.3))
+    jittered = durations_and_failures(Faults(run_failure_rate=0.3, duration_jitter=0.3))
+    assert {d for d, _ in exact} == {12.0}
+    assert [ok for _, ok in exact] == [ok for _, ok in jittered]  # jitter draws from its own stream
+    assert len({d for d, _ in jittered}) > 40
+
+
+def test_duration_jitter_out_of_range_is_refused() -> None:
+    with pytest.raises(ValueError, match="duration_jitter"):
+        Faults(duration_jitter=1.0)
+
+
+def test_estimated_seconds_is_the_estimate_not_the_jittered_duration(make_sim: Callable) -> None:
+    sim, api = make_sim(faults=Faults(duration_jitter=0.5))
+    body = api.start(POSTER).json()
+    record = sim.run_records()[0]
+    assert body["estimated_seconds"] == round(12.0 / sim.speed, 3)
+    assert record["run_id"] == body["run_id"]

@@ -21,12 +21,17 @@ class Faults:
     # Share of run starts answered 500 AFTER the run was created and its key stored (the case a
     # client must reconcile, never resend). Last, so positional Faults(...) calls keep working.
     error_after_create_rate: float = 0.0
+    # Estimate error, as real techniques have: each run takes its estimate x a factor drawn uniformly
+    # from [1 - j, 1 + j] (0.3: runs end up to 30% early or late). estimated_seconds stays the estimate.
+    duration_jitter: float = 0.0
 
     def __post_init__(self) -> None:
         for name in _SHARES:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
+        if not 0.0 <= self.duration_jitter < 1.0:
+            raise ValueError(f"duration_jitter must be >= 0 and < 1, got {self.duration_jitter!r}")
         if self.latency < 0:
             raise ValueError(f"latency must be >= 0, got {self.latency!r}")
         if self.rate_limit is not None and self.rate_limit <= 0:

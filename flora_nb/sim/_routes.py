@@ -187,7 +187,7 @@ class Api:
                 "run_id": run.run_id,
                 "type": "technique",
                 "charged_cost": run.quote,
-                "estimated_seconds": round(run.duration, 3),
+                "estimated_seconds": round(run.estimate if run.estimate is not None else run.duration, 3),
                 "poll_url": run.poll_url,
                 "project_id": run.project_id,
                 "technique": {"name": spec.name, "technique_id": spec.technique_id},

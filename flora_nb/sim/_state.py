@@ -110,6 +110,7 @@ class Run:
     failure: Failure | None
     reserved: float = 0.0
     credit_epoch: int = 0
+    estimate: float | None = None  # what estimated_seconds reports (None: the exact duration)
     status: str = "pending"
     started_at: float | None = None
     completed_at: float | None = None
@@ -173,6 +174,7 @@ class World:
         self.idempotency = IdempotencyStore()
         self._pending = pending_seconds / speed
         self._rng = random.Random(seed)
+        self._jitter_rng = random.Random(f"{seed}:duration")  # its own stream: jitter leaves other draws alone
         self._faults = faults
         self._runs: dict[str, Run] = {}
         self._order: list[Run] = []
@@ -343,11 +345,16 @@ class World:
             poll_url=order.poll_url(run_id),
             idempotency_key=order.idempotency_key,
             created_at=now,
-            duration=spec.duration_seconds / self.speed,
+            duration=spec.duration_seconds / self.speed * self._duration_factor(),
+            estimate=spec.duration_seconds / self.speed,
             quote=spec.run_cost,
             final_cost=jittered_cost(spec, order.inputs, self.seed),
             failure=self._draw_failure(),
         )
+
+    def _duration_factor(self) -> float:
+        jitter = self._faults.duration_jitter
+        return 1.0 + self._jitter_rng.uniform(-jitter, jitter) if jitter else 1.0
 
     def _draw_failure(self) -> Failure | None:
         rng = self._rng
@@ -406,7 +413,7 @@ class World:
 
 
 _RUN_FIELDS = ("run_id", "workspace_id", "project_id", "inputs", "poll_url", "idempotency_key", "created_at",
-               "duration", "quote", "final_cost", "reserved", "credit_epoch", "status", "started_at", "completed_at")
+               "duration", "estimate", "quote", "final_cost", "reserved", "credit_epoch", "status", "started_at", "completed_at")
 
 
 def _run_state(run: Run) -> dict[str, Any]:
