@@ -220,7 +220,7 @@ class Run:
                     )
                 # Short slices keep Ctrl-C responsive: a Condition wait is not interruptible.
                 self._changed.wait(0.2 if left is None else min(left, 0.2))
-        if self.unconfirmed:
+        if self.unconfirmed or (self._row.run_id is None and self._row.error_code == "start_not_received"):
             raise StartUnconfirmedError(f"run {self.local_id}: {self._row.error_message}", run=self)
         return self
 
