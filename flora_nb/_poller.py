@@ -394,8 +394,11 @@ class Poller:
         states = {s.run_id: s for s in listed if s.run_id not in known and s.created_at is not None}
         candidates = [Candidate(r, s.created_at.timestamp()) for r, s in states.items()]  # type: ignore[union-attr]
         now = time.monotonic()
-        for intent in group:  # a look counts once the start's window has closed (before, nothing is decided)
-            if listed_at > (intent.run.window_high or 0.0):
+        # A look counts towards giving up only once the start's window has closed and no start of the
+        # technique is in flight anywhere (until then nothing may be decided: it waits, never guesses).
+        in_flight = any(s.high == float("inf") for s in starts)
+        for intent in group:
+            if listed_at > (intent.run.window_high or 0.0) and not in_flight:
                 intent.attempts += 1
         late = any(i.give_up_at <= now for i in group)  # groups of unequal inputs: only once nothing better came
         bindings = bind(starts, candidates, offset, listed_at, groups=late)

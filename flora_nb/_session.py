@@ -394,7 +394,7 @@ class Flora:
         was sent before (a resent unconfirmed start), so a run it made may date from then.
         """
         self._begin_start(run, tech, since)
-        self._send_start(run, tech, keep_trying)
+        self._send_start(run, tech, keep_trying, resent=since is not None)
 
     def _begin_start(self, run: Run, tech: Technique, since: float | None = None) -> None:
         """Check the budget and mark the row ``starting`` with the start of its send window (nothing sent)."""
@@ -406,9 +406,11 @@ class Flora:
             self._update(run, status="starting", window_low=now if since is None else since,
                          window_high=now + self.client.attempt_seconds + LEASE_MARGIN)
 
-    def _send_start(self, run: Run, tech: Technique, keep_trying: Callable[[], bool] | None = None) -> None:
-        """POST a start marked ``starting`` (no lock held: starts go out in parallel) and record the answer."""
-        sent = self._post(run, tech, keep_trying)
+    def _send_start(self, run: Run, tech: Technique, keep_trying: Callable[[], bool] | None = None,
+                    resent: bool = False) -> None:
+        """POST a start marked ``starting`` (no lock held: starts go out in parallel) and record the answer.
+        ``resent``: its key was sent before (an earlier attempt may have made a run)."""
+        sent = self._post(run, tech, keep_trying, resent)
         if sent is None:
             return
         start, sent_at = sent
@@ -426,7 +428,8 @@ class Flora:
         if run.window_high is None or run.window_high < needed:
             self._update(run, window_high=needed + LEASE_MARGIN)
 
-    def _post(self, run: Run, tech: Technique, keep_trying: Callable[[], bool] | None) -> tuple[RunStart, float] | None:
+    def _post(self, run: Run, tech: Technique, keep_trying: Callable[[], bool] | None,
+              resent: bool = False) -> tuple[RunStart, float] | None:
         """POST the start: its answer and when the answered attempt went out; None when the answer
         was lost (then it is being reconciled). Ctrl-C during it leaves a lost start, then goes on."""
         first = run.window_low if run.window_low is not None else time.time()
@@ -445,7 +448,7 @@ class Flora:
                 if _maybe_started(exc):
                     self._lost(run, exc, (first, time.time()))
                 elif keep_trying() if keep_trying is not None else time.monotonic() < patience:
-                    self._hold_off(exc)
+                    self._hold_off(exc)  # the window keeps its start: a 5xx the client retried may have made the run
                     continue
                 else:
                     self._update(run, status="skipped", error_code=exc.code, charged_cost=0.0,

@@ -215,13 +215,13 @@ class Sweep:
             with self._slot:
                 self._posting.add(run.local_id)
                 self._count(run)
-            self._pool.submit(self._send, run)
+            self._pool.submit(self._send, run, since is not None)
             return True
 
-    def _send(self, run: Run) -> None:
+    def _send(self, run: Run, resent: bool) -> None:
         """One POST, in the send pool: what it ends with decides whether launching goes on."""
         try:
-            self._session._send_start(run, self.technique, keep_trying=self._running)
+            self._session._send_start(run, self.technique, keep_trying=self._running, resent=resent)
         except InsufficientCreditsError as exc:
             self._halt = ("insufficient_credits", exc.message)
         except RateLimitError:  # only when stopped while FLORA said 429: the run is skipped

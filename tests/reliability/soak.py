@@ -130,7 +130,7 @@ def _check(fl: Flora, report: SoakReport, capture: _Capture) -> None:
     for row in rows:
         report.rows[row.status] = report.rows.get(row.status, 0) + 1
     report.faults = _fault_counts(stats, rows)
-    _check_bindings(report, records, by_run)
+    _check_bindings(report, records, by_run, rows)
     _check_duplicates(report, records, rows, sim.requests())
     _check_rows(report, rows)
     _check_costs(report, records, by_run, stats)
@@ -153,7 +153,7 @@ def _fault_counts(stats: dict[str, Any], rows: list[Any]) -> dict[str, int]:
     }
 
 
-def _check_bindings(report: SoakReport, records: list[dict], by_run: dict[str, list]) -> None:
+def _check_bindings(report: SoakReport, records: list[dict], by_run: dict[str, list], rows: list[Any]) -> None:
     groups: dict[str, list[Any]] = {}
     for record in records:
         bound = by_run.get(record["run_id"], [])
@@ -171,11 +171,10 @@ def _check_bindings(report: SoakReport, records: list[dict], by_run: dict[str, l
     by_key = {r["idempotency_key"]: r for r in records}
     for pairing, members in groups.items():  # right when the group holds exactly the runs its starts made
         report.grouped += len(members)
-        keys = {m.idempotency_key for m in members}
-        ids = pairing.split("ids ", 1)[1].split(" ", 1)[0].split(",")
-        keys |= {row.idempotency_key for rows in by_run.values() for row in rows if str(row.local_id) in ids}
-        made = sorted(by_key[k]["run_id"] for k in keys if k in by_key)
-        held = sorted(m.run_id for rows in by_run.values() for m in rows if str(m.local_id) in ids)
+        ids = set(pairing.split("ids ", 1)[1].split(" ", 1)[0].split(","))
+        group = [row for row in rows if str(row.local_id) in ids]
+        made = sorted(by_key[row.idempotency_key]["run_id"] for row in group if row.idempotency_key in by_key)
+        held = sorted(row.run_id for row in group if row.run_id is not None)
         report.wrong_bindings += 0 if made == held else len(members)
 
 
