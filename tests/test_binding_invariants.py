@@ -164,8 +164,7 @@ CTRL_C = textwrap.dedent("""
     FloraClient._send_once = send_once
     [row] = fl.ledger.rows(fl.endpoint)
     print(json.dumps([row.status, row.error_code, row.window_low, row.window_high]), flush=True)
-    run = fl.find_run(row.run_id) if row.run_id else None
-    [run] = [r for r in fl._runs.values()]
+    [run] = list(fl._runs.values())  # the interrupted start (done or being reconciled)
     try:
         run.wait(60)
     except Exception as exc:
