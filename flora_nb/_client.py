@@ -20,6 +20,7 @@ import requests
 from urllib3 import exceptions as urllib3_errors
 from urllib3.util import parse_url
 
+from ._clock import ClockOffset, date_seconds
 from ._errors import (
     DEFAULT_CODES,
     APIError,
@@ -160,6 +161,7 @@ class FloraClient:
         self.max_retries = max(0, int(max_retries))
         self.max_retry_wait = float(max_retry_wait)
         self.throttle = Throttle(rate_limit)
+        self.clock = ClockOffset()  # the server's clock against ours, learnt from every answer's Date
         self._session = session or self._new_session()
         self._origin = _origin(self.base_url)
 
@@ -237,11 +239,23 @@ class FloraClient:
         workspace_id: str,
         inputs: Mapping[str, Any],
         idempotency_key: str | None = None,
+        on_attempt: Callable[[float], None] | None = None,
     ) -> RunStart:
-        """Start one technique run (``POST /runs/technique``); safe to retry with the same key."""
+        """Start one technique run (``POST /runs/technique``); safe to retry with the same key.
+
+        ``on_attempt(t)`` is called just before each attempt is sent (``t``: ``time.time()``).
+        """
         body = {"technique_id": technique_id, "workspace_id": workspace_id, "inputs": dict(inputs)}
         key = idempotency_key or new_idempotency_key()
-        return RunStart.from_api(self.request("POST", "/runs/technique", json=body, idempotency_key=key))
+        return RunStart.from_api(self.request("POST", "/runs/technique", json=body, idempotency_key=key,
+                                              on_attempt=on_attempt))
+
+    @property
+    def attempt_seconds(self) -> float:
+        """The longest one attempt can last (connect + read timeouts, capped by the deadline): a server
+        still working on a request after that would have been given up on."""
+        connect, read = self.timeout if isinstance(self.timeout, tuple) else (self.timeout, self.timeout)
+        return min(self.deadline, float(connect) + float(read))
 
     def get_run(self, run_id: str, poll_url: str | None = None) -> RunState:
         """The run's current state, from its ``poll_url`` when safe, else ``/runs/{run_id}``.
@@ -453,6 +467,7 @@ class FloraClient:
         data: Any = None,
         idempotency_key: str | None = None,
         deadline: float | None = None,
+        on_attempt: Callable[[float], None] | None = None,
     ) -> dict[str, Any]:
         """Send one API request (with retries) and return its JSON body; raise on errors.
 
@@ -461,7 +476,8 @@ class FloraClient:
         kwargs = {"params": params, "json": json, "files": files, "data": data}
         url = self._absolute(path_or_url)
         response = self._send_with_retries(method, url, kwargs, idempotency_key=idempotency_key,
-                                           deadline=deadline or self.deadline, cap=self.max_answer_bytes)
+                                           deadline=deadline or self.deadline, cap=self.max_answer_bytes,
+                                           on_attempt=on_attempt)
         if response.is_redirect or 300 <= response.status_code < 400:
             where = self._scrub(response.headers.get("location") or "nowhere")
             error = InvalidResponseError(
@@ -495,7 +511,7 @@ class FloraClient:
 
     def _send_with_retries(
         self, method: str, url: str, kwargs: dict, *, idempotency_key: str | None, throttled: bool = True,
-        **opts: Any,
+        on_attempt: Callable[[float], None] | None = None, **opts: Any,
     ) -> requests.Response:
         # A POST is only safe to repeat because the server dedupes it by its idempotency key.
         retryable = method.upper() in ("GET", "HEAD") or bool(idempotency_key)
@@ -506,6 +522,8 @@ class FloraClient:
                 raise FloraConnectionError(f"{method} {_path(url)}: cancelled, the session is closing")
             if throttled:
                 self.throttle.acquire()
+            if on_attempt is not None:
+                on_attempt(time.time())
             try:
                 response = self._send_once(method, url, kwargs, idempotency_key, attempt, **opts)
             except (FloraConnectionError, FloraTimeout) as exc:
@@ -540,8 +558,11 @@ class FloraClient:
             self._inflight[me] = limit
         try:
             with limit:
+                sent = time.time()
                 response = self._session.request(method, url, headers=headers, timeout=self._timeouts(limit.seconds),
                                                  allow_redirects=False, stream=True, **kwargs)
+                if auth and self._same_origin(url):  # the API's own clock, not a CDN's or a media host's
+                    self._observe_date(sent, response)
                 _read_body(response, cap, sink, method, url)
         except requests.Timeout:
             raise FloraTimeout(f"{method} {_path(url)} timed out after {self.timeout} s") from None
@@ -562,6 +583,11 @@ class FloraClient:
         log.debug("flora_nb: %s %s -> %d (%s)", method, _path(url), response.status_code,
                   self._request_id(response) or "-")
         return response
+
+    def _observe_date(self, sent: float, response: requests.Response) -> None:
+        date = date_seconds(response.headers.get("date"))
+        if date is not None:
+            self.clock.observe_date(sent, time.time(), date)
 
     def _timeouts(self, deadline: float) -> tuple[float, float]:
         connect, read = self.timeout if isinstance(self.timeout, tuple) else (self.timeout, self.timeout)

@@ -1,42 +1,86 @@
-"""What we know of the server's clock: bounds on (server time - local time), learnt from starts.
+"""What we know of the server's clock: bounds on (server time - local time), never a guess.
 
-A start sent at local time ``s`` and answered at ``r`` made a run whose server ``created_at`` is
-``c``, so the offset lies in ``[c - r, c - s]``. Intersecting those intervals over recent starts
-pins the offset down; lost starts are then matched to runs by time without guessing.
+Two kinds of observation bound the offset, each a request sent at local time ``s`` and
+answered at ``r``: a start whose run the server stamped ``created_at = c`` puts the offset in
+``[c - r, c - s]``; any answer's ``Date`` header (whole seconds, ``D``) puts it in
+``[D - r, D + 1 - s]``. Intersecting them pins the offset down. Until one has been seen the
+offset is unknown (``bounds()`` is None) and no lost start is matched by time. ``probe_times``
+plans requests that straddle the server's next second boundaries, so a session whose start
+answers were all lost still learns the offset to a few milliseconds from ``Date`` alone.
 """
 
 from __future__ import annotations
 
+import math
 import threading
+from email.utils import parsedate_tz
 
-__all__ = ["ClockOffset"]
+__all__ = ["ClockOffset", "date_seconds"]
 
 _MS = 0.001  # server timestamps are whole milliseconds
+
+
+def date_seconds(value: str | None) -> float | None:
+    """An HTTP ``Date`` header as unix seconds (always a whole second), or None if unreadable."""
+    if not value:
+        return None
+    parsed = parsedate_tz(value)
+    if parsed is None:
+        return None
+    from calendar import timegm
+
+    try:
+        return float(timegm(parsed[:6]) - (parsed[9] or 0))
+    except (OverflowError, ValueError, TypeError):
+        return None
 
 
 class ClockOffset:
     """Thread-safe bounds on the server-minus-local clock offset, in seconds."""
 
-    def __init__(self, unknown_slack: float):
-        self._slack = unknown_slack
+    def __init__(self) -> None:
         self._low: float | None = None
         self._high: float | None = None
         self._lock = threading.Lock()
 
     def observe(self, sent: float, answered: float, created: float) -> None:
-        """One start: sent and answered on our clock, created on the server's."""
-        low, high = created - answered - _MS, created - sent + _MS
+        """One start: sent and answered on our clock, its run created on the server's."""
+        self._narrow(created - answered - _MS, created - sent + _MS)
+
+    def observe_date(self, sent: float, answered: float, date: float) -> None:
+        """Any answer: its ``Date`` header (whole seconds) was written between ``sent`` and ``answered``."""
+        self._narrow(date - answered, date + 1.0 - sent)
+
+    def _narrow(self, low: float, high: float) -> None:
+        if not (math.isfinite(low) and math.isfinite(high)) or low > high:
+            return
         with self._lock:
             if self._low is None or self._high is None:
                 self._low, self._high = low, high
                 return
             new_low, new_high = max(self._low, low), min(self._high, high)
-            # Bounds that cross mean the clock moved (NTP step): start again from this start.
+            # Bounds that cross mean a clock moved (NTP step): start again from this observation.
             self._low, self._high = (new_low, new_high) if new_low <= new_high else (low, high)
 
-    def bounds(self) -> tuple[float, float]:
-        """(low, high); wide (± the unknown slack) until a start has been observed."""
+    def bounds(self) -> tuple[float, float] | None:
+        """(low, high), or None while nothing has been observed (then nothing is matched by time)."""
         with self._lock:
             if self._low is None or self._high is None:
-                return -self._slack, self._slack
+                return None
             return self._low, self._high
+
+    @property
+    def width(self) -> float:
+        found = self.bounds()
+        return math.inf if found is None else found[1] - found[0]
+
+    def probe_times(self, now: float, count: int = 8) -> list[float]:
+        """Local times at which ``count`` requests would split the current bounds evenly across the
+        server's next whole second (each answer's ``Date`` says on which side it fell)."""
+        found = self.bounds()
+        if found is None:
+            return []
+        low, high = found
+        boundary = math.ceil(now + high + 0.05)  # a server second that has certainly not begun yet
+        step = (high - low) / (count + 1)
+        return [boundary - (high - step * (i + 1)) for i in range(count)]

@@ -9,6 +9,8 @@ Every error flora_nb raises on purpose derives from ``FloraError``::
     ├── BudgetExceededError          a start or sweep would not fit its budget
     ├── RunFailedError               a run ended ``failed`` (carries ``.run``)
     ├── StartUnconfirmedError        a start's answer was lost and its run was not found (``.run``)
+    ├── LedgerError                  the ledger file cannot be read or written (SQLite said why)
+    │   └── LedgerConflict               a write would break a rule (e.g. one run id on two rows)
     ├── FloraConnectionError (ConnectionError)   the request never got an answer
     ├── FloraTimeout (TimeoutError)  a request, or a wait, ran out of time
     └── APIError                     FLORA answered with an error envelope
@@ -42,6 +44,8 @@ __all__ = [
     "InputError",
     "InsufficientCreditsError",
     "InvalidResponseError",
+    "LedgerConflict",
+    "LedgerError",
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
@@ -93,6 +97,14 @@ class StartUnconfirmedError(FloraError):
     def __init__(self, message: str, *, run: Any = None):
         super().__init__(message)
         self.run = run
+
+
+class LedgerError(FloraError):
+    """The ledger could not be read or written (its SQLite error is the ``__cause__``)."""
+
+
+class LedgerConflict(LedgerError):
+    """A ledger write would break one of its rules (a run id bound to two rows, a duplicate key)."""
 
 
 class FloraConnectionError(FloraError, ConnectionError):

@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
+from ._errors import LedgerConflict, LedgerError
 from ._paths import private_dir
 
 __all__ = ["ACTIVE", "COLUMNS", "UPLOAD_COLUMNS", "Ledger", "LedgerRow", "canonical_json", "default_home",
            "default_ledger_path"]
 
-SCHEMA_VERSION = 4  # == len(_MIGRATIONS)
+SCHEMA_VERSION = 5  # == len(_MIGRATIONS)
 ACTIVE = ("starting", "pending", "running")  # statuses the poller still has work for
 
 _MIGRATIONS: tuple[str, ...] = (
@@ -112,6 +113,14 @@ _MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE runs ADD COLUMN retry_of INTEGER;
     UPDATE runs SET charged_cost = 0 WHERE status = 'skipped' AND charged_cost IS NULL;
     """,
+    # version 5: a start's send window on the local clock (from its first POST to the last moment the
+    # server could act on it), kept so a resumed lost start is matched by the same finite window; and
+    # how a lost start was bound ('group:1,2,...' when it can only be told apart from others as a group)
+    """
+    ALTER TABLE runs ADD COLUMN window_low REAL;
+    ALTER TABLE runs ADD COLUMN window_high REAL;
+    ALTER TABLE runs ADD COLUMN pairing TEXT;
+    """,
 )
 
 COLUMNS = (
@@ -119,7 +128,7 @@ COLUMNS = (
     "technique_id", "technique_name", "project_id", "status", "progress", "estimated_cost",
     "charged_cost", "estimated_seconds", "intent_at", "created_at", "started_at", "completed_at",
     "error_code", "error_message", "outputs", "inputs", "labels", "poll_url", "reused_from", "updated_at",
-    "owner", "rating", "note", "retry_of",
+    "owner", "rating", "note", "retry_of", "window_low", "window_high", "pairing",
 )
 _JSON_COLUMNS = ("outputs", "inputs", "labels")
 _RETURNED = tuple(c for c in COLUMNS if c not in ("inputs", "labels"))  # what write_back reads back
@@ -175,6 +184,9 @@ class LedgerRow:
     rating: float | None = None
     note: str | None = None
     retry_of: int | None = None
+    window_low: float | None = None
+    window_high: float | None = None
+    pairing: str | None = None
 
     @classmethod
     def from_sql(cls, values: Sequence[Any]) -> LedgerRow:
@@ -507,11 +519,17 @@ class _Transaction:
             raise
         return self.db
 
-    def __exit__(self, exc_type: Any, *rest: Any) -> None:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, *rest: Any) -> None:
         try:
             self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        except sqlite3.Error as failure:
+            raise LedgerError(f"the ledger could not be written: {failure}") from failure
         finally:
             self.lock.release()
+        if isinstance(exc, sqlite3.IntegrityError):  # the ledger says which rule, never a raw sqlite3 error
+            raise LedgerConflict(f"ledger rule broken: {exc}") from exc
+        if isinstance(exc, sqlite3.Error):
+            raise LedgerError(f"the ledger could not be written: {exc}") from exc
 
 
 def _summaries(plans: dict[str, dict[str, Any]], runs: Sequence[tuple[Any, ...]]) -> list[dict[str, Any]]:

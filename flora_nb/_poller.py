@@ -13,7 +13,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Protocol, Sequence
 
 from ._errors import (
     AuthenticationError,
@@ -23,6 +23,7 @@ from ._errors import (
     InvalidResponseError,
     PermissionDeniedError,
 )
+from ._matching import Binding, Candidate, Start, bind
 from ._models import RunState
 
 if TYPE_CHECKING:
@@ -35,9 +36,11 @@ log = logging.getLogger("flora_nb.poller")
 
 SETTLE_POLLS = 30  # polls of a terminal run at the usual rhythm while its final charged_cost is unknown
 LATE_CHARGE_FACTOR = 12  # then it is checked every 12 x the longest poll interval (60 s) until FLORA reports it
-# Until a start has measured it, the server's clock is assumed to agree with ours (NTP): a lost
-# start is matched only to a run created inside its own window, to the millisecond.
-CLOCK_SLACK = 0.001
+# A lost start is matched only once the server's clock is known (never assumed to agree with ours):
+# when nothing pins it closer than this, Date headers are sampled across second boundaries.
+CLOCK_TARGET = 0.004
+CLOCK_PROBES = 8  # requests per sampling round; each round divides the uncertainty by CLOCK_PROBES + 1
+CLOCK_ROUNDS = 3
 HISTORY_MARGIN = 30.0  # batch polls page back this far past the oldest due run (clocks may differ)
 PAGE_SIZE = 100
 BATCH_MAX_PAGES = 50  # a batch poll pages back at most this far, then single polls take over
@@ -104,16 +107,7 @@ class _Entry:
 class _Intent:
     run: Run
     give_up_at: float
-    window: tuple[float, float]  # wall-clock span in which its POSTs were sent and answered (or not)
     attempts: int = 0  # searches made; never give up on an intent that was not searched for
-
-    def contains(self, created: float, offset: tuple[float, float]) -> bool:
-        """Could a run created at server time ``created`` come from this start?"""
-        return _within(self.window, created, offset)
-
-
-def _within(window: tuple[float, float], created: float, offset: tuple[float, float]) -> bool:
-    return window[0] + offset[0] <= created <= window[1] + offset[1]
 
 
 @dataclass
@@ -128,15 +122,21 @@ class Sink(Protocol):
 
     def record(self, pairs: Sequence[tuple[Run, RunState]]) -> None: ...
 
-    def attach(self, run: Run, state: RunState) -> bool: ...
+    def unresolved_starts(self, workspace: str, technique: str) -> list[Start]:
+        """Every start of the ledger (any session) not yet bound to a run, with its window."""
+        ...
+
+    def resolve(self, bindings: Sequence[Binding], states: Mapping[str, RunState]) -> set[int]:
+        """Write the bindings (one transaction); the local ids actually written."""
+        ...
+
+    def settled(self, run: Run) -> None:
+        """A start this poller looked for was resolved (here or by another session): refresh it."""
+        ...
 
     def give_up(self, run: Run) -> None: ...
 
     def known_run_ids(self) -> set[str]: ...
-
-    def starts_in_flight(self, workspace: str, technique: str) -> bool: ...
-
-    def clock_bounds(self) -> tuple[float, float]: ...
 
 
 class Poller:
@@ -153,7 +153,7 @@ class Poller:
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
         self._intents: dict[int, _Intent] = {}
-        self._ghosts: list[tuple[float, float]] = []  # windows of starts given up on: still ambiguous
+        self._sharpened = float("inf")  # the clock's uncertainty after the last sampling by Date headers
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -185,15 +185,14 @@ class Poller:
             self._entries[run.id] = _Entry(run, due, ends=ends)
         self._wake.set()
 
-    def reconcile(self, run: Run, window: tuple[float, float] | None = None) -> None:
-        """Look for the server-side run of a start whose answer was lost.
+    def reconcile(self, run: Run) -> None:
+        """Look for the server-side run of a start whose answer was lost (its window is in the ledger).
 
-        ``window`` is the wall-clock span (unix seconds) in which the start's POSTs went out; the
-        run FLORA created for it must carry a ``created_at`` inside it.
+        It is given up on (``unconfirmed``) only ``grace`` seconds after its window has closed.
         """
-        window = window or (run.intent_at, time.time())
+        window_left = max(0.0, (run.window_high or 0.0) - time.time())
         with self._lock:
-            self._intents[run.local_id] = _Intent(run, time.monotonic() + self.grace, window)
+            self._intents[run.local_id] = _Intent(run, time.monotonic() + window_left + self.grace)
         self._wake.set()
 
     @property
@@ -426,10 +425,6 @@ class Poller:
         for intent in intents:
             groups.setdefault((intent.run.workspace_id, intent.run.technique_id), []).append(intent)
         for (workspace, technique), group in groups.items():
-            # A start still in flight (any live session) may be the one that created an unknown
-            # run: wait until none is, so a lost start never takes another start's run.
-            if self._sink.starts_in_flight(workspace, technique):
-                continue
             try:
                 self._match(workspace, technique, group)
             except Exception as exc:
@@ -437,9 +432,37 @@ class Poller:
         self._expire_intents()
 
     def _match(self, workspace: str, technique: str, group: list[_Intent]) -> None:
-        """Bind lost starts to server runs nobody knows yet, by when each run was created."""
-        offset = self._sink.clock_bounds()
-        oldest = min(i.window[0] for i in group) + offset[0] - 1.0
+        """Bind the ledger's unresolved starts of this technique (every session's) by the binding rule."""
+        starts = self._sink.unresolved_starts(workspace, technique)
+        self._forget_settled(group, {s.local_id for s in starts})
+        if not starts:
+            return
+        listed_at = time.time()
+        listed = self._history(workspace, technique, min(s.low for s in starts))
+        self._worked()
+        self._sharpen_clock(workspace)
+        offset = self._client.clock.bounds()
+        known = self._sink.known_run_ids()  # read after listing: a start that landed meanwhile counts
+        states = {s.run_id: s for s in listed if s.run_id not in known and s.created_at is not None}
+        candidates = [Candidate(r, s.created_at.timestamp()) for r, s in states.items()]  # type: ignore[union-attr]
+        now = time.monotonic()
+        # A look counts towards giving up only once the start's window has closed and no start of the
+        # technique is in flight anywhere (until then nothing may be decided: it waits, never guesses).
+        in_flight = any(s.high == float("inf") for s in starts)
+        for intent in group:
+            if listed_at > (intent.run.window_high or 0.0) and not in_flight:
+                intent.attempts += 1
+        late = any(i.give_up_at <= now for i in group)  # groups of unequal inputs: only once nothing better came
+        bindings = bind(starts, candidates, offset, listed_at, groups=late)
+        if bindings:
+            done = self._sink.resolve(bindings, states)
+            self.stats.reconciled += sum(1 for b in bindings if b.local_id in done and b.run_id is not None)
+            self._forget_settled(group, {s.local_id for s in starts} - done)
+
+    def _history(self, workspace: str, technique: str, oldest_start: float) -> list[RunState]:
+        """The technique's runs back to a little before the oldest start (either clock may be ahead)."""
+        bounds = self._client.clock.bounds()
+        oldest = oldest_start + (bounds[0] if bounds else -HISTORY_MARGIN) - 1.0
         listed: list[RunState] = []
         self.stats.batch_requests += 1
         history = self._client.technique_runs(workspace_id=workspace, technique_id=technique,
@@ -449,18 +472,33 @@ class Poller:
             if created < oldest:
                 break
             listed.append(state)
-        self._worked()
-        known = self._sink.known_run_ids()  # read after listing: a start that landed meanwhile counts
-        candidates = [s for s in reversed(listed) if s.run_id not in known and s.created_at is not None]
-        for intent in group:
-            intent.attempts += 1
+        return listed
+
+    def _sharpen_clock(self, workspace: str) -> None:
+        """Pin the server's clock down from ``Date`` headers when nothing better has: a few cheap
+        requests timed to straddle the server's next second boundaries (see ``ClockOffset``)."""
+        clock = self._client.clock
+        if self._sharpened * 0.9 <= clock.width <= self._sharpened * 1.5:
+            return  # sampling already brought it here (round trips bound it); it restarts if the clock moves
+        for _ in range(CLOCK_ROUNDS):
+            if clock.width <= CLOCK_TARGET or self._stop.is_set():
+                break
+            for at in clock.probe_times(time.time(), CLOCK_PROBES):
+                if self._stop.wait(max(0.0, at - time.time())):
+                    return
+                self.stats.batch_requests += 1
+                self._client.request("GET", "/technique-runs", params={"workspace_id": workspace, "limit": 1},
+                                     deadline=self._client.poll_deadline)
+        self._sharpened = clock.width
+
+    def _forget_settled(self, group: list[_Intent], unresolved: set[int]) -> None:
+        """Intents whose row is no longer an unresolved start (bound here or by another session)."""
+        settled = [i for i in group if i.run.local_id not in unresolved]
         with self._lock:
-            ghosts = list(self._ghosts)
-        for intent, state in _pair(group, candidates, offset, ghosts):
-            with self._lock:
+            for intent in settled:
                 self._intents.pop(intent.run.local_id, None)
-            if self._sink.attach(intent.run, state):
-                self.stats.reconciled += 1
+        for intent in settled:
+            self._sink.settled(intent.run)
 
     def _expire_intents(self) -> None:
         now = time.monotonic()
@@ -468,30 +506,9 @@ class Poller:
             expired = [i for i in self._intents.values() if i.give_up_at <= now and i.attempts >= 2]
             for intent in expired:
                 del self._intents[intent.run.local_id]
-                # Its run may exist and be ambiguous: keep its window so no other start takes that run.
-                self._ghosts = (self._ghosts + [intent.window])[-200:]
-        for intent in expired:
+        for intent in expired:  # its row stays an unresolved start in the ledger: it still claims its window
             self._sink.give_up(intent.run)
 
 
 def _created(run: Run) -> float:
     return run._row.created_at or run._row.intent_at
-
-
-def _pair(intents: list[_Intent], runs: list[RunState], offset: tuple[float, float],
-          ghosts: Sequence[tuple[float, float]] = ()) -> list[tuple[_Intent, RunState]]:
-    """Pairs that cannot be wrong: each run created inside exactly one lost start's window.
-
-    ``offset`` bounds the server's clock against ours; ``ghosts`` are windows of starts given up
-    on, which still make a run ambiguous. A run that fits two windows is left alone: those starts
-    are reported unconfirmed rather than risk binding a run to the wrong inputs.
-    """
-    pairs, free = [], list(intents)
-    for state in runs:
-        created = state.created_at.timestamp()  # type: ignore[union-attr]
-        fits = [i for i in free if i.contains(created, offset)]
-        ambiguous = any(_within(g, created, offset) for g in ghosts)
-        if len(fits) == 1 and not ambiguous:
-            pairs.append((fits[0], state))
-            free.remove(fits[0])
-    return pairs

@@ -118,13 +118,136 @@ class Run:
 
     run_id = id
 
-    def __getattr__(self, name: str) -> Any:
-        # status, progress, charged_cost, estimated_cost, error_code, error_message, inputs,
-        # labels, technique_id, technique_name, workspace_id, sweep_id, estimated_seconds ...
-        row = self.__dict__.get("_row")
-        if row is not None and name in row.__dataclass_fields__:
-            return getattr(row, name)
-        raise AttributeError(f"'Run' object has no attribute {name!r}")
+    @property
+    def status(self) -> str:
+        """Ledger status: queued, starting, pending, running, completed, failed or skipped."""
+        return self._row.status
+
+    @property
+    def progress(self) -> float:
+        """0..100 as FLORA last reported it."""
+        return self._row.progress
+
+    @property
+    def estimated_cost(self) -> float | None:
+        """USD: the technique's run_cost when the run was planned."""
+        return self._row.estimated_cost
+
+    @property
+    def charged_cost(self) -> float | None:
+        """USD: the final charge (None until FLORA reports it; 0 for refunds and skips)."""
+        return self._row.charged_cost
+
+    @property
+    def estimated_seconds(self) -> float | None:
+        """FLORA's estimate from the start answer."""
+        return self._row.estimated_seconds
+
+    @property
+    def error_code(self) -> str | None:
+        """Why the run failed, was skipped, or what its start is waiting for."""
+        return self._row.error_code
+
+    @property
+    def error_message(self) -> str | None:
+        """The error in words."""
+        return self._row.error_message
+
+    @property
+    def inputs(self) -> dict[str, Any]:
+        """The inputs this start sent."""
+        return self._row.inputs
+
+    @property
+    def labels(self) -> dict[str, Any]:
+        """The user's labels."""
+        return self._row.labels
+
+    @property
+    def technique_id(self) -> str:
+        """The technique's id."""
+        return self._row.technique_id
+
+    @property
+    def technique_name(self) -> str | None:
+        """The technique's name."""
+        return self._row.technique_name
+
+    @property
+    def workspace_id(self) -> str:
+        """The workspace the run is billed to."""
+        return self._row.workspace_id
+
+    @property
+    def project_id(self) -> str | None:
+        """The FLORA project holding the run."""
+        return self._row.project_id
+
+    @property
+    def sweep_id(self) -> str | None:
+        """The sweep it belongs to (None for single runs)."""
+        return self._row.sweep_id
+
+    @property
+    def variation(self) -> int | None:
+        """Its variation number within the sweep."""
+        return self._row.variation
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint (base URL or sim://name) its ledger row is kept under."""
+        return self._row.endpoint
+
+    @property
+    def idempotency_key(self) -> str:
+        """The key every attempt of this start carries."""
+        return self._row.idempotency_key
+
+    @property
+    def poll_url(self) -> str | None:
+        """Where FLORA says to poll it."""
+        return self._row.poll_url
+
+    @property
+    def reused_from(self) -> str | None:
+        """The earlier run whose result a reusing sweep took."""
+        return self._row.reused_from
+
+    @property
+    def retry_of(self) -> int | None:
+        """The local id of the failed run this one retries."""
+        return self._row.retry_of
+
+    @property
+    def owner(self) -> str | None:
+        """The session (host:pid:token) that wrote the row."""
+        return self._row.owner
+
+    @property
+    def intent_at(self) -> float:
+        """Unix time the start was recorded, before anything was sent."""
+        return self._row.intent_at
+
+    @property
+    def updated_at(self) -> float:
+        """Unix time of the row's last change."""
+        return self._row.updated_at
+
+    @property
+    def window_low(self) -> float | None:
+        """Earliest moment (unix, local clock) its POST may have gone out."""
+        return self._row.window_low
+
+    @property
+    def window_high(self) -> float | None:
+        """Latest moment FLORA may have acted on it (a lease while the start is sent)."""
+        return self._row.window_high
+
+    @property
+    def pairing(self) -> str | None:
+        """How a lost start was bound: exact, or unknown among a group of starts."""
+        return self._row.pairing
+
 
     @property
     def outputs(self) -> list[RunOutput]:
@@ -220,7 +343,7 @@ class Run:
                     )
                 # Short slices keep Ctrl-C responsive: a Condition wait is not interruptible.
                 self._changed.wait(0.2 if left is None else min(left, 0.2))
-        if self.unconfirmed:
+        if self.unconfirmed or (self._row.run_id is None and self._row.error_code == "start_not_received"):
             raise StartUnconfirmedError(f"run {self.local_id}: {self._row.error_message}", run=self)
         return self
 

@@ -8,7 +8,6 @@ import html
 import logging
 import os
 import re
-import sqlite3
 import threading
 import time
 import weakref
@@ -16,7 +15,6 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from ._budget import Exposure, is_money, reserve_ratio, summarize
 from ._client import FloraClient, new_idempotency_key, setting
-from ._clock import ClockOffset
 from ._errors import (
     APIError,
     BudgetExceededError,
@@ -27,14 +25,16 @@ from ._errors import (
     IdempotencyDuplicateError,
     InputError,
     InvalidResponseError,
+    LedgerConflict,
     NotFoundError,
     RateLimitError,
     ServerError,
 )
-from ._ledger import ACTIVE, Ledger, LedgerRow, default_home
+from ._ledger import ACTIVE, Ledger, LedgerRow, canonical_json, default_home
+from ._matching import Binding, Start
 from ._models import Asset, RunStart, RunState, Technique, Workspace
 from ._owner import STALE_SECONDS, is_alive, new_owner, retire
-from ._poller import CLOCK_SLACK, Poller
+from ._poller import Poller
 from ._run import Run
 from ._uploads import Uploader
 from ._validation import check_inputs
@@ -53,9 +53,12 @@ _CURRENT: Flora | None = None  # the session the %flora magics use (flora_nb.ses
 _CURRENT_LOCK = threading.Lock()
 _SIM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
-START_GAP = 0.002  # seconds between two starts of a session
 LOST = "start_lost"  # the answer to a start never came: reconciling
-UNCONFIRMED = "start_unconfirmed"  # reconciling found nothing within the grace period
+UNCONFIRMED = "start_unconfirmed"  # reconciling could not decide within the grace period (resume() looks again)
+NOT_RECEIVED = "start_not_received"  # reconciling proved FLORA made no run for this start: nothing was charged
+NOT_RECEIVED_MESSAGE = ("FLORA never received this start: it made no run for it and charged nothing. "
+                        "sweep.resume() sends it again with its own key; a single run: call fl.run(...) again.")
+LEASE_MARGIN = 1.0  # seconds a start's recorded window reaches past its current attempt's longest end
 RATE_LIMIT_PATIENCE = 60.0  # seconds a single run's start keeps trying through 429s (sweeps: while running)
 
 
@@ -151,9 +154,9 @@ class Flora:
         self.rate_limited_starts = 0  # start attempts FLORA answered 429 to, after the client's own retries
         self._lock = threading.RLock()
         self._closed = False
-        self.clock = ClockOffset(unknown_slack=CLOCK_SLACK)
+        self.clock = self.client.clock  # the server's clock against ours (bounds; None until learnt)
         self._start_windows: dict[int, tuple[float, float]] = {}  # local id -> when its start was sent
-        self._start_lock = threading.Lock()
+        self._budget_lock = threading.Lock()  # budget check + "starting": one start at a time; POSTs run in parallel
         self.poller = Poller(self.client, self, interval=poll_interval, grace=reconcile_grace)
         self.poller.start()
         _SESSIONS.add(self)
@@ -390,11 +393,24 @@ class Flora:
         never got past 429 is ``skipped`` (``rate_limited``), never ``failed``. ``since``: the start
         was sent before (a resent unconfirmed start), so a run it made may date from then.
         """
-        with self._start_lock:  # one start at a time, so each start's time window is its own
+        self._begin_start(run, tech, since)
+        self._send_start(run, tech, keep_trying, resent=since is not None)
+
+    def _begin_start(self, run: Run, tech: Technique, since: float | None = None) -> None:
+        """Check the budget and mark the row ``starting`` with the start of its send window (nothing sent)."""
+        with self._budget_lock:  # two starts never both take the budget's last room
             self.check_budget(tech.technique_id, run.estimated_cost, tech.name, exclude=run.local_id)
-            if run.status != "starting":
-                self._update(run, status="starting")
-            sent = self._post(run, tech, keep_trying, since)
+            now = time.time()
+            # window_high is a lease while we live: the server cannot act on this start after it
+            # unless we extend it first (each attempt does); if we die, it is the window's end.
+            self._update(run, status="starting", window_low=now if since is None else since,
+                         window_high=now + self.client.attempt_seconds + LEASE_MARGIN)
+
+    def _send_start(self, run: Run, tech: Technique, keep_trying: Callable[[], bool] | None = None,
+                    resent: bool = False) -> None:
+        """POST a start marked ``starting`` (no lock held: starts go out in parallel) and record the answer.
+        ``resent``: its key was sent before (an earlier attempt may have made a run)."""
+        sent = self._post(run, tech, keep_trying, resent)
         if sent is None:
             return
         start, sent_at = sent
@@ -406,17 +422,24 @@ class Flora:
         self._start_windows[run.local_id] = (sent_at, time.time())
         self.poller.track(run)
 
+    def _extend_window(self, run: Run, at: float) -> None:
+        """An attempt goes out at ``at``: make sure the row's window covers what FLORA may do with it."""
+        needed = at + self.client.attempt_seconds
+        if run.window_high is None or run.window_high < needed:
+            self._update(run, window_high=needed + LEASE_MARGIN)
+
     def _post(self, run: Run, tech: Technique, keep_trying: Callable[[], bool] | None,
-              since: float | None) -> tuple[RunStart, float] | None:
-        """POST the start (holding the start lock): its answer and when the answered attempt went out;
-        None when the answer was lost (then it is being reconciled)."""
-        first = time.time() if since is None else since
+              resent: bool = False) -> tuple[RunStart, float] | None:
+        """POST the start: its answer and when the answered attempt went out; None when the answer
+        was lost (then it is being reconciled). Ctrl-C during it leaves a lost start, then goes on."""
+        first = run.window_low if run.window_low is not None else time.time()
         patience = time.monotonic() + RATE_LIMIT_PATIENCE
         while True:
             sent_at = time.time()
             try:
                 return self.client.start_technique_run(
-                    tech.technique_id, run.workspace_id, run.inputs, idempotency_key=run.idempotency_key), sent_at
+                    tech.technique_id, run.workspace_id, run.inputs, idempotency_key=run.idempotency_key,
+                    on_attempt=lambda at: self._extend_window(run, at)), sent_at
             except FloraConnectionError as exc:  # the server closed the connection: done with it
                 self._lost(run, exc, (first, time.time()))
             except FloraTimeout as exc:  # the server may still be working on it for a while
@@ -425,7 +448,7 @@ class Flora:
                 if _maybe_started(exc):
                     self._lost(run, exc, (first, time.time()))
                 elif keep_trying() if keep_trying is not None else time.monotonic() < patience:
-                    self._hold_off(exc)
+                    self._hold_off(exc)  # the window keeps its start: a 5xx the client retried may have made the run
                     continue
                 else:
                     self._update(run, status="skipped", error_code=exc.code, charged_cost=0.0,
@@ -438,8 +461,10 @@ class Flora:
                     self._update(run, status="failed", error_code=exc.code, error_message=exc.message,
                                  charged_cost=0.0)
                     raise
-            finally:
-                time.sleep(START_GAP)  # server timestamps are milliseconds: keep windows apart
+            except BaseException as exc:  # Ctrl-C (or a bug) mid-POST: FLORA may still act on what was sent
+                if not self._closed:
+                    self._lost(run, exc, (first, time.time() + self.client.attempt_seconds))
+                raise
             return None
 
     def _hold_off(self, exc: RateLimitError) -> None:
@@ -486,12 +511,14 @@ class Flora:
                 f"is not known yet); this run holds ${reserve:.2f} until charged. Nothing was sent.",
                 estimate=reserve, budget=self.budget)
 
-    def _lost(self, run: Run, exc: Exception, window: tuple[float, float] | None = None) -> None:
-        """FLORA may have created this run without our hearing of it: look for it, never resend."""
+    def _lost(self, run: Run, exc: BaseException, window: tuple[float, float]) -> None:
+        """FLORA may have created this run without our hearing of it: record the start's finite send
+        window (a resumed start keeps it) and look for the run; never resend."""
         self._update(run, note=f"start answer lost: {type(exc).__name__}", error_code=LOST,
+                     window_low=window[0], window_high=window[1],
                      error_message="The start's answer was lost; flora_nb is looking for the run on FLORA "
                                    "(it never starts a run twice).")
-        self.poller.reconcile(run, window)
+        self.poller.reconcile(run)
 
     def sweep(self, technique: str, grid: Mapping[str, Any] | None = None, zip: Mapping[str, Any] | None = None,
               fixed: Mapping[str, Any] | None = None, variations: Sequence[Mapping[str, Any]] | None = None,
@@ -581,24 +608,53 @@ class Flora:
             if run.local_id in rows:
                 run._apply(rows[run.local_id])
 
-    def attach(self, run: Run, state: RunState) -> bool:
-        """A lost start was found on the server: bind it to its ledger row and track it."""
+    def unresolved_starts(self, workspace: str, technique: str) -> list[Start]:
+        """Every start of this endpoint's ledger (any session, any process) not yet bound to a run."""
+        now = time.time()
+        return [self._as_start(row, now) for row in self.ledger.open_starts(self.endpoint, workspace, technique)]
+
+    def _as_start(self, row: LedgerRow, now: float) -> Start:
+        low = row.window_low if row.window_low is not None else self._began(row)
+        if row.error_code is None and _owner_busy(row, now):
+            high = float("inf")  # its session lives and may still be sending it
+        elif row.window_high is not None:
+            high = row.window_high  # recorded when it was lost, or its last lease if its session died
+        else:
+            high = low + self._send_budget()  # a row from before windows were kept
+        return Start(row.local_id, low, high, canonical_json(row.inputs))
+
+    def _send_budget(self) -> float:
+        """The longest one start can keep sending: every attempt, the waits between them, and FLORA's time."""
+        client = self.client
+        return (client.max_retries + 1) * client.attempt_seconds + client.max_retries * (8.0 + client.max_retry_wait)
+
+    def resolve(self, bindings: Sequence[Binding], states: Mapping[str, RunState]) -> set[int]:
+        """Write what the binding rule decided, in one transaction; returns the local ids written."""
         from ._states import changes_for
 
-        row = self.ledger.get(run.local_id)
-        if row is None or row.run_id is not None:
-            return False  # another session of this ledger found it first
-        changes = {"run_id": state.run_id, "poll_url": state.poll_url, "project_id": state.project_id,
-                   "error_code": None, "error_message": None}
-        changes.update(changes_for(row, state))
+        items = []
+        for binding in bindings:
+            row = self.ledger.get(binding.local_id)
+            if row is None or row.run_id is not None or row.status != "starting":
+                continue  # another session of this ledger resolved it first
+            items.append((binding.local_id, {"run_id": None, "status": "starting"},
+                          _resolution(row, binding, states.get(binding.run_id or ""), changes_for)))
         try:
-            self._update(run, note="reconciled", **changes)
-        except sqlite3.IntegrityError:  # that run is bound to another row already: look again
-            self.poller.reconcile(run)
-            return False
-        if not run.done or run.charged_cost is None:
+            taken = set(self.ledger.claim(items, note="reconciled"))
+        except LedgerConflict:  # one of those runs was bound meanwhile: the next look decides again
+            return set()
+        for local_id in sorted(taken):
+            self.settled(self._adopt(self.ledger.get(local_id)))
+        return taken
+
+    def settled(self, run: Run) -> None:
+        """A lost start was resolved (here or in another session): refresh it, and track its run."""
+        row = self.ledger.get(run.local_id)
+        if row is None:
+            return
+        run._apply(row)
+        if row.run_id is not None and (not run.done or run.charged_cost is None):
             self.poller.track(run, first_poll_in=self.poller.interval[0])
-        return True
 
     def give_up(self, run: Run) -> None:
         """A lost start was not found within the grace period: say so, keep it for resume()."""
@@ -614,7 +670,7 @@ class Flora:
     def known_run_ids(self) -> set[str]:
         return self.ledger.known_run_ids(self.endpoint)
 
-    def clock_bounds(self) -> tuple[float, float]:
+    def clock_bounds(self) -> tuple[float, float] | None:
         return self.clock.bounds()
 
     def _learn_clock(self, pairs: Sequence[tuple[Run, RunState]]) -> None:
@@ -645,13 +701,12 @@ class Flora:
         """
         runs, now = [], time.time()
         for row in self.ledger.rows(self.endpoint, statuses=ACTIVE):
-            if row.run_id is None and row.error_code is None and _owner_busy(row, now) and row.owner != self.owner:
-                continue
+            if row.run_id is None and row.error_code is None and _owner_busy(row, now):
+                continue  # in flight in a live session (this one included): its answer is on its way
             run = self._adopt(row)
-            if row.run_id is None and row.error_code == LOST:
-                self.poller.reconcile(run, self._send_window(row))
-            elif row.run_id is None:  # in flight when its session died, or unconfirmed: look again
-                self._lost(run, RuntimeError("resumed"), self._send_window(row))
+            if row.run_id is None:  # lost, unconfirmed, or in flight when its session died: look (again)
+                start = self._as_start(row, now)  # not in flight anywhere: its window is finite
+                self._lost(run, RuntimeError("resumed"), (start.low, start.high))
             else:
                 self._forget_foreign_poll_urls(row)
                 run._apply(self.ledger.get(row.local_id))
@@ -666,13 +721,16 @@ class Flora:
         self._skip_orphans()
         return runs
 
-    def _send_window(self, row: LedgerRow) -> tuple[float, float]:
-        """From when the row turned ``starting`` on: a start whose session died may still have
-        been on its way, or in the server's hands, when the session ended, so no end is assumed."""
+    def _began(self, row: LedgerRow) -> float:
+        """When a row without a recorded window turned ``starting`` (its first POST cannot be earlier)."""
         events = self.ledger.events(row.local_id)
-        began = max((e["at"] for e in events if e["status"] == "starting" and e["note"] in (None, "intent")),
-                    default=row.intent_at)
-        return began, float("inf")
+        return max((e["at"] for e in events if e["status"] == "starting" and e["note"] in (None, "intent")),
+                   default=row.intent_at)
+
+    def start_window_low(self, run: Run) -> float:
+        """The earliest moment this start's POST may have gone out (a resend keeps it)."""
+        row = self.ledger.get(run.local_id) or run._row
+        return row.window_low if row.window_low is not None else self._began(row)
 
     def _skip_orphans(self) -> None:
         """Queued runs of a session that is gone will never be launched: say so."""
@@ -767,3 +825,24 @@ class Flora:
             row = self.ledger.get(run.local_id)
             if row is not None:
                 run._apply(row)
+
+
+def _pairing(binding: Binding) -> str:
+    """What a lost start's row says about how it was bound."""
+    if binding.exact:
+        return "exact"
+    ids = ",".join(str(i) for i in binding.group)
+    if binding.same_inputs:
+        return f"unknown among local ids {ids} (same inputs: which run id went with which start is unknown)"
+    return f"unknown among local ids {ids} (inputs differ: this row's run may carry another row's inputs)"
+
+
+def _resolution(row: LedgerRow, binding: Binding, state: RunState | None, changes_for: Any) -> dict[str, Any]:
+    """The ledger changes that bind ``row`` to its run, or say FLORA never received it."""
+    if binding.run_id is None or state is None:
+        return {"status": "skipped", "error_code": NOT_RECEIVED, "error_message": NOT_RECEIVED_MESSAGE,
+                "charged_cost": 0.0, "pairing": _pairing(binding)}
+    changes = {"run_id": state.run_id, "poll_url": state.poll_url, "project_id": state.project_id,
+               "error_code": None, "error_message": None, "pairing": _pairing(binding)}
+    changes.update(changes_for(row, state))
+    return changes

@@ -8,6 +8,7 @@ import logging
 import re
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -88,6 +89,10 @@ class Sweep:
         self._awaiting: set[int] = set()  # lost starts being looked for when resume() was called
         self._watched: set[int] = set()
         self._synced = 0.0
+        self._flying: set[int] = set()  # local ids in flight, kept up to date by change callbacks (no scans)
+        self._cursor = 0  # runs before it are not queued for this session (reset when more are queued)
+        self._halt: tuple[str, str] | None = None  # a send that says launching must end: (code, message)
+        self._posting: set[int] = set()  # local ids whose POST is out in the send pool (they hold a slot)
         self._watch(runs)
 
     def _watch(self, runs: Sequence[Run]) -> None:
@@ -95,11 +100,13 @@ class Sweep:
             if run.local_id not in self._watched:
                 self._watched.add(run.local_id)
                 run.on_change(self._notify)
+            self._count(run)
 
     def start(self) -> Sweep:
         """Launch the queued runs in the background (at most ``max_concurrency`` in flight)."""
         with self._slot:
             if self._thread is None:
+                self._cursor, self._halt = 0, None
                 self._thread = threading.Thread(target=self._launch_all, name=f"flora_nb-sweep-{self.sweep_id}",
                                                 daemon=True)
                 self._thread.start()
@@ -113,12 +120,20 @@ class Sweep:
 
     # ---------------------------------------------------------------- launching
 
-    def _notify(self, _run: Run | None = None) -> None:
+    def _notify(self, run: Run | None = None) -> None:
         with self._slot:
+            if run is not None:
+                self._count(run)
             self._slot.notify_all()
 
+    def _count(self, run: Run) -> None:
+        if (run.status in ACTIVE and not run.unconfirmed) or run.local_id in self._posting:
+            self._flying.add(run.local_id)
+        else:
+            self._flying.discard(run.local_id)
+
     def _in_flight(self) -> int:
-        return sum(1 for r in self.runs if r.status in ("starting", "pending", "running") and not r.unconfirmed)
+        return len(self._flying)
 
     def _stopping(self) -> bool:
         """Stopped here, or by any session of the ledger (``%flora stop`` in another kernel)."""
@@ -143,12 +158,19 @@ class Sweep:
     def _next(self) -> Run | None:
         """The next run to launch, or None (then this launcher ends, under the lock ``start()`` takes)."""
         with self._slot:
-            run = next((r for r in self.runs if r.status == "queued" and r.owner == self._session.owner), None)
+            owner, runs = self._session.owner, self.runs
+            while self._cursor < len(runs) and not (runs[self._cursor].status == "queued"
+                                                    and runs[self._cursor].owner == owner):
+                self._cursor += 1
+            run = runs[self._cursor] if self._cursor < len(runs) else None
             if run is None and not self._resend and not self._awaiting:
+                self._drain()
                 self._thread = None
             return run
 
     def _launch_all(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=max(1, self.max_concurrency),
+                                        thread_name_prefix=f"flora_nb-start-{self.sweep_id}")
         try:
             while True:
                 run = self._next()
@@ -167,32 +189,63 @@ class Sweep:
                         exc_info=not isinstance(exc, FloraError))
             self._skip_rest("launch_error", self.launch_error)
         finally:
+            self._pool.shutdown(wait=True)  # every POST of the sweep answered (or lost) before it says done
             with self._slot:
                 if self._thread is threading.current_thread():
                     self._thread = None
                 self._slot.notify_all()
 
     def _launch_one(self, run: Run, since: float | None = None) -> bool:
-        """Launch one run when a slot and the budget allow; False when launching must end."""
+        """Launch one run when a slot and the budget allow (its POST goes out in the send pool, so
+        starts run in parallel); False when launching must end."""
         while True:
             if not self._wait_for_slot(counted=1 if since is not None else 0):
                 return self._skip_rest("stopped", "The sweep was stopped before this run started.")
+            if self._halt is not None:  # a send that just ended said launching must end
+                return self._skip_rest(*self._halt)
             fits = self._wait_for_budget(run)
             if fits is None:
                 continue  # stopped while waiting: the next turn says so
             if not fits:
                 return self._skip_rest("budget", self._budget_message(run))
             try:
-                self._session._launch(run, self.technique, keep_trying=self._running, since=since)
+                self._session._begin_start(run, self.technique, since)
             except BudgetExceededError:
                 continue  # a start elsewhere in the session took the room first: look again
-            except InsufficientCreditsError as exc:
-                return self._skip_rest("insufficient_credits", exc.message)
-            except RateLimitError:  # only when stopped while FLORA said 429: the run is skipped
-                return self._skip_rest("stopped", "The sweep was stopped before this run started.")
-            except APIError as exc:  # recorded as failed by _launch; the next variation may be fine
-                log.info("flora_nb sweep %s: variation %s rejected: %s", self.sweep_id, run.variation, exc)
+            with self._slot:
+                self._posting.add(run.local_id)
+                self._count(run)
+            self._pool.submit(self._send, run, since is not None)
             return True
+
+    def _send(self, run: Run, resent: bool) -> None:
+        """One POST, in the send pool: what it ends with decides whether launching goes on."""
+        try:
+            self._session._send_start(run, self.technique, keep_trying=self._running, resent=resent)
+        except InsufficientCreditsError as exc:
+            self._halt = ("insufficient_credits", exc.message)
+        except RateLimitError:  # only when stopped while FLORA said 429: the run is skipped
+            self._halt = ("stopped", "The sweep was stopped before this run started.")
+        except APIError as exc:  # recorded as failed by the session; the next variation may be fine
+            log.info("flora_nb sweep %s: variation %s rejected: %s", self.sweep_id, run.variation, exc)
+        except Exception as exc:  # never leave runs queued forever without saying why
+            if not self._session._closed:
+                self.launch_error = f"{type(exc).__name__}: {exc}"
+                log.warning("flora_nb sweep %s: a start failed: %s", self.sweep_id, self.launch_error,
+                            exc_info=not isinstance(exc, FloraError))
+                self._halt = ("launch_error", self.launch_error)
+        finally:  # the slot is freed only now, after _halt is set: no start slips in after a last one
+            with self._slot:
+                self._posting.discard(run.local_id)
+                self._count(run)
+                self._slot.notify_all()
+
+    def _drain(self) -> None:
+        """(Under the slot lock) wait for POSTs still out; a send that ended launching skips the rest."""
+        while self._posting:
+            self._slot.wait(0.1)
+        if self._halt is not None:
+            self._skip_rest(*self._halt)
 
     # ---------------------------------------------------------------- budget
 
@@ -268,7 +321,7 @@ class Sweep:
                 log.info("flora_nb sweep %s: run %s is unconfirmed and too old to resend safely", self.sweep_id,
                          run.local_id)
                 continue
-            since = session._send_window(run._row)[0]
+            since = session.start_window_low(run)
             expected = {"status": "starting", "error_code": UNCONFIRMED, "run_id": None}
             changes = {"owner": session.owner, "error_code": None, "error_message": None}
             if session.ledger.claim([(run.local_id, expected, changes)], note="resend"):

@@ -196,7 +196,9 @@ def test_resume_resends_an_unconfirmed_start_with_its_own_key(tmp_path):
         sim.start()
         sweep.wait(60)
         lost, fine = sweep.runs
-        assert lost.unconfirmed and fine.status == "completed" and sim.stats()["runs_created"] == 1
+        # proved never received (no run in its finite window on the server): skipped at $0, not guessed
+        assert lost.status == "skipped" and lost.error_code == "start_not_received" and lost.charged_cost == 0.0
+        assert fine.status == "completed" and sim.stats()["runs_created"] == 1
         sweep.resume().wait(60)
         assert lost.status == "completed" and lost.id is not None
         records = {r["idempotency_key"]: r for r in sim.run_records()}

@@ -232,6 +232,10 @@ class Handler(BaseHTTPRequestHandler):
             body += self.rfile.read(size)
             self.rfile.readline(16)  # CRLF after each chunk
 
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The Date header on the server's own clock (which ``clock_offset`` may shift)."""
+        return super().date_time_string(self.server.app.clock() if timestamp is None else timestamp)  # type: ignore[attr-defined]
+
     def _write(self, resp: Response) -> None:
         self.send_response(resp.status)
         self.send_header("Content-Type", resp.content_type)

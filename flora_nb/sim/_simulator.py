@@ -42,6 +42,8 @@ class FloraSimulator:
 
     Every duration is divided by ``speed`` and reported in real (scaled) time. ``faults`` can
     be reassigned while serving; same ``seed`` + same request order -> same behaviour.
+    ``clock_offset`` (seconds) puts the server's clock that far ahead of this machine's (run
+    timestamps and the ``Date`` header), as a server whose clock is off would.
     """
 
     def __init__(
@@ -60,12 +62,13 @@ class FloraSimulator:
         poll_url_style: str = "runs",
         asset_processing_seconds: float = PROCESSING_SECONDS,
         state_path: str | os.PathLike[str] | None = None,
+        clock_offset: float = 0.0,
     ) -> None:
         _check_options(speed, cost_lag, pending_seconds, poll_url_style)
         if asset_processing_seconds < 0:
             raise ValueError("asset_processing_seconds must be >= 0")
         keys = (api_keys,) if isinstance(api_keys, str) else tuple(api_keys)
-        self._clock = Clock()
+        self._clock = Clock(float(clock_offset))  # every server timestamp and Date header
         self._accounts = Accounts(keys, key_workspaces, to_ms(self._clock()))
         self._world = World(
             faults=faults or Faults(),

@@ -57,8 +57,9 @@ class InsufficientCredits(Exception):
 class Clock:
     """Wall-clock seconds that never jump backwards (monotonic, anchored once to time.time)."""
 
-    def __init__(self) -> None:
-        self._offset = time.time() - time.monotonic()
+    def __init__(self, shift: float = 0.0) -> None:
+        # ``shift``: how far the server's clock is off the client's (FloraSimulator(clock_offset=...))
+        self._offset = time.time() - time.monotonic() + shift
 
     def __call__(self) -> float:
         return time.monotonic() + self._offset

@@ -46,6 +46,7 @@ class SoakReport:
     requests: int = 0
     duplicates: int = 0
     wrong_bindings: int = 0
+    grouped: int = 0  # runs bound as part of a group of starts told apart only together (pairing unknown)
     lost: int = 0
     unfinished: int = 0
     stuck: list[str] = field(default_factory=list)
@@ -129,7 +130,7 @@ def _check(fl: Flora, report: SoakReport, capture: _Capture) -> None:
     for row in rows:
         report.rows[row.status] = report.rows.get(row.status, 0) + 1
     report.faults = _fault_counts(stats, rows)
-    _check_bindings(report, records, by_run)
+    _check_bindings(report, records, by_run, rows)
     _check_duplicates(report, records, rows, sim.requests())
     _check_rows(report, rows)
     _check_costs(report, records, by_run, stats)
@@ -152,17 +153,29 @@ def _fault_counts(stats: dict[str, Any], rows: list[Any]) -> dict[str, int]:
     }
 
 
-def _check_bindings(report: SoakReport, records: list[dict], by_run: dict[str, list]) -> None:
+def _check_bindings(report: SoakReport, records: list[dict], by_run: dict[str, list], rows: list[Any]) -> None:
+    groups: dict[str, list[Any]] = {}
     for record in records:
         bound = by_run.get(record["run_id"], [])
         if not bound:
             report.lost += 1
             continue
         row = bound[0]
+        report.duplicates += len(bound) - 1
+        if (row.pairing or "").startswith("unknown"):  # told apart only as a group: checked as one below
+            groups.setdefault(row.pairing, []).append(row)
+            continue
         same = (row.idempotency_key == record["idempotency_key"] and row.technique_id == record["technique_id"]
                 and {k: str(v) for k, v in row.inputs.items()} == record["inputs"])
         report.wrong_bindings += 0 if same else 1
-        report.duplicates += len(bound) - 1
+    by_key = {r["idempotency_key"]: r for r in records}
+    for pairing, members in groups.items():  # right when the group holds exactly the runs its starts made
+        report.grouped += len(members)
+        ids = set(pairing.split("ids ", 1)[1].split(" ", 1)[0].split(","))
+        group = [row for row in rows if str(row.local_id) in ids]
+        made = sorted(by_key[row.idempotency_key]["run_id"] for row in group if row.idempotency_key in by_key)
+        held = sorted(row.run_id for row in group if row.run_id is not None)
+        report.wrong_bindings += 0 if made == held else len(members)
 
 
 def _check_duplicates(report: SoakReport, records: list[dict], rows: list[Any], requests: list[dict]) -> None:

@@ -104,7 +104,7 @@ def test_kernel_sigkilled_mid_sweep_then_resumed(tmp_path):
     for row in rows:
         if row.run_id is not None:
             by_run.setdefault(row.run_id, []).append(row)
-    _check_bindings(report, records, by_run)
+    _check_bindings(report, records, by_run, rows)
     _check_duplicates(report, records, rows, requests)
     _check_costs(report, records, by_run, stats)
     server_keys = {r["idempotency_key"] for r in records}

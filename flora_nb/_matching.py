@@ -1,0 +1,164 @@
+"""Which server run belongs to which lost start: the binding rule, as a pure function.
+
+A start whose answer was lost (dropped, timed out, killed, Ctrl-C) made at most one run, and
+that run's server ``created_at`` lies in the start's window: ``[first send, last moment the
+server could act on it]`` on our clock, shifted by the server-minus-local clock offset, which
+is only known within bounds ``(low, high)``. Runs some ledger row already claims are no
+candidates. The rule, applied per connected group of (start, run) pairs that fit in time:
+
+- nothing is decided while the offset is unknown, or while a start of the group may still be
+  in flight (its window has no end yet) or ends after the listing was taken;
+- a group with more runs than starts is left alone (a run we did not start is in it);
+- otherwise a run is bound to a start when every assignment that explains all the group's
+  runs pairs them (an *exact* binding); a start that no such assignment gives a run made none;
+- the starts left over can only be told apart as a group: the group's runs are bound to them in
+  one consistent assignment, and each binding names its group (its pairing is unknown; when
+  all the group's inputs are equal the inputs are right whatever the pairing).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+__all__ = ["Binding", "Candidate", "Start", "bind"]
+
+MAX_GROUP = 64  # starts in one group searched exhaustively; larger groups wait (they split as time passes)
+
+
+@dataclass(frozen=True)
+class Start:
+    """An unresolved start: its window on our clock (``high`` is inf while it may be in flight)."""
+
+    local_id: int
+    low: float
+    high: float
+    inputs: str = "{}"  # canonical JSON: equal text, interchangeable starts
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A server run no ledger row claims; ``created`` is on the server's clock."""
+
+    run_id: str
+    created: float
+
+
+@dataclass(frozen=True)
+class Binding:
+    """What a start became: a run, or none (``run_id`` None: the server never made one).
+
+    ``group`` lists the starts it can only be told apart from as a group (empty when exact);
+    ``same_inputs`` says whether those starts' inputs are all equal (then the inputs are right).
+    """
+
+    local_id: int
+    run_id: str | None
+    group: tuple[int, ...] = ()
+    same_inputs: bool = True
+
+    @property
+    def exact(self) -> bool:
+        return not self.group
+
+
+def fits(start: Start, run: Candidate, offset: tuple[float, float]) -> bool:
+    """Could ``start`` have created ``run``, given the offset bounds?"""
+    return start.low + offset[0] <= run.created <= start.high + offset[1]
+
+
+def bind(starts: Sequence[Start], runs: Sequence[Candidate], offset: tuple[float, float] | None,
+         listed_at: float, groups: bool = True) -> list[Binding]:
+    """The bindings the rule allows now (see the module docstring); ``listed_at`` is our clock when
+    the listing of ``runs`` was asked for; ``groups=False`` defers group bindings whose inputs differ."""
+    if offset is None or not starts:
+        return []
+    out: list[Binding] = []
+    for comp_starts, comp_runs in _components(starts, runs, offset):
+        if any(not math.isfinite(s.high) or s.high > listed_at for s in comp_starts):
+            continue  # a start of the group may still make (or have just made) a run we did not list
+        out.extend(_decide(comp_starts, comp_runs, offset, groups))
+    return out
+
+
+def _components(starts: Sequence[Start], runs: Sequence[Candidate],
+                offset: tuple[float, float]) -> list[tuple[list[Start], list[Candidate]]]:
+    parent = list(range(len(starts) + len(runs)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for si, start in enumerate(starts):
+        for ri, run in enumerate(runs):
+            if fits(start, run, offset):
+                parent[root(si)] = root(len(starts) + ri)
+    comps: dict[int, tuple[list[Start], list[Candidate]]] = {}
+    for si, start in enumerate(starts):
+        comps.setdefault(root(si), ([], []))[0].append(start)
+    for ri, run in enumerate(runs):
+        key = root(len(starts) + ri)
+        if key in comps:  # a run that fits no start is not ours: ignored
+            comps[key][1].append(run)
+    return list(comps.values())
+
+
+def _decide(starts: list[Start], runs: list[Candidate], offset: tuple[float, float],
+            groups: bool) -> list[Binding]:
+    if len(runs) > len(starts) or len(starts) > MAX_GROUP:
+        return []
+    edges = {s.local_id: [r.run_id for r in runs if fits(s, r, offset)] for s in starts}
+    matching = _cover(edges, {r.run_id for r in runs})
+    if matching is None:
+        return []  # no assignment explains every run: a run is not ours; decide nothing
+    exact, loose = [], []
+    for start in starts:
+        options = _options(start.local_id, edges, {r.run_id for r in runs})
+        (exact if len(options) == 1 else loose).append(start)
+    out = [Binding(s.local_id, matching.get(s.local_id)) for s in exact]
+    if loose:
+        same = len({s.inputs for s in loose}) == 1
+        if same or groups:
+            ids = tuple(sorted(s.local_id for s in loose))
+            out.extend(Binding(s.local_id, matching.get(s.local_id), ids, same) for s in loose)
+    return out
+
+
+def _options(local_id: int, edges: dict[int, list[str]], runs: set[str]) -> set[str | None]:
+    """Every outcome of ``local_id`` (a run, or None) in some assignment that covers all runs."""
+    found: set[str | None] = set()
+    without = {k: v for k, v in edges.items() if k != local_id}
+    if _cover(without, runs) is not None:
+        found.add(None)
+    for run_id in edges[local_id]:
+        rest = {k: [r for r in v if r != run_id] for k, v in without.items()}
+        if _cover(rest, runs - {run_id}) is not None:
+            found.add(run_id)
+    return found
+
+
+def _cover(edges: dict[int, list[str]], runs: Iterable[str]) -> dict[int, str] | None:
+    """A matching (start -> run) that gives every run a start, or None if there is none."""
+    by_run: dict[str, list[int]] = {}
+    for start, options in edges.items():
+        for run_id in options:
+            by_run.setdefault(run_id, []).append(start)
+    taken: dict[int, str] = {}
+
+    def augment(run_id: str, seen: set[int]) -> bool:
+        for start in by_run.get(run_id, ()):
+            if start in seen:
+                continue
+            seen.add(start)
+            if start not in taken or augment(taken[start], seen):
+                taken[start] = run_id
+                return True
+        return False
+
+    for run_id in sorted(runs):
+        if not augment(run_id, set()):
+            return None
+    return taken
