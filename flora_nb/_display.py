@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_UPDATES_PER_SECOND", "RunPanel", "SweepPanel", "Throttle", "display_live", "health_note", "output_widget",
-    "panel_for", "text_widget", "widgets_available",
+    "panel_for", "say", "text_widget", "widgets_available",
 ]
 
 log = logging.getLogger("flora_nb.display")
@@ -544,4 +544,9 @@ def display_live(obj: Any) -> None:
         display(panel_for(obj).widget)
     else:
         # No widgets (terminal IPython): one line now, nothing per poll; repr(obj) tells more later.
-        print(repr(obj))
+        say(repr(obj))
+
+
+def say(text: str) -> None:
+    """One line for the user, from the user's own call (the one place flora_nb prints)."""
+    print(text)

@@ -9,6 +9,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from traitlets import Bool, Float, Int, Tuple, Unicode
 
+from ._display import say
 from ._errors import FloraError, NotFoundError
 from ._magic_parse import SIM_ONLY, Command, HelpShown, expand, parse
 
@@ -120,7 +121,7 @@ class FloraMagics(Magics):
             text, values = self._expanded(line)
             command = parse(text, cell, values)
         except HelpShown as shown:
-            print(shown.text)
+            say(shown.text)
             return None
         try:
             result = _COMMANDS[command.name](self, command)
@@ -201,7 +202,7 @@ class FloraMagics(Magics):
         try:
             new.workspace_id  # resolve now, so the status card shows it
         except FloraError as exc:
-            print(in_magic_terms(f"Connected; choose a workspace with --workspace: {exc}"))
+            say(in_magic_terms(f"Connected; choose a workspace with --workspace: {exc}"))
         return new
 
 
@@ -293,7 +294,7 @@ def _wait(target: Any, timeout: float | None = None) -> Any:
     try:
         return target.wait(timeout)
     except KeyboardInterrupt:
-        print("Stopped waiting; the run keeps being tracked in the background.")
+        say("Stopped waiting; the run keeps being tracked in the background.")
         return target
 
 
@@ -350,13 +351,13 @@ def _wait_command(m: FloraMagics, c: Command) -> Any:
     if target is None:
         pending = fl.tracked_runs()
         if not pending:
-            print("Nothing to wait for: every run of this session has finished (see %flora runs).")
+            say("Nothing to wait for: every run of this session has finished (see %flora runs).")
             return None
         try:
             for run in pending:
                 run.wait(c.options.timeout)
         except KeyboardInterrupt:
-            print("Stopped waiting; the runs keep being tracked in the background.")
+            say("Stopped waiting; the runs keep being tracked in the background.")
         return None
     if target in m.sweeps or target.startswith("swp_"):
         return _wait(_sweep_named(m, target), c.options.timeout)
@@ -373,10 +374,10 @@ def _stop(m: FloraMagics, c: Command) -> Any:
                          "(see %flora sweeps).")
     sweep = _sweep_named(m, name)
     if sweep.done:
-        print(f"Sweep {sweep.sweep_id} had already finished ({_counts(sweep)}); nothing to stop.")
+        say(f"Sweep {sweep.sweep_id} had already finished ({_counts(sweep)}); nothing to stop.")
         return None
     sweep.stop()
-    print(f"Stopped launching {sweep.sweep_id}; runs already started keep running (FLORA cannot cancel them).")
+    say(f"Stopped launching {sweep.sweep_id}; runs already started keep running (FLORA cannot cancel them).")
     return None
 
 
@@ -386,7 +387,7 @@ def _counts(sweep: Any) -> str:
 
 def _resume(m: FloraMagics, c: Command) -> Any:
     runs = m.fl().resume()
-    print(f"Tracking {len(runs)} unfinished run(s).")
+    say(f"Tracking {len(runs)} unfinished run(s).")
     return None
 
 

@@ -748,7 +748,9 @@ class Flora:
     def _resume_on_open(self) -> None:
         runs = self.resume()
         if runs:
-            print(f"flora_nb: resumed tracking {len(runs)} unfinished run(s) from {self.ledger.path}")
+            from ._display import say
+
+            say(f"flora_nb: resumed tracking {len(runs)} unfinished run(s) from {self.ledger.path}")
 
     # ---------------------------------------------------------------- frames
 
