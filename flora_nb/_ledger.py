@@ -204,10 +204,13 @@ class Ledger:
         private_dir(self.path.parent, tighten=path is None)  # ~/.flora_nb is 0700
         self._create_private(self.path)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(self.path), timeout=30.0, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=30000")
+        try:
+            self._db = sqlite3.connect(str(self.path), timeout=30.0, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=30000")
+        except sqlite3.Error as exc:  # not a database, unreadable, on a full disk
+            raise _failure(exc, "opened", self.path) from exc
         self._migrate()
 
     @staticmethod
@@ -221,9 +224,8 @@ class Ledger:
         with self._write() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"{self.path} was written by a newer flora_nb (schema {version}); upgrade flora_nb."
-                )
+                raise LedgerError(f"{self.path} was written by a newer flora_nb (schema {version}); "
+                                  "upgrade flora_nb (pip install -U flora_nb) to use it.")
             for number in range(version, SCHEMA_VERSION):
                 _run_script(db, _MIGRATIONS[number])
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -235,7 +237,10 @@ class Ledger:
     # ------------------------------------------------------------------ writing
 
     def _write(self) -> _Transaction:
-        return _Transaction(self._db, self._lock)
+        return _Transaction(self._db, self._lock, self.path)
+
+    def _read(self) -> _Read:
+        return _Read(self._db, self._lock, self.path)
 
     def add_intent(self, **intent: Any) -> int:
         """Record a start before it is sent; returns the row's local id."""
@@ -326,8 +331,8 @@ class Ledger:
 
     def find_upload(self, endpoint: str, workspace_id: str, sha256: str) -> dict[str, Any] | None:
         """The cached upload of this content on this endpoint and workspace, or None."""
-        with self._lock:
-            row = self._db.execute(
+        with self._read() as db:
+            row = db.execute(
                 f"SELECT {', '.join(UPLOAD_COLUMNS)} FROM uploads WHERE endpoint = ? AND workspace_id = ? AND sha256 = ?",
                 (endpoint, workspace_id, sha256)).fetchone()
         return dict(zip(UPLOAD_COLUMNS, row)) if row else None
@@ -342,8 +347,8 @@ class Ledger:
 
     def completed_inputs(self, endpoint: str, workspace_id: str, technique_id: str) -> dict[str, list[str]]:
         """Canonical inputs JSON -> ids of the distinct completed, paid runs with exactly those inputs."""
-        with self._lock:
-            cur = self._db.execute(
+        with self._read() as db:
+            cur = db.execute(
                 "SELECT inputs, run_id FROM runs WHERE endpoint = ? AND workspace_id = ? AND technique_id = ?"
                 " AND status = 'completed' AND run_id IS NOT NULL AND reused_from IS NULL ORDER BY local_id",
                 (endpoint, workspace_id, technique_id),
@@ -355,8 +360,8 @@ class Ledger:
 
     def charge_ratios(self, endpoint: str, technique_id: str) -> tuple[int, float | None, float | None]:
         """How many charged/estimated ratios the ledger knows for a technique, and their min and max."""
-        with self._lock:
-            row = self._db.execute(
+        with self._read() as db:
+            row = db.execute(
                 "SELECT COUNT(*), MIN(charged_cost / estimated_cost), MAX(charged_cost / estimated_cost) FROM runs"
                 " WHERE endpoint = ? AND technique_id = ? AND status = 'completed' AND charged_cost IS NOT NULL"
                 " AND estimated_cost > 0 AND reused_from IS NULL", (endpoint, technique_id)).fetchone()
@@ -378,8 +383,8 @@ class Ledger:
                " TOTAL(CASE WHEN charged_cost IS NULL THEN COALESCE(estimated_cost, 0) END),"
                " TOTAL(charged_cost IS NULL), TOTAL(charged_cost IS NULL AND status NOT IN ('completed', 'failed'))"
                f" FROM runs WHERE {' AND '.join(where)} GROUP BY technique_id")
-        with self._lock:
-            return [(t, float(c), float(e), int(n), int(a)) for t, c, e, n, a in self._db.execute(sql, args)]
+        with self._read() as db:
+            return [(t, float(c), float(e), int(n), int(a)) for t, c, e, n, a in db.execute(sql, args)]
 
     def claim(self, items: Sequence[tuple[int, Mapping[str, Any], Mapping[str, Any]]], note: str | None = None) -> list[int]:
         """Apply each ``(local_id, expected, changes)`` only if the row still has the ``expected``
@@ -398,8 +403,8 @@ class Ledger:
 
     def retried(self, sweep_id: str) -> set[int]:
         """Local ids of a sweep's runs that were tried again (``retry_failed``)."""
-        with self._lock:
-            cur = self._db.execute("SELECT retry_of FROM runs WHERE sweep_id = ? AND retry_of IS NOT NULL", (sweep_id,))
+        with self._read() as db:
+            cur = db.execute("SELECT retry_of FROM runs WHERE sweep_id = ? AND retry_of IS NOT NULL", (sweep_id,))
             return {r[0] for r in cur}
 
     def add_sweep(self, **sweep: Any) -> None:
@@ -411,8 +416,8 @@ class Ledger:
 
     def get_sweep(self, endpoint: str, sweep_id: str) -> dict[str, Any] | None:
         """A sweep's record (plan decoded), or None."""
-        with self._lock:
-            cur = self._db.execute("SELECT * FROM sweeps WHERE endpoint = ? AND sweep_id = ?", (endpoint, sweep_id))
+        with self._read() as db:
+            cur = db.execute("SELECT * FROM sweeps WHERE endpoint = ? AND sweep_id = ?", (endpoint, sweep_id))
             row = cur.fetchone()
             names = [d[0] for d in cur.description]
         if row is None:
@@ -428,17 +433,17 @@ class Ledger:
 
     def stop_requested(self, sweep_id: str) -> bool:
         """Has any session asked this sweep to stop launching?"""
-        with self._lock:
-            row = self._db.execute("SELECT stop_requested FROM sweeps WHERE sweep_id = ?", (sweep_id,)).fetchone()
+        with self._read() as db:
+            row = db.execute("SELECT stop_requested FROM sweeps WHERE sweep_id = ?", (sweep_id,)).fetchone()
         return bool(row and row[0])
 
     def sweep_summaries(self, endpoint: str) -> list[dict[str, Any]]:
         """One dict per sweep of this endpoint (recorded plans, and older sweeps known by their runs)."""
-        with self._lock:
-            cur = self._db.execute("SELECT * FROM sweeps WHERE endpoint = ? ORDER BY created_at", (endpoint,))
+        with self._read() as db:
+            cur = db.execute("SELECT * FROM sweeps WHERE endpoint = ? ORDER BY created_at", (endpoint,))
             names = [d[0] for d in cur.description]
             plans = {r[0]: dict(zip(names, r)) for r in cur.fetchall()}
-            runs = self._db.execute(
+            runs = db.execute(
                 "SELECT sweep_id, local_id, retry_of, status, charged_cost, variation, technique_id, technique_name,"
                 " intent_at FROM runs WHERE endpoint = ? AND sweep_id IS NOT NULL ORDER BY local_id", (endpoint,),
             ).fetchall()
@@ -446,8 +451,8 @@ class Ledger:
 
     def total_charged(self, endpoint: str) -> float:
         """Sum of known charges for this endpoint (USD)."""
-        with self._lock:
-            value = self._db.execute("SELECT SUM(charged_cost) FROM runs WHERE endpoint = ?", (endpoint,)).fetchone()[0]
+        with self._read() as db:
+            value = db.execute("SELECT SUM(charged_cost) FROM runs WHERE endpoint = ?", (endpoint,)).fetchone()[0]
         return float(value or 0.0)
 
     def open_starts(self, endpoint: str, workspace_id: str, technique_id: str) -> list[LedgerRow]:
@@ -457,8 +462,8 @@ class Ledger:
             " AND run_id IS NULL ORDER BY local_id", (endpoint, workspace_id, technique_id))
 
     def known_run_ids(self, endpoint: str) -> set[str]:
-        with self._lock:
-            cur = self._db.execute("SELECT run_id FROM runs WHERE endpoint = ? AND run_id IS NOT NULL", (endpoint,))
+        with self._read() as db:
+            cur = db.execute("SELECT run_id FROM runs WHERE endpoint = ? AND run_id IS NOT NULL", (endpoint,))
             return {r[0] for r in cur}
 
     def rows(self, endpoint: str | None = None, *, statuses: Sequence[str] | None = None,
@@ -485,37 +490,51 @@ class Ledger:
             raise ValueError(f"not ledger columns: {sorted(unknown)}")
         # "+endpoint": scan in local_id order; through the endpoint index SQLite would sort every row again
         clause, args = ("WHERE +endpoint = ?", (endpoint,)) if endpoint else ("", ())
-        with self._lock:
-            yield from self._db.execute(f"SELECT {', '.join(columns)} FROM runs {clause} ORDER BY local_id", args).fetchall()
+        with self._read() as db:
+            yield from db.execute(f"SELECT {', '.join(columns)} FROM runs {clause} ORDER BY local_id", args).fetchall()
 
     def events(self, local_id: int) -> list[dict[str, Any]]:
-        with self._lock:
-            cur = self._db.execute(
+        with self._read() as db:
+            cur = db.execute(
                 "SELECT at, status, progress, charged_cost, note FROM events WHERE local_id = ? ORDER BY event_id",
                 (local_id,),
             )
             return [dict(zip(("at", "status", "progress", "charged_cost", "note"), r)) for r in cur]
 
     def _select(self, clause: str, args: tuple[Any, ...]) -> list[LedgerRow]:
-        with self._lock:
-            cur = self._db.execute(f"SELECT {', '.join(COLUMNS)} FROM runs {clause}", args)
+        with self._read() as db:
+            cur = db.execute(f"SELECT {', '.join(COLUMNS)} FROM runs {clause}", args)
             return [LedgerRow.from_sql(r) for r in cur.fetchall()]
 
 
 
-class _Transaction:
-    """``with`` block holding the ledger lock and one IMMEDIATE transaction."""
+class _Read:
+    """``with`` block holding the ledger lock for reads; a SQLite failure becomes a ``LedgerError``."""
 
-    def __init__(self, db: sqlite3.Connection, lock: threading.RLock):
-        self.db = db
-        self.lock = lock
+    def __init__(self, db: sqlite3.Connection, lock: threading.RLock, path: Path):
+        self.db, self.lock, self.path = db, lock, path
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.lock.acquire()
+        return self.db
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, *rest: Any) -> None:
+        self.lock.release()
+        if isinstance(exc, sqlite3.Error):
+            raise _failure(exc, "read", self.path) from exc
+
+
+class _Transaction(_Read):
+    """``with`` block holding the ledger lock and one IMMEDIATE transaction."""
 
     def __enter__(self) -> sqlite3.Connection:
         self.lock.acquire()
         try:
             self.db.execute("BEGIN IMMEDIATE")
-        except BaseException:
+        except BaseException as exc:
             self.lock.release()
+            if isinstance(exc, sqlite3.Error):
+                raise _failure(exc, "written", self.path) from exc
             raise
         return self.db
 
@@ -523,13 +542,25 @@ class _Transaction:
         try:
             self.db.execute("ROLLBACK" if exc_type else "COMMIT")
         except sqlite3.Error as failure:
-            raise LedgerError(f"the ledger could not be written: {failure}") from failure
+            raise _failure(failure, "written", self.path) from failure
         finally:
             self.lock.release()
         if isinstance(exc, sqlite3.IntegrityError):  # the ledger says which rule, never a raw sqlite3 error
             raise LedgerConflict(f"ledger rule broken: {exc}") from exc
         if isinstance(exc, sqlite3.Error):
-            raise LedgerError(f"the ledger could not be written: {exc}") from exc
+            raise _failure(exc, "written", self.path) from exc
+
+
+def _failure(exc: sqlite3.Error, doing: str, path: Path) -> LedgerError:
+    """The ledger's own error for a SQLite failure, saying what to do."""
+    if isinstance(exc, sqlite3.ProgrammingError) and "closed" in str(exc):
+        return LedgerError(f"the ledger {path} could not be {doing}: its session was closed; "
+                           "open a new session (flora_nb.Flora()) to use it again.")
+    if "not a database" in str(exc):
+        return LedgerError(f"{path} is not a flora_nb ledger (not a SQLite database); move it away or choose "
+                           "another file with Flora(ledger_path=...) or FLORA_NB_HOME.")
+    return LedgerError(f"the ledger {path} could not be {doing}: {exc}. Check that the file and its folder are "
+                       "writable and the disk is not full; other sessions on it wait up to 30 s for each other.")
 
 
 def _summaries(plans: dict[str, dict[str, Any]], runs: Sequence[tuple[Any, ...]]) -> list[dict[str, Any]]:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import sqlite3
 
+import pytest
+
+from flora_nb._errors import LedgerError
 from flora_nb._ledger import _MIGRATIONS, SCHEMA_VERSION, Ledger
 
 
@@ -62,12 +65,28 @@ def test_newer_schema_is_refused(tmp_path):
     db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
     db.commit()
     db.close()
-    try:
+    with pytest.raises(LedgerError, match="newer flora_nb.*upgrade"):
         Ledger(path)
-    except RuntimeError as exc:
-        assert "newer flora_nb" in str(exc)
-    else:
-        raise AssertionError("a ledger from a newer flora_nb must not be opened")
+
+
+def test_reads_raise_the_ledgers_own_error_never_a_raw_sqlite3_one(tmp_path):
+    ledger = Ledger(tmp_path / "l.sqlite")
+    local = ledger.add_intent(endpoint="e", workspace_id="ws", idempotency_key="k", technique_id="tech_a")
+    ledger.close()
+    reads = [lambda: ledger.get(local), lambda: ledger.rows("e"), lambda: list(ledger.iter_raw("e")),
+             lambda: ledger.total_charged("e"), lambda: ledger.exposure("e"), lambda: ledger.events(local),
+             lambda: ledger.sweep_summaries("e"), lambda: ledger.update(local, status="pending")]
+    for read in reads:
+        with pytest.raises(LedgerError, match="session was closed") as caught:
+            read()
+        assert isinstance(caught.value.__cause__, sqlite3.Error)
+
+
+def test_a_file_that_is_not_a_ledger_is_refused_with_the_ledgers_error(tmp_path):
+    path = tmp_path / "notes.sqlite"
+    path.write_bytes(b"these are my notes, not a database" * 100)
+    with pytest.raises(LedgerError, match="notes.sqlite is not a flora_nb ledger.*ledger_path="):
+        Ledger(path)
 
 
 def test_file_mode_and_events(tmp_path):
