@@ -17,7 +17,11 @@ import logging
 import sys
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from ._engine import CLOSED
+from ._status import ACTIVE, COMPLETED, DONE, FAILED, SKIPPED, STARTING, UNSTARTED, WORKING
 
 if TYPE_CHECKING:
     import ipywidgets as w
@@ -216,6 +220,36 @@ class _Ticker:
 
 _TICKER = _Ticker()
 _FETCHER = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="flora_nb-fetch")
+_FETCHING: set[concurrent.futures.Future[Any]] = set()  # downloads the displays have not finished
+_FETCHING_LOCK = threading.Lock()
+_PANELS: weakref.WeakSet[RunPanel] = weakref.WeakSet()
+
+
+def fetch_later(work: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+    """Run a display's download off the poller thread (a slow file never stalls tracking)."""
+    future = _FETCHER.submit(work, *args)
+    with _FETCHING_LOCK:
+        _FETCHING.add(future)
+    future.add_done_callback(_fetched)
+    return future
+
+
+def _fetched(future: concurrent.futures.Future[Any]) -> None:
+    with _FETCHING_LOCK:
+        _FETCHING.discard(future)
+
+
+def settle(timeout: float = 60.0) -> None:
+    """Finish the downloads of the live displays, then draw every finished run's outputs again from
+    this thread. A notebook executed top to bottom (nbclient) calls this last: a widget a download
+    thread made between two cells belongs to no cell, so it would be missing from the saved file."""
+    with _FETCHING_LOCK:
+        pending = list(_FETCHING)
+    concurrent.futures.wait(pending, timeout)
+    for panel in list(_PANELS):
+        if panel.run.done and panel.run.status == COMPLETED:
+            panel._finish()
+            panel._show_outputs()  # cached files: no new download
 
 
 # ---------------------------------------------------------------- words and numbers
@@ -228,10 +262,10 @@ def estimated_progress(run: Any, now: float | None = None) -> float:
     between polls the bar moves on the clock, and the status text says the figure is an estimate.
     """
     if run.done:
-        return 100.0 if run.status == "completed" else run.progress
-    if run.status not in ("pending", "running"):
+        return 100.0 if run.status == COMPLETED else run.progress
+    if run.status not in WORKING:
         return 0.0
-    began = run._row.started_at or run._row.created_at or run._row.intent_at
+    began = run.began_at
     estimate = run.estimated_seconds
     if not estimate or began is None:
         return run.progress
@@ -264,9 +298,9 @@ def duration(seconds: float | None) -> str:
 
 def elapsed(run: Any, now: float | None = None) -> float | None:
     """Seconds since the start was sent (live), or from creation to the end (done)."""
-    row = run._row
+    row = run.snapshot
     began = row.created_at or row.intent_at
-    if began is None or run.status in ("queued", "skipped"):
+    if began is None or run.status in UNSTARTED:
         return None
     if run.done:
         end = row.completed_at or row.updated_at
@@ -278,11 +312,11 @@ def phase(run: Any, shown: float) -> str:
     """What the run is doing, in words that agree with the bar (``shown`` is the bar's value)."""
     if run.unconfirmed:
         return "start not confirmed"
-    if run.status == "skipped":
+    if run.status == SKIPPED:
         return "not started"
-    if run.status == "starting":
+    if run.status == STARTING:
         return "confirming start" if run.error_code else "starting"
-    if run.status in ("pending", "running"):
+    if run.status in WORKING:
         estimate = "~" if shown > run.progress + 0.5 else ""
         return f"in progress · {estimate}{shown:.0f}%"
     return str(run.status)
@@ -290,13 +324,13 @@ def phase(run: Any, shown: float) -> str:
 
 def run_cost(run: Any) -> str:
     """Estimated while live, the charge once known, $0 for skipped and refunded runs."""
-    if run.status in ("queued", "skipped"):
-        return "$0" if run.status == "skipped" else f"est. {usd(run.estimated_cost)}"
+    if run.status in UNSTARTED:
+        return "$0" if run.status == SKIPPED else f"est. {usd(run.estimated_cost)}"
     if not run.done:
         return f"est. {usd(run.estimated_cost)}" if run.estimated_cost is not None else "cost unknown"
     if run.charged_cost is None:
         return "charge not final yet"
-    if run.status == "failed" and run.charged_cost == 0:
+    if run.status == FAILED and run.charged_cost == 0:
         return "$0 (refunded)"
     return usd(run.charged_cost)
 
@@ -310,7 +344,7 @@ def health_note(session: Any) -> str:
 
 
 def colour(status: str) -> str:
-    return COLOURS.get(status, COLOURS["skipped"] if status in ("queued", "skipped") else COLOURS["live"])
+    return COLOURS.get(status, COLOURS[SKIPPED] if status in UNSTARTED else COLOURS["live"])
 
 
 def bar_html(segments: Sequence[tuple[float, str]], value: float) -> str:
@@ -394,7 +428,9 @@ class RunPanel:
         self.widget = w.VBox([w.HTML(STYLE), self.live, self.outputs, self.extra])
         self.widget.add_class("flora-card")
         self._finished = False
+        self._finishing = threading.Lock()
         self.fetched: concurrent.futures.Future[None] | None = None
+        _PANELS.add(self)
         self.throttle = Throttle(self.draw, clock=clock, schedule=schedule)
         run.on_change(self._changed)
         if run.done:
@@ -407,18 +443,18 @@ class RunPanel:
         run, esc = self.run, html.escape
         shown = estimated_progress(run, self._wall())
         status = "live" if not run.done else run.status
-        bar = bar_html([(shown if run.status != "skipped" else 0.0, colour(status))], shown)
+        bar = bar_html([(shown if run.status != SKIPPED else 0.0, colour(status))], shown)
         took = duration(elapsed(run, self._wall()))
         words = [run.technique_name or run.technique_id, phase(run, shown), took, run_cost(run)]
         line = " · ".join(esc(str(x)) for x in words if x)
         ident = esc(run.id or "not started yet")
         error = (f"<div class='flora-error'>{esc(run.error_code or '')}: {esc(run.error_message)}</div>"
-                 if run.error_message and run.status != "completed" else "")
+                 if run.error_message and run.status != COMPLETED else "")
         inputs = " · ".join(f"{k}: {v}" for k, v in run.inputs.items())
         return (f"<div class='flora-line'>{bar}<span class='flora-status-{esc(run.status)}'>{line}</span>"
                 f"<span class='flora-muted'>{ident}</span></div>"
                 f"<div class='flora-inputs' title='{esc(inputs, quote=True)}'>{esc(inputs)}</div>{error}"
-                f"{health_note(run._session)}")
+                f"{health_note(run)}")
 
     def draw(self) -> None:
         if not _closed(self.run):  # a closed session has nothing new to show (and no ledger to read)
@@ -431,9 +467,12 @@ class RunPanel:
 
     def _finish(self) -> None:
         """Outputs are fetched off the poller thread: a slow file never stalls tracking."""
-        self._finished = True
-        if self.run.status == "completed":
-            self.fetched = _FETCHER.submit(self._show_outputs)
+        with self._finishing:  # once, whichever thread sees the run done first
+            if self._finished:
+                return
+            self._finished = True
+            if self.run.status == COMPLETED:
+                self.fetched = fetch_later(self._show_outputs)
 
     def _show_outputs(self) -> None:
         from ._gallery import rating_widget
@@ -464,8 +503,8 @@ class SweepPanel:
         total = max(1, len(runs))
         counts = sweep.counts
         done = sum(1 for r in runs if r.done)
-        segments = [(100.0 * counts.get(s, 0) / total, colour(s)) for s in ("completed", "failed", "skipped")]
-        live = sum(1 for r in runs if r.status in ("starting", "pending", "running"))
+        segments = [(100.0 * counts.get(s, 0) / total, colour(s)) for s in DONE]
+        live = sum(1 for r in runs if r.status in ACTIVE)
         segments.append((100.0 * live / total, "var(--jp-brand-color3, #90caf9)"))
         bar = bar_html(segments, 100.0 * done / total)
         head = f"{esc(sweep.technique.name)} · {self._counts_html(done, len(runs), counts)}"
@@ -473,16 +512,16 @@ class SweepPanel:
         strip = "".join(self._square(r, titled) for r in runs) if len(runs) <= _STRIP_MAX else ""
         problems = self._problems()
         return (f"<div class='flora-line'>{bar}<span>{head}</span><span class='flora-muted'>{esc(sweep.sweep_id)}"
-                f"</span></div><div class='flora-strip'>{strip}</div>{problems}{health_note(sweep._session)}")
+                f"</span></div><div class='flora-strip'>{strip}</div>{problems}{health_note(sweep)}")
 
     def _counts_html(self, done: int, total: int, counts: dict[str, int]) -> str:
         sweep = self.sweep
-        all_ok = done == total and counts.get("completed", 0) == total
+        all_ok = done == total and counts.get(COMPLETED, 0) == total
         parts = [f"<span class='{'flora-ok' if all_ok else ''}'>{done} / {total} done</span>",
                  f"{usd(sweep.spent)} spent"]
-        if counts.get("failed"):
+        if counts.get(FAILED):
             parts.append(f"<span class='flora-error'>{counts['failed']} failed</span>")
-        if counts.get("skipped"):
+        if counts.get(SKIPPED):
             parts.append(f"{counts['skipped']} not started")
         eta = sweep.eta_seconds
         if done < total and eta is not None:
@@ -502,7 +541,7 @@ class SweepPanel:
         """Each distinct failure message once, with how many runs it hit."""
         seen: dict[str, int] = {}
         for run in self.sweep.runs:
-            if run.status == "failed" and run.error_message:
+            if run.status == FAILED and run.error_message:
                 key = f"{run.error_code or 'failed'}: {run.error_message}"
                 seen[key] = seen.get(key, 0) + 1
         lines = "".join(f"<div>{n} × {html.escape(k)}</div>" for k, n in list(seen.items())[:5])
@@ -515,7 +554,7 @@ class SweepPanel:
 
 def _closed(obj: Any) -> bool:
     """Has the session behind this run or sweep been closed?"""
-    return bool(getattr(getattr(obj, "_session", None), "_closed", False))
+    return getattr(obj, "health", "ok") == CLOSED
 
 
 def _eta(seconds: float) -> str:

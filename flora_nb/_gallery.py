@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import ipywidgets as w
 
-from ._display import _FETCHER, STYLE, outputs_widgets, output_widget, run_cost, usd
+from ._display import STYLE, fetch_later, outputs_widgets, output_widget, run_cost, usd
 from ._run import Run
+from ._status import COMPLETED, SKIPPED, WORKING
 
 if TYPE_CHECKING:
     from ._sweep import Sweep
@@ -88,9 +89,9 @@ def rating_widget(run: Run) -> w.Widget:
 def _caption(run: Run, varied: Sequence[str]) -> w.HTML:
     shown = {k: run.inputs.get(k) for k in varied} if varied else {"variation": run.variation}
     text = ", ".join(f"{k}={v}" for k, v in shown.items())
-    if run.status == "skipped":
+    if run.status == SKIPPED:
         money = "not started · $0"
-    elif run.status == "completed":
+    elif run.status == COMPLETED:
         money = usd(run.charged_cost) if run.charged_cost is not None else "charge not final yet"
     else:
         money = f"{run.status} · {run_cost(run)}"
@@ -99,9 +100,9 @@ def _caption(run: Run, varied: Sequence[str]) -> w.HTML:
 
 
 def _body(run: Run) -> list[w.Widget]:
-    if run.status == "completed":
+    if run.status == COMPLETED:
         return [*outputs_widgets(run), rating_widget(run)]
-    if run.status == "skipped":
+    if run.status == SKIPPED:
         return [w.HTML(f"<i class='flora-muted'>{html.escape(run.error_message or 'not started')}</i>")]
     if run.done:
         message = f"{run.error_code or 'failed'}: {run.error_message or ''}"
@@ -111,7 +112,7 @@ def _body(run: Run) -> list[w.Widget]:
 
 def _word(run: Run) -> str:
     """A cell says what a run is doing; the panel above it shows how far (fewer redraws per cell)."""
-    return "in progress" if run.status in ("pending", "running") else run.status
+    return "in progress" if run.status in WORKING else run.status
 
 
 def _fill(cell: w.VBox, run: Run, varied: Sequence[str]) -> None:
@@ -129,7 +130,7 @@ def _cell(run: Run, varied: Sequence[str]) -> w.VBox:
         if seen != state["seen"]:  # redraw on what a cell shows, not on every poll
             state["seen"], state["charged"] = seen, charged
             if r.done:  # downloads happen off the poller thread: a slow file never stalls tracking
-                _FETCHER.submit(_fill, cell, r, varied)
+                fetch_later(_fill, cell, r, varied)
             else:
                 _fill(cell, r, varied)
         elif r.done and charged != state["charged"] and cell.children:  # the final charge came later

@@ -20,11 +20,10 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 from ._errors import LedgerConflict, LedgerError
 from ._paths import private_dir
 
-__all__ = ["ACTIVE", "COLUMNS", "UPLOAD_COLUMNS", "Ledger", "LedgerRow", "canonical_json", "default_home",
+__all__ = ["COLUMNS", "UPLOAD_COLUMNS", "Ledger", "LedgerRow", "canonical_json", "default_home",
            "default_ledger_path"]
 
 SCHEMA_VERSION = 5  # == len(_MIGRATIONS)
-ACTIVE = ("starting", "pending", "running")  # statuses the poller still has work for
 
 _MIGRATIONS: tuple[str, ...] = (
     # version 1

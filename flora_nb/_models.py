@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
 from ._errors import InvalidResponseError
+from ._status import TERMINAL
 
 __all__ = [
-    "TERMINAL",
     "Asset",
     "Output",
     "RunStart",
@@ -33,7 +33,6 @@ __all__ = [
 log = logging.getLogger("flora_nb.models")
 
 RunStatus = Literal["pending", "running", "completed", "failed"]
-TERMINAL: frozenset[str] = frozenset({"completed", "failed"})
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
 

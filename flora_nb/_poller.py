@@ -25,6 +25,7 @@ from ._errors import (
 )
 from ._matching import Binding, Candidate, Start, bind
 from ._models import RunState
+from ._status import RUNNING
 
 if TYPE_CHECKING:
     from ._client import FloraClient
@@ -398,7 +399,7 @@ class Poller:
         estimate = run.estimated_seconds
         if run.done or estimate is None:
             return high if run.done else low
-        if run.status != "running":  # pending or queued behind the server's concurrency cap
+        if run.status != RUNNING:  # pending or queued behind the server's concurrency cap
             return min(max(estimate, self._fast), high)
         left = self._time_left(entry, now, estimate)
         return max(self._fast, min(left, self._watch(estimate)))
@@ -511,4 +512,5 @@ class Poller:
 
 
 def _created(run: Run) -> float:
-    return run._row.created_at or run._row.intent_at
+    row = run.snapshot
+    return row.created_at or row.intent_at

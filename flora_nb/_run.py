@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any, Callable
 from ._errors import FloraTimeout, InputError, RunFailedError, StartUnconfirmedError
 from ._paths import extension_for, output_path, private_dir
 from ._ledger import LedgerRow
-from ._models import TERMINAL
+from ._status import DONE, FAILED, RUNNING, STARTING, UNCONFIRMED, WORKING
 
 if TYPE_CHECKING:
-    from ._session import Flora
+    from ._engine import RunEngine
 
 __all__ = ["Run", "RunOutput"]
 
@@ -34,8 +34,8 @@ MAX_NOTE_CHARS = 2000
 class RunOutput:
     """One output of a run; media is fetched through the kernel and cached on disk."""
 
-    def __init__(self, session: Flora, data: dict[str, Any]):
-        self._session = session
+    def __init__(self, engine: RunEngine, data: dict[str, Any]):
+        self._engine = engine
         self.output_id = str(data.get("output_id") or "")
         self.type = str(data.get("type") or "")
         self.url = str(data.get("url") or "")
@@ -53,14 +53,14 @@ class RunOutput:
 
     def _cached(self) -> Path:
         """The cache file of this media output, streamed to disk on first use."""
-        cache = self._session.cache_dir / hashlib.sha256(self.url.encode()).hexdigest()
+        cache = self._engine.cache_dir / hashlib.sha256(self.url.encode()).hexdigest()
         if cache.exists():
             return cache
         private_dir(cache.parent, tighten=True)
         fd, tmp = tempfile.mkstemp(dir=cache.parent, suffix=".part")
         try:
             with os.fdopen(fd, "wb") as handle:
-                self._session.client.fetch_media_to(self.url, handle)
+                self._engine.client.fetch_media_to(self.url, handle)
             os.replace(tmp, cache)  # atomic: a half-written file is never taken for a cached one
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -99,8 +99,8 @@ def _ts(value: float | None) -> _dt.datetime | None:
 class Run:
     """A run started from this session; its state is kept fresh by the session's poller."""
 
-    def __init__(self, session: Flora, row: LedgerRow):
-        self._session = session
+    def __init__(self, engine: RunEngine, row: LedgerRow):
+        self._engine = engine
         self._row = row
         self._changed = threading.Condition()
         self._listeners: list[Callable[[Run], Any]] = []
@@ -250,8 +250,24 @@ class Run:
 
 
     @property
+    def snapshot(self) -> LedgerRow:
+        """The run's ledger row as last seen (replaced, never changed in place: do not modify it)."""
+        return self._row
+
+    @property
+    def began_at(self) -> float:
+        """When the run began, as a timestamp: FLORA's start, else its creation, else our intent."""
+        row = self._row
+        return row.started_at or row.created_at or row.intent_at
+
+    @property
+    def health(self) -> str:
+        """``ok``, or what keeps this run's session from FLORA (e.g. "FLORA unreachable, retrying")."""
+        return self._engine.health
+
+    @property
     def outputs(self) -> list[RunOutput]:
-        return [RunOutput(self._session, o) for o in self._row.outputs]
+        return [RunOutput(self._engine, o) for o in self._row.outputs]
 
     @property
     def created_at(self) -> _dt.datetime | None:
@@ -268,12 +284,12 @@ class Run:
     @property
     def unconfirmed(self) -> bool:
         """The start's answer was lost and its run was not found on FLORA (``resume()`` looks again)."""
-        return self._row.status == "starting" and self._row.error_code == "start_unconfirmed"
+        return self._row.status == STARTING and self._row.error_code == UNCONFIRMED
 
     @property
     def done(self) -> bool:
         """True once nothing more will happen by itself: completed, failed, skipped or unconfirmed."""
-        return self._row.status in TERMINAL or self._row.status == "skipped" or self.unconfirmed
+        return self._row.status in DONE or self.unconfirmed
 
     @property
     def rating(self) -> float | None:
@@ -295,8 +311,8 @@ class Run:
             kept = None if stars is None else self._row.note
         else:
             kept = _check_note(note)
-        self._session.ledger.set_rating(self.local_id, rating, kept)
-        row = self._session.ledger.get(self.local_id)
+        self._engine.ledger.set_rating(self.local_id, rating, kept)
+        row = self._engine.ledger.get(self.local_id)
         if row is not None:
             with self._changed:  # our own write is the newest rating, whatever the clock says
                 self._row = dataclasses.replace(self._row, rating=row.rating, note=row.note)
@@ -318,7 +334,7 @@ class Run:
             try:
                 callback(self)
             except Exception:  # a broken widget must not stop tracking
-                self._session._listener_failed(callback)
+                self._engine.listener_failed(callback)
 
     def on_change(self, callback: Callable[[Run], Any]) -> Callable[[Run], Any]:
         """Call ``callback(run)`` after every change (from the poller thread)."""
@@ -327,7 +343,7 @@ class Run:
 
     def refresh(self) -> Run:
         """Poll FLORA for this run now (the background poller does this by itself)."""
-        self._session._refresh(self)
+        self._engine.refresh(self)
         return self
 
     def wait(self, timeout: float | None = None) -> Run:
@@ -349,7 +365,7 @@ class Run:
 
     def raise_for_status(self) -> Run:
         """Raise RunFailedError if the run failed; return the run otherwise."""
-        if self._row.status == "failed":
+        if self._row.status == FAILED:
             raise RunFailedError(
                 f"run {self.id or self.local_id} failed: {self._row.error_code}: {self._row.error_message}",
                 run=self,
@@ -369,11 +385,11 @@ class Run:
     def _summary(self) -> str:
         row = self._row
         cost = "cost unknown" if row.charged_cost is None else f"${row.charged_cost:.4f}"
-        if row.status in ("pending", "running"):
+        if row.status in WORKING:
             cost = f"est. ${row.estimated_cost:.4f}" if row.estimated_cost is not None else "cost unknown"
         name = row.technique_name or row.technique_id
         text = f"{name} · {row.status}"
-        if row.status == "running":
+        if row.status == RUNNING:
             text += f" {row.progress:.0f}%"
         text += f" · {cost}"
         if row.error_code:

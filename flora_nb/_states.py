@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from ._ledger import LedgerRow
-from ._models import TERMINAL, RunState
+from ._models import RunState
+from ._status import TERMINAL
 
 __all__ = ["changes_for"]
 

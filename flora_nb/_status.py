@@ -11,7 +11,7 @@ from __future__ import annotations
 __all__ = [
     "ACTIVE", "COMPLETED", "DONE", "FAILED", "LOST", "NOT_RECEIVED", "NOT_RECEIVED_MESSAGE", "OPEN",
     "PENDING", "QUEUED", "RUNNING", "SERVER_STATUSES", "SKIPPED", "STARTING", "STATUSES", "TERMINAL",
-    "UNCONFIRMED", "UNCONFIRMED_MESSAGE", "WORKING",
+    "UNCONFIRMED", "UNCONFIRMED_MESSAGE", "UNSTARTED", "WORKING",
 ]
 
 QUEUED = "queued"
@@ -27,6 +27,7 @@ SERVER_STATUSES = (PENDING, RUNNING, COMPLETED, FAILED)  # what FLORA itself say
 WORKING = (PENDING, RUNNING)  # FLORA has the run and is not done with it
 ACTIVE = (STARTING,) + WORKING  # the poller still has work for the row
 OPEN = (QUEUED,) + ACTIVE  # not finished: may still be charged
+UNSTARTED = (QUEUED, SKIPPED)  # no run on FLORA (yet): nothing charged
 TERMINAL = (COMPLETED, FAILED)  # FLORA is done with the run (its charge may still come)
 DONE = TERMINAL + (SKIPPED,)  # nothing more will happen to the row
 

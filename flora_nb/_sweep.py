@@ -22,13 +22,12 @@ from ._errors import (
     InsufficientCreditsError,
     RateLimitError,
 )
-from ._ledger import ACTIVE
+from ._status import ACTIVE, COMPLETED, FAILED, LOST, QUEUED, SKIPPED, STARTING, UNCONFIRMED
 from ._paths import output_path
 from ._models import Technique
 from ._owner import is_alive
 from ._plan import Plan
 from ._run import Run
-from ._session import LOST, UNCONFIRMED
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -71,6 +70,7 @@ class Sweep:
     def __init__(self, session: Flora, tech: Technique, plan: Plan, runs: list[Run], sweep_id: str,
                  max_concurrency: int, budget: float | None, workspace: str | None = None):
         self._session = session
+        self._engine = session.engine
         self.technique = tech
         self.plan = plan
         self.runs = runs
@@ -137,7 +137,7 @@ class Sweep:
 
     def _stopping(self) -> bool:
         """Stopped here, or by any session of the ledger (``%flora stop`` in another kernel)."""
-        if self._session._closed:
+        if self._engine.closed:
             self._stop.set()
         if not self._stop.is_set() and self._session.ledger.stop_requested(self.sweep_id):
             self._stop.set()
@@ -158,8 +158,8 @@ class Sweep:
     def _next(self) -> Run | None:
         """The next run to launch, or None (then this launcher ends, under the lock ``start()`` takes)."""
         with self._slot:
-            owner, runs = self._session.owner, self.runs
-            while self._cursor < len(runs) and not (runs[self._cursor].status == "queued"
+            owner, runs = self._engine.owner, self.runs
+            while self._cursor < len(runs) and not (runs[self._cursor].status == QUEUED
                                                     and runs[self._cursor].owner == owner):
                 self._cursor += 1
             run = runs[self._cursor] if self._cursor < len(runs) else None
@@ -182,7 +182,7 @@ class Sweep:
                 else:
                     return
         except Exception as exc:  # never leave runs queued forever without saying why
-            if self._session._closed:
+            if self._engine.closed:
                 return  # the session closed under us: its queued runs wait for a resume()
             self.launch_error = f"{type(exc).__name__}: {exc}"
             log.warning("flora_nb sweep %s stopped launching: %s", self.sweep_id, self.launch_error,
@@ -209,7 +209,7 @@ class Sweep:
             if not fits:
                 return self._skip_rest("budget", self._budget_message(run))
             try:
-                self._session._begin_start(run, self.technique, since)
+                self._engine.begin_start(run, self.technique, since)
             except BudgetExceededError:
                 continue  # a start elsewhere in the session took the room first: look again
             with self._slot:
@@ -221,7 +221,7 @@ class Sweep:
     def _send(self, run: Run, resent: bool) -> None:
         """One POST, in the send pool: what it ends with decides whether launching goes on."""
         try:
-            self._session._send_start(run, self.technique, keep_trying=self._running, resent=resent)
+            self._engine.send_start(run, self.technique, keep_trying=self._running, resent=resent)
         except InsufficientCreditsError as exc:
             self._halt = ("insufficient_credits", exc.message)
         except RateLimitError:  # only when stopped while FLORA said 429: the run is skipped
@@ -229,7 +229,7 @@ class Sweep:
         except APIError as exc:  # recorded as failed by the session; the next variation may be fine
             log.info("flora_nb sweep %s: variation %s rejected: %s", self.sweep_id, run.variation, exc)
         except Exception as exc:  # never leave runs queued forever without saying why
-            if not self._session._closed:
+            if not self._engine.closed:
                 self.launch_error = f"{type(exc).__name__}: {exc}"
                 log.warning("flora_nb sweep %s: a start failed: %s", self.sweep_id, self.launch_error,
                             exc_info=not isinstance(exc, FloraError))
@@ -252,9 +252,9 @@ class Sweep:
     def _budgets(self, run: Run) -> list[tuple[str, float, Exposure]]:
         session, found = self._session, []
         if self.budget is not None:
-            found.append(("sweep", self.budget, session.exposure(sweep_id=self.sweep_id, exclude=run.local_id)))
+            found.append(("sweep", self.budget, self._engine.exposure(sweep_id=self.sweep_id, exclude=run.local_id)))
         if session.budget is not None:
-            found.append(("session", session.budget, session.exposure(owner=session.owner, exclude=run.local_id)))
+            found.append(("session", session.budget, self._engine.exposure(owner=self._engine.owner, exclude=run.local_id)))
         return found
 
     def _wait_for_budget(self, run: Run) -> bool | None:
@@ -267,7 +267,7 @@ class Sweep:
             budgets = self._budgets(run)
             if not budgets:
                 return True
-            reserve = self._session.reserve(run.technique_id, run.estimated_cost)
+            reserve = self._engine.reserve(run.technique_id, run.estimated_cost)
             tight = [(b, e) for _, b, e in budgets if not e.fits(reserve, b)]
             if not tight:
                 return True
@@ -279,7 +279,7 @@ class Sweep:
                 return None
 
     def _budget_message(self, run: Run) -> str:
-        reserve = self._session.reserve(run.technique_id, run.estimated_cost)
+        reserve = self._engine.reserve(run.technique_id, run.estimated_cost)
         for scope, budget, spent in self._budgets(run):
             if not spent.fits(reserve, budget):
                 unknown = (f" and ${spent.reserved:.2f} held for {spent.pending} finished run(s) whose charge is "
@@ -310,34 +310,32 @@ class Sweep:
 
     def _unclaim_resend(self, run: Run) -> None:
         """A start taken back for resending but not sent: unconfirmed again, for a later resume()."""
-        if run.status == "starting" and run.id is None and run.error_code is None:
-            self._session._update(run, error_code=UNCONFIRMED, error_message=UNCONFIRMED_MESSAGE)
+        if run.status == STARTING and run.id is None and run.error_code is None:
+            self._engine.update(run, error_code=UNCONFIRMED, error_message=UNCONFIRMED_MESSAGE)
 
     def _claim_resend(self, runs: Sequence[Run]) -> None:
         """Take unconfirmed starts back for sending again, if the server would still recognise their key."""
-        session = self._session
         for run in runs:
             if time.time() - run.intent_at > RESEND_WITHIN:
                 log.info("flora_nb sweep %s: run %s is unconfirmed and too old to resend safely", self.sweep_id,
                          run.local_id)
                 continue
-            since = session.start_window_low(run)
-            expected = {"status": "starting", "error_code": UNCONFIRMED, "run_id": None}
-            changes = {"owner": session.owner, "error_code": None, "error_message": None}
-            if session.ledger.claim([(run.local_id, expected, changes)], note="resend"):
-                run._apply(session.ledger.get(run.local_id))
+            since = self._engine.start_window_low(run)
+            expected = {"status": STARTING, "error_code": UNCONFIRMED, "run_id": None}
+            changes = {"owner": self._engine.owner, "error_code": None, "error_message": None}
+            if self._engine.claim([(run, expected, changes)], note="resend"):
                 self._resend[run.local_id] = since
 
     # ---------------------------------------------------------------- control
 
     def _skip_rest(self, code: str, message: str) -> bool:
         """Mark this session's queued runs ``skipped`` with ``code``; returns False (launching ends)."""
-        if self._session._closed:
+        if self._engine.closed:
             return False  # a closed session writes nothing; its queued runs show as interrupted later
         self.stop_reason = self.stop_reason or code
-        owner = self._session.owner
-        todo = [r for r in self.runs if r.status == "queued" and r.owner == owner]
-        self._session._update_many(todo, status="skipped", error_code=code, error_message=message, charged_cost=0.0)
+        owner = self._engine.owner
+        todo = [r for r in self.runs if r.status == QUEUED and r.owner == owner]
+        self._engine.update_many(todo, status=SKIPPED, error_code=code, error_message=message, charged_cost=0.0)
         for run in [r for r in self.runs if r.local_id in self._resend]:
             self._unclaim_resend(run)
         self._resend.clear()
@@ -349,7 +347,7 @@ class Sweep:
         self._stop.set()
         self._session.ledger.update_sweep(self.sweep_id, stop_requested=1)
         if not self.launching:  # queued runs of a dead session, or ours with no launcher: say so now
-            self._claim_unstarted(statuses=("queued",))
+            self._claim_unstarted(statuses=(QUEUED,))
             self._skip_rest("stopped", "The sweep was stopped before this run started.")
         self._notify()
         return self
@@ -362,7 +360,7 @@ class Sweep:
         with their own idempotency key, so FLORA never runs them twice.
         """
         self._prepare(budget)
-        self._claim_unstarted(statuses=("queued", "skipped"))
+        self._claim_unstarted(statuses=(QUEUED, SKIPPED))
         self._awaiting |= {r.local_id for r in self.runs if r.id is None and r.error_code == LOST}
         self._claim_resend([r for r in self.runs if r.id is None and r.unconfirmed])
         self._track_unknown_charges()
@@ -371,11 +369,11 @@ class Sweep:
     def retry_failed(self) -> Sweep:
         """Start every failed variation again: new runs with new keys (the failed ones stay in the ledger)."""
         self._prepare(_KEEP)
-        failed = [r for r in self.runs if r.status == "failed"]
+        failed = [r for r in self.runs if r.status == FAILED]
         retried = self._session.ledger.retried(self.sweep_id)
         planned = [{"inputs": r.inputs, "labels": r.labels, "sweep_id": self.sweep_id, "variation": r.variation,
                     "retry_of": r.local_id} for r in failed if r.local_id not in retried]
-        new = self._session._queue(self.technique, self.workspace_id, planned)
+        new = self._engine.queue(self.technique, self.workspace_id, planned)
         by_old = {p["retry_of"]: run for p, run in zip(planned, new)}
         with self._slot:
             self.runs = [by_old.get(r.local_id, r) for r in self.runs]
@@ -401,26 +399,21 @@ class Sweep:
 
     def _claim_unstarted(self, statuses: Sequence[str]) -> list[Run]:
         """Take never-started runs (skipped, or queued by a session that died) for this session."""
-        session = self._session
-        items = []
+        owner, items = self._engine.owner, []
         for run in self.runs:
-            mine = run.owner == session.owner and not self.launching
-            if run.status == "skipped" or (run.status == "queued" and (mine or is_alive(run.owner) is False)):
+            mine = run.owner == owner and not self.launching
+            if run.status == SKIPPED or (run.status == QUEUED and (mine or is_alive(run.owner) is False)):
                 if run.status in statuses:
                     expected = {"status": run.status, "owner": run.owner, "run_id": None}
-                    changes = {"status": "queued", "owner": session.owner, "error_code": None,
+                    changes = {"status": QUEUED, "owner": owner, "error_code": None,
                                "error_message": None, "charged_cost": None}
-                    items.append((run.local_id, expected, changes))
-        taken = set(session.ledger.claim(items, note="resume"))
-        claimed = [r for r in self.runs if r.local_id in taken]
-        for run in claimed:
-            run._apply(session.ledger.get(run.local_id))
-        return claimed
+                    items.append((run, expected, changes))
+        return self._engine.claim(items, note="resume")
 
     def _track_unknown_charges(self) -> None:
         for run in self.runs:
             if run.id is not None and run.done and run.charged_cost is None and not run.reused_from:
-                self._session.poller.track(run, first_poll_in=0.0)
+                self._engine.track(run)
 
     def _sync(self, force: bool = False) -> None:
         """Take newer rows from the ledger (another kernel may be running or resuming this sweep)."""
@@ -428,12 +421,7 @@ class Sweep:
         if not force and now - self._synced < SYNC_SECONDS:
             return
         self._synced = now
-        for row in self._session.ledger.rows(self._session.endpoint, sweep_id=self.sweep_id):
-            run = self._session._runs.get(row.local_id)
-            # Newer rows only, and never a finished run back to unfinished (this session's poller
-            # may have written meanwhile): a later poll or sync brings anything still missing.
-            if run is not None and row.updated_at > run._row.updated_at and not (run.done and row.status in ACTIVE):
-                run._apply(row)
+        self._engine.sync(sweep_id=self.sweep_id)
 
     def wait(self, timeout: float | None = None) -> Sweep:
         """Block until every run is done or skipped; FloraTimeout at the deadline."""
@@ -461,19 +449,19 @@ class Sweep:
     @property
     def spent(self) -> float:
         """Final charges known so far (USD), failed attempts that were retried included."""
-        return self._session.exposure(sweep_id=self.sweep_id).charged
+        return self._engine.exposure(sweep_id=self.sweep_id).charged
 
     @property
     def reserved(self) -> float:
         """USD held against the budget for launched runs whose charge is not known yet."""
-        return self._session.exposure(sweep_id=self.sweep_id).reserved
+        return self._engine.exposure(sweep_id=self.sweep_id).reserved
 
     @property
     def budget_left(self) -> float | None:
         """What the budget can still take (USD): budget - charged - reserves; None without a budget."""
         if self.budget is None:
             return None
-        return max(0.0, self.budget - self._session.exposure(sweep_id=self.sweep_id).committed)
+        return max(0.0, self.budget - self._engine.exposure(sweep_id=self.sweep_id).committed)
 
     @property
     def estimated_remaining(self) -> float:
@@ -483,7 +471,12 @@ class Sweep:
     @property
     def rate_limit_wait(self) -> float:
         """Seconds FLORA's 429 asks this session to hold every request for (0 when not rate limited)."""
-        return self._session.client.throttle.paused_for
+        return self._engine.rate_limit_wait
+
+    @property
+    def health(self) -> str:
+        """``ok``, or what keeps this sweep's session from FLORA (e.g. "FLORA unreachable, retrying")."""
+        return self._engine.health
 
     @property
     def eta_seconds(self) -> float | None:
@@ -491,7 +484,7 @@ class Sweep:
         durations = [r.estimated_seconds for r in self.runs if r.estimated_seconds is not None]
         if self.done:
             return 0.0
-        waiting = sum(1 for r in self.runs if r.status == "queued")
+        waiting = sum(1 for r in self.runs if r.status == QUEUED)
         hold = self.rate_limit_wait  # starts and polls alike wait it out
         if not durations:
             return hold or None
@@ -534,7 +527,7 @@ class Sweep:
             number = run.variation or 0
             stem = f"v{number:03d}_r{repeats[number]}_{_slug(run.inputs, self.varied)}"
             repeats[number] += 1
-            for out in run.outputs if run.status == "completed" else []:
+            for out in run.outputs if run.status == COMPLETED else []:
                 paths.append(out.save(output_path(folder, [stem, out.output_id], out.extension, taken)))
         return paths
 

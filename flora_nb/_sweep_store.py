@@ -12,6 +12,7 @@ from ._errors import BudgetExceededError, InputError
 from ._ledger import LedgerRow, canonical_json
 from ._models import Technique
 from ._plan import Plan, _varied
+from ._status import COMPLETED, SKIPPED
 from ._sweep import Sweep, check_price
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ def start_sweep(session: Flora, technique: str, *, grid: Any, zip: Any, fixed: A
     labels = dict(labels or {})
     _record(session, sweep_id, tech, workspace, plan, budget=budget, max_concurrency=max_concurrency, labels=labels,
             reuse=reuse, spec={"grid": grid, "zip": zip, "variations": variations})
-    runs = session._queue(tech, workspace, _planned_rows(session, plan, sweep_id, labels, chosen))
+    runs = session.engine.queue(tech, workspace, _planned_rows(session, plan, sweep_id, labels, chosen))
     sweep = Sweep(session, tech, plan, runs, sweep_id, max_concurrency, budget, workspace)
     sweep.reusable = sum(1 for t in taken if t is not None)
     with session._lock:
@@ -123,7 +124,7 @@ def _reused_columns(session: Flora, run_id: str) -> dict[str, Any]:
     original = session.ledger.find_run(session.endpoint, run_id)
     assert original is not None
     return {
-        "status": "completed", "reused_from": run_id, "progress": 100.0, "estimated_cost": 0.0,
+        "status": COMPLETED, "reused_from": run_id, "progress": 100.0, "estimated_cost": 0.0,
         "charged_cost": 0.0, "outputs": original.outputs, "project_id": original.project_id,
         "created_at": original.created_at, "started_at": original.started_at,
         "completed_at": original.completed_at, "estimated_seconds": original.estimated_seconds,
@@ -143,14 +144,14 @@ def load_sweep(session: Flora, sweep_id: str) -> Sweep:
     if record is None and not session.ledger.rows(session.endpoint, sweep_id=sweep_id):
         raise InputError(f"no sweep {sweep_id!r} in the ledger {session.ledger.path} for {session.endpoint}; "
                          "fl.sweeps() lists the sweeps it holds.")
-    session._skip_orphans()  # runs queued by a kernel that died will not start by themselves
+    session.engine.skip_orphans()  # runs queued by a kernel that died will not start by themselves
     rows = current_rows(session.ledger.rows(session.endpoint, sweep_id=sweep_id))
-    runs = [session._adopt(row) for row in rows]
+    runs = [session.engine.adopt(row) for row in rows]
     plan_record = (record or {}).get("plan") or {}
     sweep = Sweep(session, _technique(plan_record, rows), _plan(plan_record, rows), runs, sweep_id,
                   int((record or {}).get("max_concurrency") or 4), (record or {}).get("budget"),
                   (record or {}).get("workspace_id") or (rows[0].workspace_id if rows else None))
-    sweep.stop_reason = next((r.error_code for r in rows if r.status == "skipped"), None)
+    sweep.stop_reason = next((r.error_code for r in rows if r.status == SKIPPED), None)
     with session._lock:
         return session._sweeps.setdefault(sweep_id, sweep)
 

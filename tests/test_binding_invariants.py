@@ -164,7 +164,7 @@ CTRL_C = textwrap.dedent("""
     FloraClient._send_once = send_once
     [row] = fl.ledger.rows(fl.endpoint)
     print(json.dumps([row.status, row.error_code, row.window_low, row.window_high]), flush=True)
-    [run] = list(fl._runs.values())  # the interrupted start (done or being reconciled)
+    [run] = list(fl.engine._runs.values())  # the interrupted start (done or being reconciled)
     try:
         run.wait(60)
     except Exception as exc:

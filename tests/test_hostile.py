@@ -399,7 +399,7 @@ def test_echoed_key_is_scrubbed_everywhere(api, tmp_path, caplog):
             texts += [str(err), repr(err), "".join(traceback.format_exception(err)), repr(vars(err))]
         state = fl.client.get_run("run_0001")
         texts += [repr(state), str(state.error_message), str(state.error_code)]
-        run = fl._adopt(fl.ledger.get(fl.ledger.add_intents([{
+        run = fl.engine.adopt(fl.ledger.get(fl.ledger.add_intents([{
             "endpoint": fl.endpoint, "workspace_id": WS, "idempotency_key": "k1", "owner": fl.owner,
             "technique_id": TECH, "technique_name": "Fake", "estimated_cost": 0.25, "status": "pending",
             "inputs": {}, "labels": {}, "run_id": "run_0001"}])[0]))

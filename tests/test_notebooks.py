@@ -18,6 +18,8 @@ MARKER_KEY = "sk_marker_4f1e9c0b7d2a"  # must appear nowhere in an executed note
 
 def execute(name: str, workdir: Path) -> nbformat.NotebookNode:
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    # as a person saving the notebook would: after the displays showed every finished run's outputs
+    nb.cells.append(nbformat.v4.new_code_cell("import flora_nb._display\nflora_nb._display.settle()"))
     client = NotebookClient(nb, timeout=300, kernel_name="python3", allow_errors=False, store_widget_state=True,
                             resources={"metadata": {"path": str(workdir)}})
     client.execute()

@@ -47,3 +47,42 @@ def test_cli_usage():
     assert out.returncode == 0 and "sim" in out.stdout and "demo" in out.stdout
     bad = subprocess.run([sys.executable, "-m", "flora_nb", "nope"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown command" in bad.stderr
+
+
+def test_the_engine_knows_nothing_of_pandas_or_ipython():
+    code = (
+        "import sys, flora_nb._engine, flora_nb._session; "
+        "print(','.join(m for m in ('pandas', 'ipywidgets', 'IPython', 'numpy') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def _sources() -> dict[str, str]:
+    from pathlib import Path
+
+    root = Path(flora_nb.__file__).parent
+    return {str(p.relative_to(root)): p.read_text(encoding="utf-8") for p in root.rglob("*.py")}
+
+
+def test_only_run_reads_a_runs_ledger_row():
+    import re
+
+    readers = sorted(name for name, text in _sources().items() if re.search(r"\w\._row\b", text)
+                     and name != "_run.py")
+    assert readers == [], f"these modules read run._row instead of Run's properties: {readers}"
+
+
+def test_the_status_vocabulary_is_spelled_out_once():
+    import itertools
+    import re
+
+    from flora_nb import _status
+
+    # a tuple, list or set literal of two or more status names is a vocabulary of its own
+    quoted = "|".join(f'"{s}"' for s in _status.STATUSES)
+    group = re.compile(rf"[(\[{{]\s*(?:{quoted})\s*,\s*(?:{quoted})")
+    found = {name: [hit for line in text.splitlines() if "Literal[" not in line for hit in group.findall(line)]
+             for name, text in _sources().items() if name != "_status.py"}
+    assert {name: hits for name, hits in found.items() if hits} == {}
+    assert list(itertools.chain(_status.OPEN, _status.DONE)) == list(_status.STATUSES)

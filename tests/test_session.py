@@ -327,7 +327,7 @@ def test_poller_does_not_spin_on_unexpected_errors(fl, monkeypatch):
     def broken(pairs):
         raise RuntimeError("ledger exploded")
 
-    monkeypatch.setattr(fl, "record", broken)
+    monkeypatch.setattr(fl.engine, "record", broken)
     run = fl.run(tech.technique_id, prompt(tech))
     time.sleep(1.0)
     status = fl.status()
@@ -351,8 +351,8 @@ def test_resume_skips_sweeps_of_dead_sessions_and_leaves_live_starts(tmp_path):
         with Flora(api_key=sim.api_key, base_url=sim.base_url, ledger_path=ledger_path) as fl:
             frame = fl.runs()
             assert frame["status"].tolist() == ["skipped"] and frame["error_code"].tolist() == ["interrupted"]
-            live = fl._queue(fl.technique("tech_a1poster"), sim.workspace_id, [{"inputs": {"prompt": "y"}}],
+            live = fl.engine.queue(fl.technique("tech_a1poster"), sim.workspace_id, [{"inputs": {"prompt": "y"}}],
                              status="starting")[0]
-            assert fl.starts_in_flight(sim.workspace_id, "tech_a1poster")  # ours, in flight: blocks matching
-            fl._update(live, error_code="start_lost")
-            assert not fl.starts_in_flight(sim.workspace_id, "tech_a1poster")
+            assert fl.engine.starts_in_flight(sim.workspace_id, "tech_a1poster")  # ours, in flight: blocks matching
+            fl.engine.update(live, error_code="start_lost")
+            assert not fl.engine.starts_in_flight(sim.workspace_id, "tech_a1poster")

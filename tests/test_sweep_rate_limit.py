@@ -46,9 +46,9 @@ def test_a_single_run_that_never_gets_past_429_is_skipped_not_failed(tmp_path, m
     import pytest
 
     import flora_nb as fnb
-    from flora_nb import _session
+    from flora_nb import _engine
 
-    monkeypatch.setattr(_session, "RATE_LIMIT_PATIENCE", 0.0)  # give up at once (default: 60 s)
+    monkeypatch.setattr(_engine, "RATE_LIMIT_PATIENCE", 0.0)  # give up at once (default: 60 s)
     with Flora.simulated(speed=100.0, max_retries=0, ledger_path=tmp_path / "l.sqlite") as fl:
         fl.technique("tech_a1poster"), fl.workspace_id
         fl.simulator.faults = Faults(rate_limit=0.01)  # one request now, the next in 100 s

@@ -20,12 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._status import SERVER_STATUSES as STATUSES
+from .._status import TERMINAL
 from ._catalog import TechniqueSpec
 from ._faults import Faults
 from ._idempotency import IdempotencyStore
 
-STATUSES = ("pending", "running", "completed", "failed")
-TERMINAL = ("completed", "failed")
 _READY, _FINISH = 0, 1
 # Share of failing runs that fail before they start (FIELD: pending -> failed happens, rarely).
 _FAIL_BEFORE_START = 0.15

@@ -1,0 +1,531 @@
+"""The run engine: starts, lost starts, updates, refresh, resume and reconciliation; the poller's sink.
+
+``RunEngine`` owns what happens to runs between the facade (``Flora``) and the wire: it writes
+every start to the ledger before it is sent, sends starts in parallel, records what polls see, and
+binds lost starts to FLORA's runs by the rule in ``_matching``. It knows nothing of pandas or
+IPython. ``Run`` and ``Sweep`` talk to it through its public methods; nothing else reads ledger rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from ._budget import Exposure, is_money, reserve_ratio, summarize
+from ._client import FloraClient, new_idempotency_key
+from ._errors import (
+    APIError,
+    BudgetExceededError,
+    FloraConnectionError,
+    FloraTimeout,
+    IdempotencyDuplicateError,
+    InputError,
+    InvalidResponseError,
+    LedgerConflict,
+    RateLimitError,
+    ServerError,
+)
+from ._ledger import Ledger, LedgerRow, canonical_json
+from ._matching import Binding, Start
+from ._models import RunStart, RunState, Technique
+from ._owner import STALE_SECONDS, is_alive
+from ._poller import Poller
+from ._run import Run
+from ._status import (
+    ACTIVE,
+    FAILED,
+    LOST,
+    NOT_RECEIVED,
+    NOT_RECEIVED_MESSAGE,
+    PENDING,
+    QUEUED,
+    SKIPPED,
+    STARTING,
+    TERMINAL,
+    UNCONFIRMED,
+    UNCONFIRMED_MESSAGE,
+)
+
+__all__ = ["CLOSED", "LEASE_MARGIN", "RATE_LIMIT_PATIENCE", "RunEngine"]
+
+log = logging.getLogger("flora_nb.session")
+
+LEASE_MARGIN = 1.0  # seconds a start's recorded window reaches past its current attempt's longest end
+RATE_LIMIT_PATIENCE = 60.0  # seconds a single run's start keeps trying through 429s (sweeps: while running)
+CLOSED = "session closed"  # the health of a closed session's engine
+
+
+def _maybe_started(exc: APIError) -> bool:
+    """Could FLORA have created the run although this start ended in an error?"""
+    # A duplicate key means it did; a 5xx may come after the run was made; and any error that
+    # follows an unanswered attempt may hide a run that attempt created. An answer we cannot
+    # read (no run_id, not JSON, too large) came after the server acted: its outcome is unknown.
+    if isinstance(exc, InvalidResponseError) and exc.code != "redirect":  # a redirect never reached FLORA
+        return True
+    return isinstance(exc, (IdempotencyDuplicateError, ServerError)) or exc.unanswered_attempt
+
+
+def _read_timeout(client: FloraClient) -> float:
+    timeout = client.timeout
+    return float(timeout[1] if isinstance(timeout, tuple) else timeout)
+
+
+def _owner_busy(row: LedgerRow, now: float) -> bool:
+    """Is the session that wrote this start still alive (so the start may still be in flight)?"""
+    alive = is_alive(row.owner)
+    return alive if alive is not None else now - row.intent_at < STALE_SECONDS
+
+
+def _same_origin(url: str, base_url: str) -> bool:
+    from ._client import _origin
+
+    return _origin(url) == _origin(base_url)
+
+
+class RunEngine:
+    """Runs of one endpoint: start them (in parallel), keep them fresh, find lost starts' runs.
+
+    ``budget`` (USD or None) is the session budget every start must fit (``check_budget``);
+    ``owner`` names this process's session in the rows it writes.
+    """
+
+    def __init__(self, client: FloraClient, ledger: Ledger, endpoint: str, owner: str, *,
+                 budget: float | None = None, cache_dir: Path, poll_interval: tuple[float, float] = (2.0, 5.0),
+                 reconcile_grace: float = 60.0):
+        self.client, self.ledger, self.endpoint, self.owner = client, ledger, endpoint, owner
+        self.budget = budget
+        self.cache_dir = cache_dir  # where run outputs are cached when fetched
+        self.clock = client.clock  # the server's clock against ours (bounds; None until learnt)
+        self.techniques: dict[str, Technique] = {}  # id, slug or alias -> technique, for this session
+        self.rate_limited_starts = 0  # start attempts FLORA answered 429 to, after the client's own retries
+        self.closed = False
+        self._runs: dict[int, Run] = {}
+        self._lock = threading.RLock()
+        self._start_windows: dict[int, tuple[float, float]] = {}  # local id -> when its start was sent
+        self._budget_lock = threading.Lock()  # budget check + "starting": one start at a time; POSTs run in parallel
+        self.poller = Poller(client, self, interval=poll_interval, grace=reconcile_grace)
+        self.poller.start()
+
+    def close(self) -> None:
+        """Stop the poller; no start is sent after this (the facade closes client and ledger)."""
+        self.closed = True
+        self.poller.stop()
+
+    @property
+    def health(self) -> str:
+        """``ok``, or what keeps the poller from FLORA (e.g. "FLORA unreachable, retrying")."""
+        return CLOSED if self.closed else self.poller.stats.health
+
+    @property
+    def rate_limit_wait(self) -> float:
+        """Seconds FLORA's last 429 asks every request to wait (0 when not rate limited)."""
+        return self.client.throttle.paused_for
+
+    def track(self, run: Run, first_poll_in: float = 0.0) -> None:
+        """Have the poller keep ``run`` fresh (first look after ``first_poll_in`` seconds)."""
+        self.poller.track(run, first_poll_in=first_poll_in)
+
+    def reload(self, run: Run) -> None:
+        """Take the run's row as the ledger has it now (another session may have written it)."""
+        row = self.ledger.get(run.local_id)
+        if row is not None:
+            run._apply(row)
+
+    def claim(self, items: Sequence[tuple[Run, Mapping[str, Any], Mapping[str, Any]]], note: str) -> list[Run]:
+        """Apply each ``(run, expected, changes)`` only where its row still has the ``expected`` values
+        (one transaction: two sessions never take the same row); returns the runs taken, refreshed."""
+        taken = set(self.ledger.claim([(run.local_id, expected, changes) for run, expected, changes in items],
+                                      note=note))
+        runs = [run for run, _, _ in items if run.local_id in taken]
+        for run in runs:
+            self.reload(run)
+        return runs
+
+    def sync(self, sweep_id: str) -> None:
+        """Take a sweep's rows that another session wrote since (it may be running or resuming it)."""
+        for row in self.ledger.rows(self.endpoint, sweep_id=sweep_id):
+            run = self.run_for(row.local_id)
+            # Newer rows only, and never a finished run back to unfinished (this session's poller
+            # may have written meanwhile): a later poll or sync brings anything still missing.
+            if run is not None and row.updated_at > run.updated_at and not (run.done and row.status in ACTIVE):
+                run._apply(row)
+
+    def run_for(self, local_id: int) -> Run | None:
+        """This session's handle of a ledger row, if it made one."""
+        with self._lock:
+            return self._runs.get(local_id)
+
+    def start(self, tech: Technique, inputs: dict[str, Any], workspace: str, labels: dict[str, Any]) -> Run:
+        self.check_budget(tech.technique_id, tech.run_cost, tech.name)  # refused: not even a ledger row
+        [run] = self.queue(tech, workspace, [{"inputs": inputs, "labels": labels}], status=STARTING)
+        try:
+            self.launch(run, tech)
+        except BudgetExceededError as exc:  # another thread's start took the room meanwhile
+            self.update(run, status=SKIPPED, error_code="budget", error_message=str(exc), charged_cost=0.0)
+            raise
+        return run
+
+    def queue(self, tech: Technique, workspace: str, planned: Sequence[Mapping[str, Any]],
+               status: str = QUEUED) -> list[Run]:
+        """Write planned starts to the ledger (one transaction) and return their Run handles."""
+        intents = [{
+            "endpoint": self.endpoint, "workspace_id": workspace, "idempotency_key": new_idempotency_key(),
+            "owner": self.owner,
+            "technique_id": tech.technique_id, "technique_name": tech.name, "estimated_cost": tech.run_cost,
+            "status": status, **plan,
+        } for plan in planned]
+        return [self.adopt(self.ledger.get(i)) for i in self.ledger.add_intents(intents)]
+
+    def launch(self, run: Run, tech: Technique, keep_trying: Callable[[], bool] | None = None,
+                since: float | None = None) -> None:
+        """Send one queued start; a lost answer is reconciled, a rejection is recorded and raised.
+
+        The session budget is checked first (``BudgetExceededError``, nothing sent, row untouched).
+        A 429 is "not now": the same start is tried again with the same key while ``keep_trying()``
+        says so (a sweep: until it is stopped), or for ``RATE_LIMIT_PATIENCE`` seconds; a start that
+        never got past 429 is ``skipped`` (``rate_limited``), never ``failed``. ``since``: the start
+        was sent before (a resent unconfirmed start), so a run it made may date from then.
+        """
+        self.begin_start(run, tech, since)
+        self.send_start(run, tech, keep_trying, resent=since is not None)
+
+    def begin_start(self, run: Run, tech: Technique, since: float | None = None) -> None:
+        """Check the budget and mark the row ``starting`` with the start of its send window (nothing sent)."""
+        with self._budget_lock:  # two starts never both take the budget's last room
+            self.check_budget(tech.technique_id, run.estimated_cost, tech.name, exclude=run.local_id)
+            now = time.time()
+            # window_high is a lease while we live: the server cannot act on this start after it
+            # unless we extend it first (each attempt does); if we die, it is the window's end.
+            self.update(run, status=STARTING, window_low=now if since is None else since,
+                         window_high=now + self.client.attempt_seconds + LEASE_MARGIN)
+
+    def send_start(self, run: Run, tech: Technique, keep_trying: Callable[[], bool] | None = None,
+                    resent: bool = False) -> None:
+        """POST a start marked ``starting`` (no lock held: starts go out in parallel) and record the answer.
+        ``resent``: its key was sent before (an earlier attempt may have made a run)."""
+        sent = self._post(run, tech, keep_trying, resent)
+        if sent is None:
+            return
+        start, sent_at = sent
+        changes = {"run_id": start.run_id, "status": PENDING, "poll_url": start.poll_url,
+                   "estimated_seconds": start.estimated_seconds, "project_id": start.project_id}
+        if is_money(start.charged_cost) and tech.run_cost is None:
+            changes["estimated_cost"] = start.charged_cost
+        self.update(run, note="started", **changes)
+        self._start_windows[run.local_id] = (sent_at, time.time())
+        self.poller.track(run)
+
+    def _extend_window(self, run: Run, at: float) -> None:
+        """An attempt goes out at ``at``: make sure the row's window covers what FLORA may do with it."""
+        needed = at + self.client.attempt_seconds
+        if run.window_high is None or run.window_high < needed:
+            self.update(run, window_high=needed + LEASE_MARGIN)
+
+    def _post(self, run: Run, tech: Technique, keep_trying: Callable[[], bool] | None,
+              resent: bool = False) -> tuple[RunStart, float] | None:
+        """POST the start: its answer and when the answered attempt went out; None when the answer
+        was lost (then it is being reconciled). Ctrl-C during it leaves a lost start, then goes on."""
+        first = run.window_low if run.window_low is not None else time.time()
+        patience = time.monotonic() + RATE_LIMIT_PATIENCE
+        while True:
+            sent_at = time.time()
+            try:
+                return self.client.start_technique_run(
+                    tech.technique_id, run.workspace_id, run.inputs, idempotency_key=run.idempotency_key,
+                    on_attempt=lambda at: self._extend_window(run, at)), sent_at
+            except FloraConnectionError as exc:  # the server closed the connection: done with it
+                self.lost(run, exc, (first, time.time()))
+            except FloraTimeout as exc:  # the server may still be working on it for a while
+                self.lost(run, exc, (first, time.time() + _read_timeout(self.client)))
+            except RateLimitError as exc:
+                if _maybe_started(exc):
+                    self.lost(run, exc, (first, time.time()))
+                elif keep_trying() if keep_trying is not None else time.monotonic() < patience:
+                    self._hold_off(exc)  # the window keeps its start: a 5xx the client retried may have made the run
+                    continue
+                else:
+                    self.update(run, status=SKIPPED, error_code=exc.code, charged_cost=0.0,
+                                 error_message="FLORA kept answering 429 (rate limited); this run was not started.")
+                    raise
+            except APIError as exc:
+                if _maybe_started(exc):
+                    self.lost(run, exc, (first, time.time()))
+                else:
+                    self.update(run, status=FAILED, error_code=exc.code, error_message=exc.message,
+                                 charged_cost=0.0)
+                    raise
+            except BaseException as exc:  # Ctrl-C (or a bug) mid-POST: FLORA may still act on what was sent
+                if not self.closed:
+                    self.lost(run, exc, (first, time.time() + self.client.attempt_seconds))
+                raise
+            return None
+
+    def _hold_off(self, exc: RateLimitError) -> None:
+        """A 429 after the client's own retries: hold every request of this client as FLORA asked."""
+        self.rate_limited_starts += 1
+        wait = exc.retry_after if exc.retry_after is not None else 1.0
+        self.client.throttle.pause(min(max(wait, 0.05), self.client.max_retry_wait))
+
+    def lost(self, run: Run, exc: BaseException, window: tuple[float, float]) -> None:
+        """FLORA may have created this run without our hearing of it: record the start's finite send
+        window (a resumed start keeps it) and look for the run; never resend."""
+        self.update(run, note=f"start answer lost: {type(exc).__name__}", error_code=LOST,
+                     window_low=window[0], window_high=window[1],
+                     error_message="The start's answer was lost; flora_nb is looking for the run on FLORA "
+                                   "(it never starts a run twice).")
+        self.poller.reconcile(run)
+
+    def reserve_ratio(self, technique_id: str) -> float:
+        """What a run's estimate is multiplied by while its charge is unknown (see the budget rule);
+        a slug this session has looked up is accepted too."""
+        with self._lock:
+            known = self.techniques.get(technique_id)
+        technique_id = known.technique_id if known is not None else technique_id
+        return reserve_ratio(*self.ledger.charge_ratios(self.endpoint, technique_id))
+
+    def reserve(self, technique_id: str, estimate: float | None) -> float:
+        """The USD a run of this technique holds against a budget until its charge is known."""
+        return (estimate or 0.0) * self.reserve_ratio(technique_id)
+
+    def exposure(self, *, sweep_id: str | None = None, owner: str | None = None,
+                 exclude: int | None = None) -> Exposure:
+        """Charges known plus reserves of launched runs (a sweep's, or one session's)."""
+        groups = self.ledger.exposure(self.endpoint, sweep_id=sweep_id, owner=owner, exclude=exclude)
+        return summarize(groups, self.reserve_ratio)
+
+    def check_budget(self, technique_id: str, estimate: float | None, name: str = "",
+                     exclude: int | None = None) -> None:
+        """Raise BudgetExceededError unless a run of this price fits the session budget now."""
+        if self.budget is None:
+            return
+        if estimate is None:
+            raise InputError(f"{name or technique_id} has no known price (run_cost), so the session budget of "
+                             f"${self.budget:.2f} cannot be enforced for it; run it from a session without a budget "
+                             "(Flora(budget=None)).")
+        spent = self.exposure(owner=self.owner, exclude=exclude)
+        reserve = self.reserve(technique_id, estimate)
+        if not spent.fits(reserve, self.budget):
+            raise BudgetExceededError(
+                f"The session budget of ${self.budget:.2f} has ${max(0.0, self.budget - spent.committed):.2f} left "
+                f"(${spent.charged:.2f} charged, ${spent.reserved:.2f} held for {spent.pending} run(s) whose charge "
+                f"is not known yet); this run holds ${reserve:.2f} until charged. Nothing was sent.",
+                estimate=reserve, budget=self.budget)
+
+    def tracked_runs(self) -> list[Run]:
+        """Runs of this session that are not done yet."""
+        with self._lock:
+            return [r for r in self._runs.values() if not r.done]
+
+    def find_run(self, run_id: str) -> Run | None:
+        """A run of this endpoint by FLORA run id (from this session or the ledger)."""
+        with self._lock:
+            found = next((r for r in self._runs.values() if r.id == run_id), None)
+        if found is None:
+            row = self.ledger.find_run(self.endpoint, run_id)
+            found = self.adopt(row) if row is not None else None
+        return found
+
+    def adopt(self, row: LedgerRow | None) -> Run:
+        assert row is not None
+        with self._lock:
+            run = self._runs.get(row.local_id)
+            if run is None:
+                run = self._runs[row.local_id] = Run(self, row)
+        return run
+
+    def update(self, run: Run, note: str | None = None, **changes: Any) -> None:
+        self.ledger.update(run.local_id, note=note, **changes)
+        run._apply(self.ledger.get(run.local_id))
+
+    def update_many(self, runs: Sequence[Run], **changes: Any) -> None:
+        """The same change to many runs, in one ledger transaction."""
+        if not runs:
+            return
+        self.ledger.update_many([(run.local_id, changes) for run in runs])
+        for run in runs:
+            run._apply(self.ledger.get(run.local_id))
+
+    def refresh(self, run: Run) -> None:
+        if run.id is None:
+            raise InputError("this run's start is not confirmed yet; call fl.resume() to look for it.")
+        self.record([(run, self.client.get_run(run.id, run.poll_url))])
+
+    def record(self, pairs: Sequence[tuple[Run, RunState]]) -> None:
+        """Write what polls saw (one transaction), then update the Run handles."""
+        from ._states import changes_for
+
+        self._learn_clock(pairs)
+        batch = [(run, changes_for(run.snapshot, state)) for run, state in pairs]
+        batch = [(run, ch) for run, ch in batch if ch]
+        if not batch:
+            return
+        rows = self.ledger.write_back([(run.snapshot, ch) for run, ch in batch])  # rows as written: no read per run
+        for run, _ in batch:
+            if run.local_id in rows:
+                run._apply(rows[run.local_id])
+
+    def unresolved_starts(self, workspace: str, technique: str) -> list[Start]:
+        """Every start of this endpoint's ledger (any session, any process) not yet bound to a run."""
+        now = time.time()
+        return [self._as_start(row, now) for row in self.ledger.open_starts(self.endpoint, workspace, technique)]
+
+    def _as_start(self, row: LedgerRow, now: float) -> Start:
+        low = row.window_low if row.window_low is not None else self._began(row)
+        if row.error_code is None and _owner_busy(row, now):
+            high = float("inf")  # its session lives and may still be sending it
+        elif row.window_high is not None:
+            high = row.window_high  # recorded when it was lost, or its last lease if its session died
+        else:
+            high = low + self._send_budget()  # a row from before windows were kept
+        return Start(row.local_id, low, high, canonical_json(row.inputs))
+
+    def _send_budget(self) -> float:
+        """The longest one start can keep sending: every attempt, the waits between them, and FLORA's time."""
+        client = self.client
+        return (client.max_retries + 1) * client.attempt_seconds + client.max_retries * (8.0 + client.max_retry_wait)
+
+    def resolve(self, bindings: Sequence[Binding], states: Mapping[str, RunState]) -> set[int]:
+        """Write what the binding rule decided, in one transaction; returns the local ids written."""
+        from ._states import changes_for
+
+        items = []
+        for binding in bindings:
+            row = self.ledger.get(binding.local_id)
+            if row is None or row.run_id is not None or row.status != STARTING:
+                continue  # another session of this ledger resolved it first
+            items.append((binding.local_id, {"run_id": None, "status": STARTING},
+                          _resolution(row, binding, states.get(binding.run_id or ""), changes_for)))
+        try:
+            taken = set(self.ledger.claim(items, note="reconciled"))
+        except LedgerConflict:  # one of those runs was bound meanwhile: the next look decides again
+            return set()
+        for local_id in sorted(taken):
+            self.settled(self.adopt(self.ledger.get(local_id)))
+        return taken
+
+    def settled(self, run: Run) -> None:
+        """A lost start was resolved (here or in another session): refresh it, and track its run."""
+        row = self.ledger.get(run.local_id)
+        if row is None:
+            return
+        run._apply(row)
+        if row.run_id is not None and (not run.done or run.charged_cost is None):
+            self.poller.track(run, first_poll_in=self.poller.interval[0])
+
+    def give_up(self, run: Run) -> None:
+        """A lost start was not found within the grace period: say so, keep it for resume()."""
+        row = self.ledger.get(run.local_id)
+        if row is None or row.run_id is not None:
+            return
+        self.update(
+            run, note="unconfirmed", error_code=UNCONFIRMED,
+            error_message=UNCONFIRMED_MESSAGE,
+        )
+
+    def known_run_ids(self) -> set[str]:
+        return self.ledger.known_run_ids(self.endpoint)
+
+    def clock_bounds(self) -> tuple[float, float] | None:
+        return self.clock.bounds()
+
+    def _learn_clock(self, pairs: Sequence[tuple[Run, RunState]]) -> None:
+        for run, state in pairs:
+            window = self._start_windows.pop(run.local_id, None)
+            if window is not None and state.created_at is not None:
+                self.clock.observe(window[0], window[1], state.created_at.timestamp())
+
+    def starts_in_flight(self, workspace: str, technique: str) -> bool:
+        """Is any session (this one included) still waiting for a start's answer?"""
+        now = time.time()
+        for row in self.ledger.open_starts(self.endpoint, workspace, technique):
+            if row.error_code is None and _owner_busy(row, now):
+                return True
+        return False
+
+    def health_changed(self, health: str) -> None:
+        """Poller sink: the health changed; tell the live displays of tracked runs (they read ``health``)."""
+        for run in self.tracked_runs():
+            row = self.ledger.get(run.local_id)
+            if row is not None:
+                run._apply(row)
+
+
+    def listener_failed(self, callback: Any) -> None:
+        self.poller.stats.listener_errors += 1
+        log.warning("flora_nb: a run listener raised", exc_info=True)
+
+    def resume(self) -> list[Run]:
+        """Re-attach every unfinished run of this endpoint and look again for lost starts.
+
+        Starts another live session is still sending are left to it; sweeps queued by a
+        session that has died are marked ``skipped`` (``interrupted``).
+        """
+        runs, now = [], time.time()
+        for row in self.ledger.rows(self.endpoint, statuses=ACTIVE):
+            if row.run_id is None and row.error_code is None and _owner_busy(row, now):
+                continue  # in flight in a live session (this one included): its answer is on its way
+            run = self.adopt(row)
+            if row.run_id is None:  # lost, unconfirmed, or in flight when its session died: look (again)
+                start = self._as_start(row, now)  # not in flight anywhere: its window is finite
+                self.lost(run, RuntimeError("resumed"), (start.low, start.high))
+            else:
+                self._forget_foreign_poll_urls(row)
+                run._apply(self.ledger.get(row.local_id))
+                self.poller.track(run, first_poll_in=0.0)
+            runs.append(run)
+        for row in self.ledger.rows(self.endpoint, statuses=TERMINAL):
+            if row.charged_cost is None and row.run_id is not None:
+                self._forget_foreign_poll_urls(row)
+                run = self.adopt(self.ledger.get(row.local_id))
+                self.poller.track(run, first_poll_in=0.0)
+                runs.append(run)
+        self.skip_orphans()
+        return runs
+
+    def _began(self, row: LedgerRow) -> float:
+        """When a row without a recorded window turned ``starting`` (its first POST cannot be earlier)."""
+        events = self.ledger.events(row.local_id)
+        return max((e["at"] for e in events if e["status"] == STARTING and e["note"] in (None, "intent")),
+                   default=row.intent_at)
+
+    def start_window_low(self, run: Run) -> float:
+        """The earliest moment this start's POST may have gone out (a resend keeps it)."""
+        row = self.ledger.get(run.local_id) or run.snapshot
+        return row.window_low if row.window_low is not None else self._began(row)
+
+    def skip_orphans(self) -> None:
+        """Queued runs of a session that is gone will never be launched: say so."""
+        orphans = [self.adopt(row) for row in self.ledger.rows(self.endpoint, statuses=(QUEUED,))
+                   if is_alive(row.owner) is False]
+        self.update_many(orphans, status=SKIPPED, error_code="interrupted", charged_cost=0.0,
+                          error_message="The session that queued this run ended before starting it; "
+                                        "fl.get_sweep(sweep_id).resume() starts it.")
+
+    def _forget_foreign_poll_urls(self, row: LedgerRow) -> None:
+        """A poll URL from another port of the same named endpoint (a restarted simulator) is stale."""
+        if row.poll_url and not _same_origin(row.poll_url, self.client.base_url):
+            self.ledger.update(row.local_id, note="poll_url of an earlier server dropped", poll_url=None)
+
+
+def _pairing(binding: Binding) -> str:
+    """What a lost start's row says about how it was bound."""
+    if binding.exact:
+        return "exact"
+    ids = ",".join(str(i) for i in binding.group)
+    if binding.same_inputs:
+        return f"unknown among local ids {ids} (same inputs: which run id went with which start is unknown)"
+    return f"unknown among local ids {ids} (inputs differ: this row's run may carry another row's inputs)"
+
+
+def _resolution(row: LedgerRow, binding: Binding, state: RunState | None, changes_for: Any) -> dict[str, Any]:
+    """The ledger changes that bind ``row`` to its run, or say FLORA never received it."""
+    if binding.run_id is None or state is None:
+        return {"status": SKIPPED, "error_code": NOT_RECEIVED, "error_message": NOT_RECEIVED_MESSAGE,
+                "charged_cost": 0.0, "pairing": _pairing(binding)}
+    changes = {"run_id": state.run_id, "poll_url": state.poll_url, "project_id": state.project_id,
+               "error_code": None, "error_message": None, "pairing": _pairing(binding)}
+    changes.update(changes_for(row, state))
+    return changes
