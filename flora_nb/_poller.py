@@ -193,7 +193,7 @@ class Poller:
         """
         window_left = max(0.0, (run.window_high or 0.0) - time.time())
         with self._lock:
-            self._intents[run.local_id] = _Intent(run, time.monotonic() + window_left + self.grace)
+            self._intents[run.local_id] = _Intent(run, self._clock() + window_left + self.grace)
         self._wake.set()
 
     @property
@@ -446,7 +446,7 @@ class Poller:
         known = self._sink.known_run_ids()  # read after listing: a start that landed meanwhile counts
         states = {s.run_id: s for s in listed if s.run_id not in known and s.created_at is not None}
         candidates = [Candidate(r, s.created_at.timestamp()) for r, s in states.items()]  # type: ignore[union-attr]
-        now = time.monotonic()
+        now = self._clock()
         # A look counts towards giving up only once the start's window has closed and no start of the
         # technique is in flight anywhere (until then nothing may be decided: it waits, never guesses).
         in_flight = any(s.high == float("inf") for s in starts)
@@ -502,7 +502,7 @@ class Poller:
             self._sink.settled(intent.run)
 
     def _expire_intents(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             expired = [i for i in self._intents.values() if i.give_up_at <= now and i.attempts >= 2]
             for intent in expired:

@@ -65,7 +65,7 @@ class FakeRun:
     charged_cost: float | None = None
     poll_url: str | None = None
     seen_done_at: float | None = None
-    _row: SimpleNamespace = field(default_factory=SimpleNamespace)
+    snapshot: SimpleNamespace = field(default_factory=SimpleNamespace)
 
     @property
     def done(self) -> bool:
@@ -114,7 +114,7 @@ def world(truths: list[Truth], estimates: list[float | None]) -> tuple[Clock, Fa
     runs = []
     for truth, estimate in zip(truths, estimates):
         run = FakeRun(truth.run_id, estimate, truth.began)
-        run._row = SimpleNamespace(created_at=EPOCH + truth.began, intent_at=EPOCH + truth.began)
+        run.snapshot = SimpleNamespace(created_at=EPOCH + truth.began, intent_at=EPOCH + truth.began)
         runs.append(run)
     return clock, flora, poller, runs
 
