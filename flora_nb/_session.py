@@ -374,6 +374,10 @@ class Flora:
         """Charges known plus reserves of launched runs (a sweep's, or one session's)."""
         return self.engine.exposure(sweep_id=sweep_id, owner=owner, exclude=exclude)
 
+    def reserve_ratio(self, technique: str) -> float:
+        """What a run's estimate of ``technique`` (id or slug) is held at against a budget until charged."""
+        return self.engine.reserve_ratio(technique)
+
     def _resume_on_open(self) -> None:
         runs = self.resume()
         if runs:

@@ -57,8 +57,8 @@ def test_reserve_ratio_rule():
 def test_a_fixed_price_technique_fills_its_budget(tmp_path):
     with Flora.simulated(speed=100.0, ledger_path=tmp_path / "l.sqlite") as fl:
         fl.sweep(POSTER, grid={"prompt": ["w1", "w2", "w3"]}).wait(60)  # teaches the ledger: 3 charges at 1.0x
-        assert fl.engine.reserve_ratio(POSTER) == fl.engine.reserve_ratio("poster-studio") == 1.0
-        assert fl.engine.reserve_ratio(MOTION) == DEFAULT_RATIO  # nothing known about it yet
+        assert fl.reserve_ratio(POSTER) == fl.reserve_ratio("poster-studio") == 1.0
+        assert fl.reserve_ratio(MOTION) == DEFAULT_RATIO  # nothing known about it yet
         sweep = fl.sweep(POSTER, grid={"prompt": [f"p{i}" for i in range(10)]}, budget=0.40,
                          max_concurrency=2).wait(60)
         assert sweep.counts == {"completed": 10}  # 10 x $0.04 fits $0.40 exactly
@@ -73,7 +73,7 @@ def test_session_budget_across_single_runs_and_sweeps(tmp_path):
     with Flora.simulated(speed=100.0, budget=0.30, ledger_path=tmp_path / "l.sqlite") as fl:
         for i in range(3):  # each holds 0.04 x 1.25 until charged
             fl.run(POSTER, {"prompt": f"single {i}"}).wait(30)
-        assert fl.engine.reserve_ratio(POSTER) == 1.0  # three charges agree: runs now hold $0.04 each
+        assert fl.reserve_ratio(POSTER) == 1.0  # three charges agree: runs now hold $0.04 each
         sweep = fl.sweep(POSTER, grid={"prompt": [f"s{i}" for i in range(3)]}).wait(60)
         assert sweep.counts == {"completed": 3}
         with pytest.raises(fnb.BudgetExceededError, match="session budget of \\$0.30"):
