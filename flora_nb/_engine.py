@@ -109,6 +109,8 @@ class RunEngine:
         self.poller = Poller(client, self, interval=poll_interval, grace=reconcile_grace)
         self.poller.start()
 
+    # ---------------------------------------------------------------- lifecycle
+
     def close(self) -> None:
         """Stop the poller; no start is sent after this (the facade closes client and ledger)."""
         self.closed = True
@@ -158,7 +160,10 @@ class RunEngine:
         with self._lock:
             return self._runs.get(local_id)
 
+    # ---------------------------------------------------------------- starts
+
     def start(self, tech: Technique, inputs: dict[str, Any], workspace: str, labels: dict[str, Any]) -> Run:
+        """Start one run now: written to the ledger, then sent; returns its Run (the poller keeps it fresh)."""
         self.check_budget(tech.technique_id, tech.run_cost, tech.name)  # refused: not even a ledger row
         [run] = self.queue(tech, workspace, [{"inputs": inputs, "labels": labels}], status=STARTING)
         try:
@@ -278,6 +283,8 @@ class RunEngine:
                                    "(it never starts a run twice).")
         self.poller.reconcile(run)
 
+    # ---------------------------------------------------------------- budget
+
     def reserve_ratio(self, technique_id: str) -> float:
         """What a run's estimate is multiplied by while its charge is unknown (see the budget rule);
         a slug this session has looked up is accepted too."""
@@ -314,6 +321,8 @@ class RunEngine:
                 f"is not known yet); this run holds ${reserve:.2f} until charged. Nothing was sent.",
                 estimate=reserve, budget=self.budget)
 
+    # ---------------------------------------------------------------- runs and their rows
+
     def tracked_runs(self) -> list[Run]:
         """Runs of this session that are not done yet."""
         with self._lock:
@@ -329,6 +338,7 @@ class RunEngine:
         return found
 
     def adopt(self, row: LedgerRow | None) -> Run:
+        """The one Run handle of a ledger row in this session (made on first sight)."""
         assert row is not None
         with self._lock:
             run = self._runs.get(row.local_id)
@@ -337,6 +347,7 @@ class RunEngine:
         return run
 
     def update(self, run: Run, note: str | None = None, **changes: Any) -> None:
+        """Write changes to a run's row (one transaction, an event when its status changes); refresh the Run."""
         self.ledger.update(run.local_id, note=note, **changes)
         run._apply(self.ledger.get(run.local_id))
 
@@ -349,9 +360,12 @@ class RunEngine:
             run._apply(self.ledger.get(run.local_id))
 
     def refresh(self, run: Run) -> None:
+        """Poll FLORA for one run now and record what it says."""
         if run.id is None:
             raise InputError("this run's start is not confirmed yet; call fl.resume() to look for it.")
         self.record([(run, self.client.get_run(run.id, run.poll_url))])
+
+    # ---------------------------------------------------------------- poller sink
 
     def record(self, pairs: Sequence[tuple[Run, RunState]]) -> None:
         """Write what polls saw (one transaction), then update the Run handles."""
@@ -426,9 +440,11 @@ class RunEngine:
         )
 
     def known_run_ids(self) -> set[str]:
+        """FLORA run ids some row of this endpoint already holds (any session)."""
         return self.ledger.known_run_ids(self.endpoint)
 
     def clock_bounds(self) -> tuple[float, float] | None:
+        """Bounds on the server's clock minus ours (None until learnt)."""
         return self.clock.bounds()
 
     def _learn_clock(self, pairs: Sequence[tuple[Run, RunState]]) -> None:
@@ -454,8 +470,11 @@ class RunEngine:
 
 
     def listener_failed(self, callback: Any) -> None:
+        """A run's change listener raised: count it, log it; tracking goes on."""
         self.poller.stats.listener_errors += 1
         log.warning("flora_nb: a run listener raised", exc_info=True)
+
+    # ---------------------------------------------------------------- resume
 
     def resume(self) -> list[Run]:
         """Re-attach every unfinished run of this endpoint and look again for lost starts.
