@@ -94,7 +94,7 @@ def run_soak(runs: int, home: Path, *, seed: int = 0, speed: float = 400.0, time
     logger.setLevel(logging.DEBUG)
     began = time.monotonic()
     try:
-        with Flora.simulated(speed=speed, faults=Faults(), seed=seed, ledger_path=home / "ledger.sqlite",
+        with Flora.simulated(speed=speed, faults=Faults(), seed=seed, ledger_path=home / "ledger.sqlite", persist=False,
                              max_retries=3) as fl:
             tech = fl.technique(SLUG)
             fl.simulator.faults = soak_faults(runs, tech.run_cost or 0.0)
