@@ -9,8 +9,10 @@ ones. The API key is never stored.
 from __future__ import annotations
 
 import json
+import operator
 import os
 import sqlite3
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -149,9 +151,9 @@ def default_ledger_path() -> Path:
     return default_home() / "ledger.sqlite"
 
 
-@dataclass
+@dataclass(slots=True)
 class LedgerRow:
-    """One run as the ledger holds it (JSON columns decoded)."""
+    """One run as the ledger holds it (JSON columns decoded); slotted: a session keeps one per tracked run."""
 
     local_id: int
     endpoint: str
@@ -193,7 +195,19 @@ class LedgerRow:
         data = dict(zip(COLUMNS, values))
         for name in _JSON_COLUMNS:
             data[name] = json.loads(data[name] or ("[]" if name == "outputs" else "{}"))
+        for name in _SHARED:
+            data[name] = _shared(data[name])
         return cls(**data)
+
+
+# Text most rows repeat (the same endpoint, workspace, technique, status...): one string object for
+# all the rows a session keeps, not one per row read.
+_SHARED = frozenset(("endpoint", "workspace_id", "technique_id", "technique_name", "project_id", "status", "owner",
+                     "sweep_id", "error_code"))
+
+
+def _shared(value: Any) -> Any:
+    return sys.intern(value) if type(value) is str else value
 
 
 class Ledger:
@@ -282,23 +296,28 @@ class Ledger:
     def write_back(self, changes: Sequence[tuple[LedgerRow, Mapping[str, Any]]]) -> dict[int, LedgerRow]:
         """``update_many`` that also returns each row as written, by local id (the poller's sink).
 
-        The rows are read back in the same transaction, a batch per query (pages still cached).
-        Inputs and labels are fixed when the intent is written, so they are kept from
-        the rows given rather than parsed again.
+        One query reads what each row is now (in the same transaction); rows changing the same
+        columns are written by one ``executemany``. A row that is still the one given (the same
+        ``updated_at`` and the columns other writers change) is derived from it in Python; only a
+        row someone else wrote meanwhile is read back whole.
         """
         now, known = time.time(), {old.local_id: old for old, _ in changes}
         found: dict[int, LedgerRow] = {}
         with self._write() as db:
             ids = list(known)
-            before = dict(_select_in(db, "local_id, status, charged_cost", ids, lambda r: (r[0], r[1:])))
-            for old, fields in changes:
-                _apply(db, old.local_id, fields, now, None, before.get(old.local_id))
-            for values in _select_in(db, ", ".join(_RETURNED), ids, tuple):
+            current = dict(_select_in(db, _VERSION_SQL, ids, lambda r: (r[0], r[1:])))
+            if len(ids) < len(changes):  # a row changed twice in one batch: in order, and read back whole
+                for old, fields in changes:
+                    _apply(db, old.local_id, fields, now, None, current[old.local_id][:2] if old.local_id in current else None)
+            else:
+                _write_grouped(db, [(old.local_id, fields, current.get(old.local_id)) for old, fields in changes], now)
+                found = {old.local_id: _derived(old, fields, now) for old, fields in changes
+                         if current.get(old.local_id) == _version(old)}
+            stale = [i for i in ids if i in current and i not in found]
+            for values in _select_in(db, ", ".join(_RETURNED), stale, tuple):
                 old = known[values[0]]
-                text = values[_OUTPUTS]
-                outputs = json.loads(text) if text and text != "[]" else []
-                found[old.local_id] = LedgerRow(*values[:_OUTPUTS], outputs, old.inputs, old.labels,
-                                                *values[_OUTPUTS + 1:])
+                found[old.local_id] = LedgerRow(*values[:_OUTPUTS], _decoded(values[_OUTPUTS], "[]"), old.inputs,
+                                                old.labels, *values[_OUTPUTS + 1:])
         return found
 
     def set_rating(self, local_id: int, rating: float | None, note: str | None) -> None:
@@ -555,6 +574,59 @@ def _summaries(plans: dict[str, dict[str, Any]], runs: Sequence[tuple[Any, ...]]
     for entry in out.values():
         entry["variations"] = len(entry["variations"])
     return sorted(out.values(), key=lambda e: e["created_at"])
+
+
+# What write_back reads to know a row is still the one its caller holds: the columns any other writer
+# (another session's poll or binding, a rating) changes, with updated_at, stamped by every write.
+_VERSION = ("status", "charged_cost", "updated_at", "run_id", "progress", "rating", "note", "error_code")
+_VERSION_SQL = "local_id, " + ", ".join(_VERSION)
+
+
+_ALL_FIELDS = operator.attrgetter(*COLUMNS)
+
+
+_version: Callable[[LedgerRow], tuple[Any, ...]] = operator.attrgetter(*_VERSION)
+
+
+def _write_grouped(db: sqlite3.Connection, items: Sequence[tuple[int, Mapping[str, Any], tuple[Any, ...] | None]],
+                   now: float) -> None:
+    """What ``_apply`` does for each ``(local_id, fields, (status, charged_cost, ...) before)``, with one
+    ``executemany`` per set of changed columns and one for the status events (rows are distinct)."""
+    groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+    events = []
+    for local_id, fields, before in items:
+        unknown = set(fields) - _UPDATABLE
+        if unknown:
+            raise ValueError(f"not ledger columns: {sorted(unknown)}")
+        names = tuple(k for k in fields if k != "updated_at")
+        values = [_dumps(fields[k]) if k in _JSON_COLUMNS else fields[k] for k in names]
+        groups.setdefault(names, []).append((*values, now, local_id))
+        if before is None:
+            continue  # no such row: nothing written, nothing to log
+        status, cost = fields.get("status", before[0]), fields.get("charged_cost", before[1])
+        if status != before[0] or cost != before[1]:
+            events.append((local_id, now, status, fields.get("progress"), cost, None))
+    for names, params in groups.items():
+        sets = "".join(f"{k} = ?, " for k in names)
+        db.executemany(f"UPDATE runs SET {sets}updated_at = ? WHERE local_id = ?", params)
+    if events:
+        db.executemany("INSERT INTO events (local_id, at, status, progress, charged_cost, note) VALUES (?,?,?,?,?,?)",
+                       events)
+
+
+def _decoded(text: str | None, empty: str) -> Any:
+    return json.loads(text) if text and text != empty else json.loads(empty)
+
+
+def _derived(old: LedgerRow, fields: Mapping[str, Any], now: float) -> LedgerRow:
+    """``old`` with ``fields`` written at ``now``: what reading the row back would give."""
+    new = LedgerRow(*_ALL_FIELDS(old))
+    for name, value in fields.items():
+        # JSON columns as a read gives them (tuples become lists, odd values text), not the objects given.
+        setattr(new, name, json.loads(_dumps(value)) if name in _JSON_COLUMNS else
+                _shared(value) if name in _SHARED else value)
+    new.updated_at = now
+    return new
 
 
 def _run_script(db: sqlite3.Connection, script: str) -> None:

@@ -94,7 +94,7 @@ def _trouble(exc: BaseException) -> str:
     return f"poller error ({type(exc).__name__}), retrying"
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
     run: Run
     due: float
@@ -103,7 +103,7 @@ class _Entry:
     seen: tuple[float, float] | None = None  # (clock, progress) of the first look that saw it run with progress
 
 
-@dataclass
+@dataclass(slots=True)
 class _Intent:
     run: Run
     give_up_at: float
