@@ -497,13 +497,33 @@ class Ledger:
         clause = ("WHERE " + " AND ".join(where)) if where else ""
         return self._select(clause + " ORDER BY local_id", tuple(args))
 
-    def iter_raw(self, endpoint: str | None = None, columns: Sequence[str] = COLUMNS) -> Iterator[tuple[Any, ...]]:
-        """Raw rows with ``columns`` (all, in order, by default), for building DataFrames without per-row objects."""
+    def iter_raw(self, endpoint: str | None = None, columns: Sequence[str] = COLUMNS, *,
+                 statuses: Sequence[str] | None = None, technique: str | None = None, sweep_id: str | None = None,
+                 created_since: float | None = None) -> Iterator[tuple[Any, ...]]:
+        """Raw rows with ``columns`` (all, in order, by default), for building DataFrames without per-row objects.
+
+        The filters are those of ``Flora.runs()`` done by SQLite (``technique`` is an id or a name;
+        ``created_since`` keeps rows created at most a microsecond before it, as the frame rounds).
+        A frame of the kept rows has the ``input.``/``label.`` columns of those rows only.
+        """
         unknown = set(columns) - set(COLUMNS)
         if unknown:
             raise ValueError(f"not ledger columns: {sorted(unknown)}")
         # "+endpoint": scan in local_id order; through the endpoint index SQLite would sort every row again
-        clause, args = ("WHERE +endpoint = ?", (endpoint,)) if endpoint else ("", ())
+        where, args = (["+endpoint = ?"], [endpoint]) if endpoint else ([], [])
+        if statuses is not None:
+            where.append(f"status IN ({','.join('?' * len(statuses))})")
+            args.extend(statuses)
+        if technique is not None:
+            where.append("(technique_id = ? OR technique_name = ?)")
+            args.extend((technique, technique))
+        if sweep_id is not None:
+            where.append("sweep_id = ?")
+            args.append(sweep_id)
+        if created_since is not None:
+            where.append("created_at >= ?")
+            args.append(created_since - 1e-6)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
         with self._lock:
             yield from self._db.execute(f"SELECT {', '.join(columns)} FROM runs {clause} ORDER BY local_id", args).fetchall()
 

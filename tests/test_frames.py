@@ -104,3 +104,27 @@ def test_json_fields_equal_a_plain_per_row_reading(repeat):
     got = _json_fields(texts, "input.")
     keys = list(dict.fromkeys(k for r in records for k in sorted(r)))
     assert got == {f"input.{k}": [r.get(k) for r in records] for k in keys}
+
+
+def test_filters_done_by_sqlite_give_the_rows_select_runs_keeps(tmp_path):
+    from flora_nb._frames import select_runs
+
+    ledger, ids = _odd_ledger(tmp_path / "l.sqlite")
+    everything = runs_frame(ledger.iter_raw(ENDPOINT, FRAME_COLUMNS), FRAME_COLUMNS)
+    since = pd.Timestamp(100.0, unit="s", tz="UTC")
+    for filters, sql in [
+        ({"status": ["completed", "failed"]}, {"statuses": ["completed", "failed"]}),
+        ({"status": "queued"}, {"statuses": ["queued"]}),
+        ({"technique": "Pöster ✨"}, {"technique": "Pöster ✨"}), ({"technique": "t"}, {"technique": "t"}),
+        ({"sweep_id": "swp_1"}, {"sweep_id": "swp_1"}), ({"since": since}, {"created_since": 100.0}),
+        ({"since": since + pd.Timedelta(seconds=1)}, {"created_since": 101.0}),
+    ]:
+        expected = select_runs(everything, **filters)
+        frame = runs_frame(ledger.iter_raw(ENDPOINT, FRAME_COLUMNS, **sql), FRAME_COLUMNS)
+        assert frame["local_id"].tolist() == expected["local_id"].tolist(), filters
+        # the same rows and values; input./label. columns are only those the kept rows have (dtypes of theirs)
+        fixed = [c for c in frame.columns if not c.startswith(("input.", "label."))]
+        pd.testing.assert_frame_equal(select_runs(frame, **filters)[fixed], expected[fixed])
+        for column in set(frame.columns) - set(fixed):
+            assert _cells(frame[column]) == _cells(expected[column]), (filters, column)
+        assert all(expected[c].isna().all() for c in set(expected.columns) - set(frame.columns))
