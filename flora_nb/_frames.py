@@ -130,10 +130,14 @@ def _stamps(values: Sequence[Any]) -> Any:
     return stamps.round("us")
 
 
-def _objects(values: list[Any]) -> np.ndarray:
-    column = np.empty(len(values), dtype=object)
-    column[:] = values
-    return column
+def _objects(values: Sequence[Any]) -> np.ndarray:
+    """An object column holding each value as it is (lists stay lists: no shape discovery)."""
+    try:
+        return np.fromiter(values, dtype=object, count=len(values))
+    except ValueError:  # numpy < 1.23 makes no object arrays from iterators
+        column = np.empty(len(values), dtype=object)
+        column[:] = values
+        return column
 
 
 def _texts(values: Sequence[Any], empty: str) -> list[str]:
@@ -149,8 +153,11 @@ def _parse_all(texts: list[str]) -> list[Any]:
 def _output_lists(values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     """``output_urls`` and ``output_types``: a fresh list per row (every run's outputs are its own)."""
     outputs = _parse_all(_texts(values, "[]"))
-    urls = [[o.get("url") for o in outs] if outs else [] for outs in outputs]
-    types = [[o.get("type") for o in outs] if outs else [] for outs in outputs]
+    # most runs have one output: its list is built without a comprehension of its own
+    urls = [[] if not outs else [outs[0].get("url")] if len(outs) == 1 else [o.get("url") for o in outs]
+            for outs in outputs]
+    types = [[] if not outs else [outs[0].get("type")] if len(outs) == 1 else [o.get("type") for o in outs]
+             for outs in outputs]
     return _objects(urls), _objects(types)
 
 
