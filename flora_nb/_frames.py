@@ -12,7 +12,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from ._ledger import COLUMNS
+from ._ledger import COLUMNS, PACKED, PACKED_COLUMNS
 from ._models import RunState, Technique
 
 __all__ = [
@@ -40,7 +40,7 @@ _DERIVED = ["queue_seconds", "run_seconds", "total_seconds"]
 # The ledger columns runs_frame reads (the others, e.g. idempotency keys and poll URLs, it never shows).
 FRAME_COLUMNS = tuple(c for c in COLUMNS if c not in ("endpoint", "idempotency_key", "intent_at", "poll_url",
                                                        "updated_at", "owner", "retry_of", "window_low",
-                                                       "window_high", "pairing"))
+                                                       "window_high", "pairing", *PACKED_COLUMNS)) + (PACKED,)
 RUN_COLUMNS = (["run_id", "sweep_id", "technique_id", "technique_name", "workspace_id", "project_id",
                 "status"] + _FLOATS + _TIMES + _DERIVED + ["error_code", "error_message", "output_urls",
                                                             "output_types", "rating", "note"])
@@ -73,17 +73,17 @@ def _runs_frame(raw_rows: Iterable[Sequence[Any]], columns: Sequence[str]) -> pd
     # Column by column (one transposition of the fetched rows), every column built by numpy or pandas
     # in C from its values, all into one DataFrame at the end: no per-row Python work but the JSON's.
     raw: dict[str, Sequence[Any]] = dict(zip(columns, zip(*rows))) if n else {c: () for c in columns}
-    out: dict[str, Any] = {}
-    for name in ("run_id", "sweep_id", "technique_id", "technique_name", "workspace_id", "project_id"):
-        out[name] = _strings(raw[name])
-    out["status"] = _statuses(raw["status"])
+    text = _packed(raw[PACKED]) if PACKED in raw else {c: _text_column(c, raw[c]) for c in PACKED_COLUMNS}
+    out: dict[str, Any] = {"run_id": _strings(raw["run_id"])}
+    for name in ("sweep_id", "technique_id", "technique_name", "workspace_id", "project_id", "status"):
+        out[name] = text[name]
     for name in _FLOATS:
         out[name] = _floats(raw[name])
     for name in _TIMES:
         out[name] = _stamps(raw[name])
     _add_durations(out)
-    for name in ("error_code", "error_message"):
-        out[name] = _strings(raw[name])
+    out["error_code"] = text["error_code"]
+    out["error_message"] = _strings(raw["error_message"])
     out["output_urls"], out["output_types"] = _output_lists(raw["outputs"])
     out["rating"] = _floats(raw["rating"])
     out["note"] = _strings(raw["note"])
@@ -93,6 +93,26 @@ def _runs_frame(raw_rows: Iterable[Sequence[Any]], columns: Sequence[str]) -> pd
     out["reused_from"] = _strings(raw["reused_from"])
     out["variation"] = pd.array(raw["variation"], dtype="Int64")
     return pd.DataFrame(out, index=pd.RangeIndex(n), copy=False)
+
+
+def _text_column(name: str, values: Sequence[Any]) -> Any:
+    return _statuses(values) if name == "status" else _strings(values)
+
+
+_ALL_NULL = json.dumps([None] * len(PACKED_COLUMNS))
+
+
+def _packed(texts: Sequence[str]) -> dict[str, Any]:
+    """The ``PACKED_COLUMNS`` from their JSON arrays: each distinct array decoded once, spread by codes."""
+    codes, unique = pd.factorize(_objects(_texts(texts, _ALL_NULL)))
+    parts = list(zip(*_parse_all(list(unique)))) if len(unique) else [()] * len(PACKED_COLUMNS)
+    columns = {}
+    for name, values in zip(PACKED_COLUMNS, parts):
+        if name == "status":
+            columns[name] = pd.Categorical.from_codes(_status_codes(values)[codes], categories=STATUSES)
+        else:
+            columns[name] = _strings(values).take(codes)
+    return columns
 
 
 def _strings(values: Sequence[Any]) -> Any:
@@ -112,8 +132,11 @@ _STATUS_CODES = {status: code for code, status in enumerate(STATUSES)}
 
 def _statuses(values: Sequence[Any]) -> pd.Categorical:
     """The ``status`` category by codes (a status outside STATUSES is NaN, as ``Categorical`` makes it)."""
-    codes = np.fromiter(map(_STATUS_CODES.get, values, itertools.repeat(-1)), dtype="int8", count=len(values))
-    return pd.Categorical.from_codes(codes, categories=STATUSES)
+    return pd.Categorical.from_codes(_status_codes(values), categories=STATUSES)
+
+
+def _status_codes(values: Sequence[Any]) -> np.ndarray:
+    return np.fromiter(map(_STATUS_CODES.get, values, itertools.repeat(-1)), dtype="int8", count=len(values))
 
 
 def _floats(values: Sequence[Any]) -> np.ndarray:
@@ -183,7 +206,7 @@ def _json_fields(values: Sequence[Any], prefix: str) -> dict[str, list[Any]]:
     if len(set(sample)) > len(sample) * 0.9:  # only picks the faster path: both give the same columns
         records = _parse_all(texts)
         return {f"{prefix}{key}": [r.get(key) for r in records] for key in _keys(records)}
-    codes, unique = pd.factorize(_objects(texts))
+    codes, unique = pd.factorize(_objects(_texts(texts, _ALL_NULL)))
     records = _parse_all(list(unique))  # in order of first appearance, so keys keep their first-seen order
     return {f"{prefix}{key}": _objects([r.get(key) for r in records])[codes].tolist() for key in _keys(records)}
 

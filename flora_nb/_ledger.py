@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 from ._errors import LedgerConflict, LedgerError
 from ._paths import private_dir
 
-__all__ = ["ACTIVE", "COLUMNS", "UPLOAD_COLUMNS", "Ledger", "LedgerRow", "canonical_json", "default_home",
+__all__ = ["ACTIVE", "COLUMNS", "PACKED", "PACKED_COLUMNS", "UPLOAD_COLUMNS", "Ledger", "LedgerRow", "canonical_json", "default_home",
            "default_ledger_path"]
 
 SCHEMA_VERSION = 5  # == len(_MIGRATIONS)
@@ -140,6 +140,11 @@ assert COLUMNS[_OUTPUTS:_OUTPUTS + 3] == ("outputs", "inputs", "labels")  # Ledg
 _UPDATABLE = frozenset(COLUMNS) - {"local_id", "endpoint", "idempotency_key", "intent_at", "rating", "note"}
 UPLOAD_COLUMNS = ("endpoint", "workspace_id", "sha256", "size", "content_type", "file_name", "asset_id", "url",
                   "created_at")
+# Text columns most rows repeat, read for DataFrames as one JSON array per row (the pseudo-column
+# PACKED of iter_raw): a frame decodes each distinct array once instead of taking every value apart.
+PACKED_COLUMNS = ("workspace_id", "technique_id", "technique_name", "project_id", "status", "error_code", "sweep_id")
+PACKED = "packed"
+_EXPRESSIONS = {PACKED: f"json_array({', '.join(PACKED_COLUMNS)})"}
 
 
 def default_home() -> Path:
@@ -502,30 +507,31 @@ class Ledger:
                  created_since: float | None = None) -> Iterator[tuple[Any, ...]]:
         """Raw rows with ``columns`` (all, in order, by default), for building DataFrames without per-row objects.
 
-        The filters are those of ``Flora.runs()`` done by SQLite (``technique`` is an id or a name;
-        ``created_since`` keeps rows created at most a microsecond before it, as the frame rounds).
-        A frame of the kept rows has the ``input.``/``label.`` columns of those rows only.
+        ``PACKED`` among the columns is ``PACKED_COLUMNS`` as one JSON array text. The filters are
+        those of ``Flora.runs()`` done by SQLite (``technique`` is an id or a name; ``created_since``
+        keeps rows created at most a microsecond before it, as the frame rounds). A frame of the
+        kept rows has the ``input.``/``label.`` columns of those rows only.
         """
-        unknown = set(columns) - set(COLUMNS)
+        unknown = set(columns) - set(COLUMNS) - set(_EXPRESSIONS)
         if unknown:
             raise ValueError(f"not ledger columns: {sorted(unknown)}")
-        # "+endpoint": scan in local_id order; through the endpoint index SQLite would sort every row again
-        where, args = (["+endpoint = ?"], [endpoint]) if endpoint else ([], [])
-        if statuses is not None:
-            where.append(f"status IN ({','.join('?' * len(statuses))})")
-            args.extend(statuses)
-        if technique is not None:
-            where.append("(technique_id = ? OR technique_name = ?)")
-            args.extend((technique, technique))
-        if sweep_id is not None:
-            where.append("sweep_id = ?")
-            args.append(sweep_id)
-        if created_since is not None:
-            where.append("created_at >= ?")
-            args.append(created_since - 1e-6)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        clause, args = _where(endpoint, statuses, technique, sweep_id, created_since)
         with self._lock:
-            yield from self._db.execute(f"SELECT {', '.join(columns)} FROM runs {clause} ORDER BY local_id", args).fetchall()
+            try:
+                rows = self._db.execute(f"SELECT {', '.join(_EXPRESSIONS.get(c, c) for c in columns)} FROM runs"
+                                        f" {clause} ORDER BY local_id", args).fetchall()
+            except sqlite3.OperationalError:  # an SQLite without JSON functions, or a BLOB where text belongs
+                rows = self._packed_in_python(columns, clause, args)
+        yield from rows
+
+    def _packed_in_python(self, columns: Sequence[str], clause: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
+        names = [n for c in columns for n in (PACKED_COLUMNS if c == PACKED else (c,))]
+        at = columns.index(PACKED) if PACKED in columns else -1
+        rows = self._db.execute(f"SELECT {', '.join(names)} FROM runs {clause} ORDER BY local_id", args).fetchall()
+        if at < 0:
+            return rows
+        k = len(PACKED_COLUMNS)
+        return [(*r[:at], json.dumps(list(r[at:at + k]), default=str), *r[at + k:]) for r in rows]
 
     def events(self, local_id: int) -> list[dict[str, Any]]:
         with self._lock:
@@ -647,6 +653,26 @@ def _derived(old: LedgerRow, fields: Mapping[str, Any], now: float) -> LedgerRow
                 _shared(value) if name in _SHARED else value)
     new.updated_at = now
     return new
+
+
+def _where(endpoint: str | None, statuses: Sequence[str] | None, technique: str | None, sweep_id: str | None,
+           created_since: float | None) -> tuple[str, list[Any]]:
+    """The WHERE clause of ``iter_raw``."""
+    # "+endpoint": scan in local_id order; through the endpoint index SQLite would sort every row again
+    where, args = (["+endpoint = ?"], [endpoint]) if endpoint else ([], [])
+    if statuses is not None:
+        where.append(f"status IN ({','.join('?' * len(statuses))})")
+        args.extend(statuses)
+    if technique is not None:
+        where.append("(technique_id = ? OR technique_name = ?)")
+        args.extend((technique, technique))
+    if sweep_id is not None:
+        where.append("sweep_id = ?")
+        args.append(sweep_id)
+    if created_since is not None:
+        where.append("created_at >= ?")
+        args.append(created_since - 1e-6)
+    return (f"WHERE {' AND '.join(where)}" if where else ""), args
 
 
 def _run_script(db: sqlite3.Connection, script: str) -> None:

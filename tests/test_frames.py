@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from flora_nb._frames import FRAME_COLUMNS, RUN_COLUMNS, _json_fields, runs_frame
-from flora_nb._ledger import Ledger
+from flora_nb._ledger import COLUMNS, PACKED, PACKED_COLUMNS, Ledger
 
 ENDPOINT = "http://127.0.0.1:9/api/v1"
 DTYPES = {
@@ -85,14 +86,28 @@ def test_an_empty_ledger_gives_the_fixed_columns():
     assert {c: str(frame[c].dtype) for c in DTYPES} == DTYPES
 
 
-def test_a_status_the_frame_does_not_know_and_an_empty_json_text_are_read_as_before():
-    columns = FRAME_COLUMNS
+@pytest.mark.parametrize("columns", [FRAME_COLUMNS, COLUMNS])
+def test_a_status_the_frame_does_not_know_and_an_empty_json_text_are_read_as_before(columns):
     row = dict.fromkeys(columns)
-    row.update(local_id=1, workspace_id="ws", technique_id="t", status="paused", progress=0.0, outputs="",
-               inputs=None, labels="{}")
+    text = {"workspace_id": "ws", "technique_id": "t", "status": "paused", "technique_name": "Ünï"}
+    row.update(text, local_id=1, progress=0.0, outputs="", inputs=None, labels="{}")
+    if PACKED in row:
+        row[PACKED] = json.dumps([text.get(c) for c in PACKED_COLUMNS])
     frame = runs_frame([tuple(row[c] for c in columns)], columns)
     assert pd.isna(frame.loc[0, "status"]) and frame.loc[0, "output_urls"] == []
+    assert frame["technique_name"].tolist() == ["Ünï"] and frame["project_id"].isna().all()
     assert not [c for c in frame.columns if c.startswith(("input.", "label."))]
+    assert {c: str(frame[c].dtype) for c in DTYPES} == DTYPES
+
+
+def test_a_ledger_row_with_bytes_where_text_belongs_still_gives_a_frame(tmp_path):
+    ledger, ids = _odd_ledger(tmp_path / "l.sqlite")
+    db = sqlite3.connect(ledger.path)  # json_array() refuses a BLOB: the packed column is built in Python then
+    db.execute("UPDATE runs SET project_id = ? WHERE local_id = ?", (b"\x00prj", ids[2]))
+    db.commit()
+    frame = runs_frame(ledger.iter_raw(ENDPOINT, FRAME_COLUMNS), FRAME_COLUMNS)
+    assert frame["project_id"].tolist()[2] == str(b"\x00prj") and frame["status"].tolist() == ["completed", "failed", "queued"]
+    assert frame["technique_name"].tolist() == ["Pöster ✨", pd.NA, pd.NA]
 
 
 @pytest.mark.parametrize("repeat", [True, False])
