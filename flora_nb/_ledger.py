@@ -22,8 +22,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 from ._errors import LedgerConflict, LedgerError
 from ._paths import private_dir
 
-__all__ = ["ACTIVE", "COLUMNS", "PACKED", "PACKED_COLUMNS", "UPLOAD_COLUMNS", "Ledger", "LedgerRow", "canonical_json", "default_home",
-           "default_ledger_path"]
+__all__ = ["ACTIVE", "COLUMNS", "PACKED", "PACKED_COLUMNS", "UPLOAD_COLUMNS", "Ledger", "LedgerRow", "canonical_json",
+           "default_home", "default_ledger_path"]
 
 SCHEMA_VERSION = 5  # == len(_MIGRATIONS)
 ACTIVE = ("starting", "pending", "running")  # statuses the poller still has work for
@@ -313,7 +313,8 @@ class Ledger:
             current = dict(_select_in(db, _VERSION_SQL, ids, lambda r: (r[0], r[1:])))
             if len(ids) < len(changes):  # a row changed twice in one batch: in order, and read back whole
                 for old, fields in changes:
-                    _apply(db, old.local_id, fields, now, None, current[old.local_id][:2] if old.local_id in current else None)
+                    before = current.get(old.local_id)
+                    _apply(db, old.local_id, fields, now, None, None if before is None else before[:2])
             else:
                 _write_grouped(db, [(old.local_id, fields, current.get(old.local_id)) for old, fields in changes], now)
                 found = {old.local_id: _derived(old, fields, now) for old, fields in changes

@@ -62,7 +62,8 @@ def test_the_frame_keeps_the_fixed_schema_and_values_on_odd_rows(tmp_path):
     assert frame["rating"].tolist()[0] == 4.0 and np.isnan(frame["rating"].tolist()[1])
     assert frame["note"].tolist() == ["très bien", pd.NA, pd.NA]
     assert frame.loc[0, "run_seconds"] == 2.5 and pd.isna(frame.loc[1, "run_seconds"])
-    assert frame["created_at"].tolist()[0] == pd.Timestamp(100.0, unit="s", tz="UTC") and pd.isna(frame.loc[2, "created_at"])
+    assert frame["created_at"].tolist()[0] == pd.Timestamp(100.0, unit="s", tz="UTC")
+    assert pd.isna(frame.loc[2, "created_at"])
     # input columns in first-seen key order (keys sorted within a row as the ledger stores them)
     assert [c for c in frame.columns if c.startswith("input.")] == [
         "input.flag", "input.prompt", "input.size", "input.mask", "input.steps"]
@@ -106,15 +107,16 @@ def test_a_ledger_row_with_bytes_where_text_belongs_still_gives_a_frame(tmp_path
     db.execute("UPDATE runs SET project_id = ? WHERE local_id = ?", (b"\x00prj", ids[2]))
     db.commit()
     frame = runs_frame(ledger.iter_raw(ENDPOINT, FRAME_COLUMNS), FRAME_COLUMNS)
-    assert frame["project_id"].tolist()[2] == str(b"\x00prj") and frame["status"].tolist() == ["completed", "failed", "queued"]
+    assert frame["project_id"].tolist()[2] == str(b"\x00prj")
+    assert frame["status"].tolist() == ["completed", "failed", "queued"]
     assert frame["technique_name"].tolist() == ["Pöster ✨", pd.NA, pd.NA]
 
 
 @pytest.mark.parametrize("repeat", [True, False])
 def test_json_fields_equal_a_plain_per_row_reading(repeat):
     # Repeated texts take the parse-once path, distinct ones the parse-all path: same columns either way.
-    records = [{"prompt": f"p{i % 3 if repeat else i}", "ü": [i % 2] if i % 4 else None, **({"k": i} if i == 7 else {})}
-               for i in range(3000)]
+    records = [{"prompt": f"p{i % 3 if repeat else i}", "ü": [i % 2] if i % 4 else None,
+                **({"k": i} if i == 7 else {})} for i in range(3000)]
     texts = [json.dumps(r, sort_keys=True) for r in records]
     got = _json_fields(texts, "input.")
     keys = list(dict.fromkeys(k for r in records for k in sorted(r)))
