@@ -83,14 +83,14 @@ def _runs_frame(raw_rows: Iterable[Sequence[Any]], columns: Sequence[str]) -> pd
         out[name] = _stamps(raw[name])
     _add_durations(out)
     out["error_code"] = text["error_code"]
-    out["error_message"] = _strings(raw["error_message"])
+    out["error_message"] = text["error_message"]
     out["output_urls"], out["output_types"] = _output_lists(raw["outputs"])
     out["rating"] = _floats(raw["rating"])
-    out["note"] = _strings(raw["note"])
+    out["note"] = text["note"]
     out.update(_json_fields(raw["inputs"], "input."))
     out.update(_json_fields(raw["labels"], "label."))
     out["local_id"] = np.array(raw["local_id"], dtype="int64")
-    out["reused_from"] = _strings(raw["reused_from"])
+    out["reused_from"] = text["reused_from"]
     out["variation"] = pd.array(raw["variation"], dtype="Int64")
     return pd.DataFrame(out, index=pd.RangeIndex(n), copy=False)
 
