@@ -1,4 +1,4 @@
-"""The Run handle's own state: waiting and listeners (one condition is shared by every run)."""
+"""The Run handle's own state: waiting and listeners (a run's Condition is made when first needed)."""
 
 from __future__ import annotations
 
@@ -41,11 +41,12 @@ def test_a_wait_returns_for_its_own_run_not_for_another_runs_change(tmp_path):
     thread = threading.Thread(target=waiter)
     thread.start()
     waiting.wait(5)
-    _with(b, status="completed")  # wakes every waiter; a's waiter looks at a again and goes on waiting
+    _with(b, status="completed")  # b had no Condition yet: made on first use, never shared with a
     order.append("a applied")
     _with(a, status="completed")
     thread.join(30)
     assert order == ["a applied", "a returned"] and a.done and b.done
+    assert a._cond is not None and b._cond is None  # only the run waited on paid for a Condition
 
 
 def test_listeners_are_per_run_and_one_added_during_a_change_sees_the_next(tmp_path):
