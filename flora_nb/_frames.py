@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import itertools
 import json
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 
-from ._ledger import COLUMNS
+from ._ledger import COLUMNS, PACKED, PACKED_COLUMNS
 from ._models import RunState, Technique
 
 __all__ = [
@@ -38,7 +39,8 @@ _TIMES = ["created_at", "started_at", "completed_at"]
 _DERIVED = ["queue_seconds", "run_seconds", "total_seconds"]
 # The ledger columns runs_frame reads (the others, e.g. idempotency keys and poll URLs, it never shows).
 FRAME_COLUMNS = tuple(c for c in COLUMNS if c not in ("endpoint", "idempotency_key", "intent_at", "poll_url",
-                                                       "updated_at", "owner", "retry_of"))
+                                                       "updated_at", "owner", "retry_of", "window_low",
+                                                       "window_high", "pairing", *PACKED_COLUMNS)) + (PACKED,)
 RUN_COLUMNS = (["run_id", "sweep_id", "technique_id", "technique_name", "workspace_id", "project_id",
                 "status"] + _FLOATS + _TIMES + _DERIVED + ["error_code", "error_message", "output_urls",
                                                             "output_types", "rating", "note"])
@@ -66,49 +68,120 @@ def _gc_paused() -> Iterator[None]:
 
 
 def _runs_frame(raw_rows: Iterable[Sequence[Any]], columns: Sequence[str]) -> pd.DataFrame:
-    rows = list(raw_rows)
-    # Column by column from plain lists, into one DataFrame at the end: no object-dtype frame of
-    # every field to infer types on, no column-by-column inserts, one JSON parse per JSON column.
-    raw = dict(zip(columns, (list(values) for values in zip(*rows)))) if rows else {c: [] for c in columns}
-    index = pd.RangeIndex(len(rows))
-    out: dict[str, Any] = {}
-    for name in ("run_id", "sweep_id", "technique_id", "technique_name", "workspace_id", "project_id"):
-        out[name] = pd.array(raw[name], dtype="string")
-    out["status"] = pd.Categorical(raw["status"], categories=STATUSES)
+    rows = raw_rows if isinstance(raw_rows, list) else list(raw_rows)
+    n = len(rows)
+    # Column by column (one transposition of the fetched rows), every column built by numpy or pandas
+    # in C from its values, all into one DataFrame at the end: no per-row Python work but the JSON's.
+    raw: dict[str, Sequence[Any]] = dict(zip(columns, zip(*rows))) if n else {c: () for c in columns}
+    text = _packed(raw[PACKED]) if PACKED in raw else {c: _text_column(c, raw[c]) for c in PACKED_COLUMNS}
+    out: dict[str, Any] = {"run_id": _strings(raw["run_id"])}
+    for name in ("sweep_id", "technique_id", "technique_name", "workspace_id", "project_id", "status"):
+        out[name] = text[name]
     for name in _FLOATS:
         out[name] = _floats(raw[name])
     for name in _TIMES:
-        stamps = pd.to_datetime(_floats(raw[name]), unit="s", utc=True).astype("datetime64[ns, UTC]")
-        out[name] = stamps.round("us")  # float seconds carry ~100 ns of noise
+        out[name] = _stamps(raw[name])
     _add_durations(out)
-    for name in ("error_code", "error_message"):
-        out[name] = pd.array(raw[name], dtype="string")
-    outputs = _json_column(raw["outputs"], shared=False)  # every run's output URLs are its own
-    out["output_urls"] = _objects([[o.get("url") for o in outs] if outs else [] for outs in outputs])
-    out["output_types"] = _objects([[o.get("type") for o in outs] if outs else [] for outs in outputs])
+    out["error_code"] = text["error_code"]
+    out["error_message"] = text["error_message"]
+    out["output_urls"], out["output_types"] = _output_lists(raw["outputs"])
     out["rating"] = _floats(raw["rating"])
-    out["note"] = pd.array(raw["note"], dtype="string")
-    frame = pd.DataFrame(out, index=index)
-    extras = [_prefixed(raw["inputs"], "input.", index), _prefixed(raw["labels"], "label.", index)]
-    frame = pd.concat([frame, *extras], axis=1)
-    frame["local_id"] = np.array(raw["local_id"], dtype="int64")
-    frame["reused_from"] = pd.array(raw["reused_from"], dtype="string")
-    frame["variation"] = pd.array(raw["variation"], dtype="Int64")
-    return frame
+    out["note"] = text["note"]
+    out.update(_json_fields(raw["inputs"], "input."))
+    out.update(_json_fields(raw["labels"], "label."))
+    out["local_id"] = np.array(raw["local_id"], dtype="int64")
+    out["reused_from"] = text["reused_from"]
+    out["variation"] = pd.array(raw["variation"], dtype="Int64")
+    return pd.DataFrame(out, index=pd.RangeIndex(n), copy=False)
 
 
-def _floats(values: list[Any]) -> np.ndarray:
+def _text_column(name: str, values: Sequence[Any]) -> Any:
+    return _statuses(values) if name == "status" else _strings(values)
+
+
+_ALL_NULL = json.dumps([None] * len(PACKED_COLUMNS))
+
+
+def _packed(texts: Sequence[str]) -> dict[str, Any]:
+    """The ``PACKED_COLUMNS`` from their JSON arrays: each distinct array decoded once, spread by codes."""
+    codes, unique = pd.factorize(_objects(_texts(texts, _ALL_NULL)))
+    parts = list(zip(*_parse_all(list(unique)))) if len(unique) else [()] * len(PACKED_COLUMNS)
+    columns = {}
+    for name, values in zip(PACKED_COLUMNS, parts):
+        if name == "status":
+            columns[name] = pd.Categorical.from_codes(_status_codes(values)[codes], categories=STATUSES)
+        else:
+            columns[name] = _strings(values).take(codes)
+    return columns
+
+
+def _strings(values: Sequence[Any]) -> Any:
+    """A ``string`` column (None is <NA>); NULLs are spread by a take, pandas turns None to <NA> slowly."""
+    column = _objects(values)
+    missing = np.equal(column, None)
+    if not missing.any():
+        return pd.array(column, dtype="string")
+    present = ~missing
+    where = np.full(len(column), -1, dtype=np.intp)
+    where[present] = np.arange(int(present.sum()))
+    return pd.array(column[present], dtype="string").take(where, allow_fill=True)
+
+
+_STATUS_CODES = {status: code for code, status in enumerate(STATUSES)}
+
+
+def _statuses(values: Sequence[Any]) -> pd.Categorical:
+    """The ``status`` category by codes (a status outside STATUSES is NaN, as ``Categorical`` makes it)."""
+    return pd.Categorical.from_codes(_status_codes(values), categories=STATUSES)
+
+
+def _status_codes(values: Sequence[Any]) -> np.ndarray:
+    return np.fromiter(map(_STATUS_CODES.get, values, itertools.repeat(-1)), dtype="int8", count=len(values))
+
+
+def _floats(values: Sequence[Any]) -> np.ndarray:
     """A float64 column (None is NaN); text that is not a number also becomes NaN, as before."""
     try:
-        return np.array([np.nan if v is None else v for v in values], dtype="float64")
+        return np.array(values, dtype="float64")  # numpy turns None into NaN itself
     except (TypeError, ValueError):
-        return pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype="float64")
+        return pd.to_numeric(pd.Series(list(values), dtype=object), errors="coerce").to_numpy(dtype="float64")
 
 
-def _objects(values: list[Any]) -> np.ndarray:
-    column = np.empty(len(values), dtype=object)
-    column[:] = values
-    return column
+def _stamps(values: Sequence[Any]) -> Any:
+    """UTC timestamps from float seconds, to the microsecond (float seconds carry ~100 ns of noise)."""
+    stamps = pd.to_datetime(_floats(values), unit="s", utc=True).astype("datetime64[ns, UTC]")
+    return stamps.round("us")
+
+
+def _objects(values: Sequence[Any]) -> np.ndarray:
+    """An object column holding each value as it is (lists stay lists: no shape discovery)."""
+    try:
+        return np.fromiter(values, dtype=object, count=len(values))
+    except ValueError:  # numpy < 1.23 makes no object arrays from iterators
+        column = np.empty(len(values), dtype=object)
+        column[:] = values
+        return column
+
+
+def _texts(values: Sequence[Any], empty: str) -> list[str]:
+    """A JSON column's texts, a NULL or empty one read as ``empty``."""
+    return list(values) if all(values) else [v or empty for v in values]
+
+
+def _parse_all(texts: list[str]) -> list[Any]:
+    """Every JSON text of a column, parsed in one call (100,000 small json.loads calls cost 10x more)."""
+    return json.loads("[" + ",".join(texts) + "]") if texts else []
+
+
+def _output_lists(values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """``output_urls`` and ``output_types``: a fresh list per row (every run's outputs are its own)."""
+    outputs = _parse_all(_texts(values, "[]"))
+    # most runs have one output: its list is built without a comprehension of its own
+    urls = [[] if not outs else [outs[0].get("url")] if len(outs) == 1 else [o.get("url") for o in outs]
+            for outs in outputs]
+    types = [[] if not outs else [outs[0].get("type")] if len(outs) == 1 else [o.get("type") for o in outs]
+             for outs in outputs]
+    return _objects(urls), _objects(types)
 
 
 def _add_durations(out: dict[str, Any] | pd.DataFrame) -> None:
@@ -122,26 +195,27 @@ def _add_durations(out: dict[str, Any] | pd.DataFrame) -> None:
     out["total_seconds"] = seconds("completed_at", "created_at")
 
 
-def _json_column(texts: list[str], shared: bool = True) -> list[Any]:
-    """Every JSON text of a column, parsed in one call (100,000 small json.loads calls cost 10x more).
+def _json_fields(values: Sequence[Any], prefix: str) -> dict[str, list[Any]]:
+    """``prefix + key`` -> that key's value on every row (None where a row lacks it), keys in first-seen order.
 
-    Texts that repeat (the same inputs or labels on many rows) are parsed once and shared.
+    Texts that repeat (a sweep's inputs) are parsed once: each key is read from the distinct records
+    and spread to the rows by their codes, in C. Mostly distinct texts (a seed per run) are all parsed.
     """
-    if not texts:
-        return []
-    if not shared:
-        return json.loads("[" + ",".join(texts) + "]")
-    unique = list(dict.fromkeys(texts))
-    if len(unique) > len(texts) // 2:
-        return json.loads("[" + ",".join(texts) + "]")
-    parsed = dict(zip(unique, json.loads("[" + ",".join(unique) + "]")))
-    return [parsed[text] for text in texts]
+    texts = _texts(values, "{}")
+    sample = texts[:_SAMPLE]
+    if len(set(sample)) > len(sample) * 0.9:  # only picks the faster path: both give the same columns
+        records = _parse_all(texts)
+        return {f"{prefix}{key}": [r.get(key) for r in records] for key in _keys(records)}
+    codes, unique = pd.factorize(_objects(_texts(texts, _ALL_NULL)))
+    records = _parse_all(list(unique))  # in order of first appearance, so keys keep their first-seen order
+    return {f"{prefix}{key}": _objects([r.get(key) for r in records])[codes].tolist() for key in _keys(records)}
 
 
-def _prefixed(texts: list[str], prefix: str, index: pd.Index) -> pd.DataFrame:
-    records = _json_column(texts)
-    keys = list(dict.fromkeys(key for record in records for key in record))  # first-seen order, as from_records
-    return pd.DataFrame({f"{prefix}{key}": [r.get(key) for r in records] for key in keys}, index=index)
+_SAMPLE = 2000
+
+
+def _keys(records: list[dict[str, Any]]) -> dict[str, None]:
+    return dict.fromkeys(itertools.chain.from_iterable(records))
 
 
 def select_runs(frame: pd.DataFrame, *, status: str | Sequence[str] | None = None, technique: str | None = None,

@@ -9,8 +9,10 @@ ones. The API key is never stored.
 from __future__ import annotations
 
 import json
+import operator
 import os
 import sqlite3
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -20,8 +22,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 from ._errors import LedgerConflict, LedgerError
 from ._paths import private_dir
 
-__all__ = ["COLUMNS", "UPLOAD_COLUMNS", "Ledger", "LedgerRow", "canonical_json", "default_home",
-           "default_ledger_path"]
+__all__ = ["COLUMNS", "PACKED", "PACKED_COLUMNS", "UPLOAD_COLUMNS", "Ledger", "LedgerRow", "canonical_json",
+           "default_home", "default_ledger_path"]
 
 SCHEMA_VERSION = 5  # == len(_MIGRATIONS)
 
@@ -137,6 +139,12 @@ assert COLUMNS[_OUTPUTS:_OUTPUTS + 3] == ("outputs", "inputs", "labels")  # Ledg
 _UPDATABLE = frozenset(COLUMNS) - {"local_id", "endpoint", "idempotency_key", "intent_at", "rating", "note"}
 UPLOAD_COLUMNS = ("endpoint", "workspace_id", "sha256", "size", "content_type", "file_name", "asset_id", "url",
                   "created_at")
+# Text columns most rows repeat, read for DataFrames as one JSON array per row (the pseudo-column
+# PACKED of iter_raw): a frame decodes each distinct array once instead of taking every value apart.
+PACKED_COLUMNS = ("workspace_id", "technique_id", "technique_name", "project_id", "status", "error_code", "sweep_id",
+                  "error_message", "note", "reused_from")  # text only: JSON would round REAL values
+PACKED = "packed"
+_EXPRESSIONS = {PACKED: f"json_array({', '.join(PACKED_COLUMNS)})"}
 
 
 def default_home() -> Path:
@@ -148,9 +156,9 @@ def default_ledger_path() -> Path:
     return default_home() / "ledger.sqlite"
 
 
-@dataclass
+@dataclass(slots=True)
 class LedgerRow:
-    """One run as the ledger holds it (JSON columns decoded)."""
+    """One run as the ledger holds it (JSON columns decoded); slotted: a session keeps one per tracked run."""
 
     local_id: int
     endpoint: str
@@ -192,7 +200,19 @@ class LedgerRow:
         data = dict(zip(COLUMNS, values))
         for name in _JSON_COLUMNS:
             data[name] = json.loads(data[name] or ("[]" if name == "outputs" else "{}"))
+        for name in _SHARED:
+            data[name] = _shared(data[name])
         return cls(**data)
+
+
+# Text most rows repeat (the same endpoint, workspace, technique, status...): one string object for
+# all the rows a session keeps, not one per row read.
+_SHARED = frozenset(("endpoint", "workspace_id", "technique_id", "technique_name", "project_id", "status", "owner",
+                     "sweep_id", "error_code"))
+
+
+def _shared(value: Any) -> Any:
+    return sys.intern(value) if type(value) is str else value
 
 
 class Ledger:
@@ -286,23 +306,29 @@ class Ledger:
     def write_back(self, changes: Sequence[tuple[LedgerRow, Mapping[str, Any]]]) -> dict[int, LedgerRow]:
         """``update_many`` that also returns each row as written, by local id (the poller's sink).
 
-        The rows are read back in the same transaction, a batch per query (pages still cached).
-        Inputs and labels are fixed when the intent is written, so they are kept from
-        the rows given rather than parsed again.
+        One query reads what each row is now (in the same transaction); rows changing the same
+        columns are written by one ``executemany``. A row that is still the one given (the same
+        ``updated_at`` and the columns other writers change) is derived from it in Python; only a
+        row someone else wrote meanwhile is read back whole.
         """
         now, known = time.time(), {old.local_id: old for old, _ in changes}
         found: dict[int, LedgerRow] = {}
         with self._write() as db:
             ids = list(known)
-            before = dict(_select_in(db, "local_id, status, charged_cost", ids, lambda r: (r[0], r[1:])))
-            for old, fields in changes:
-                _apply(db, old.local_id, fields, now, None, before.get(old.local_id))
-            for values in _select_in(db, ", ".join(_RETURNED), ids, tuple):
+            current = dict(_select_in(db, _VERSION_SQL, ids, lambda r: (r[0], r[1:])))
+            if len(ids) < len(changes):  # a row changed twice in one batch: in order, and read back whole
+                for old, fields in changes:
+                    before = current.get(old.local_id)
+                    _apply(db, old.local_id, fields, now, None, None if before is None else before[:2])
+            else:
+                _write_grouped(db, [(old.local_id, fields, current.get(old.local_id)) for old, fields in changes], now)
+                found = {old.local_id: _derived(old, fields, now) for old, fields in changes
+                         if current.get(old.local_id) == _version(old)}
+            stale = [i for i in ids if i in current and i not in found]
+            for values in _select_in(db, ", ".join(_RETURNED), stale, tuple):
                 old = known[values[0]]
-                text = values[_OUTPUTS]
-                outputs = json.loads(text) if text and text != "[]" else []
-                found[old.local_id] = LedgerRow(*values[:_OUTPUTS], outputs, old.inputs, old.labels,
-                                                *values[_OUTPUTS + 1:])
+                found[old.local_id] = LedgerRow(*values[:_OUTPUTS], _decoded(values[_OUTPUTS], "[]"), old.inputs,
+                                                old.labels, *values[_OUTPUTS + 1:])
         return found
 
     def set_rating(self, local_id: int, rating: float | None, note: str | None) -> None:
@@ -482,15 +508,27 @@ class Ledger:
         clause = ("WHERE " + " AND ".join(where)) if where else ""
         return self._select(clause + " ORDER BY local_id", tuple(args))
 
-    def iter_raw(self, endpoint: str | None = None, columns: Sequence[str] = COLUMNS) -> Iterator[tuple[Any, ...]]:
-        """Raw rows with ``columns`` (all, in order, by default), for building DataFrames without per-row objects."""
-        unknown = set(columns) - set(COLUMNS)
+    def iter_raw(self, endpoint: str | None = None, columns: Sequence[str] = COLUMNS, *,
+                 statuses: Sequence[str] | None = None, technique: str | None = None, sweep_id: str | None = None,
+                 created_since: float | None = None) -> Iterator[tuple[Any, ...]]:
+        """Raw rows with ``columns`` (all, in order, by default), for building DataFrames without per-row objects.
+
+        ``PACKED`` among the columns is ``PACKED_COLUMNS`` as one JSON array text. The filters are
+        those of ``Flora.runs()`` done by SQLite (``technique`` is an id or a name; ``created_since``
+        keeps rows created at most a microsecond before it, as the frame rounds). A frame of the
+        kept rows has the ``input.``/``label.`` columns of those rows only.
+        """
+        unknown = set(columns) - set(COLUMNS) - set(_EXPRESSIONS)
         if unknown:
             raise ValueError(f"not ledger columns: {sorted(unknown)}")
-        # "+endpoint": scan in local_id order; through the endpoint index SQLite would sort every row again
-        clause, args = ("WHERE +endpoint = ?", (endpoint,)) if endpoint else ("", ())
+        clause, args = _where(endpoint, statuses, technique, sweep_id, created_since)
         with self._read() as db:
-            yield from db.execute(f"SELECT {', '.join(columns)} FROM runs {clause} ORDER BY local_id", args).fetchall()
+            try:
+                rows = db.execute(f"SELECT {', '.join(_EXPRESSIONS.get(c, c) for c in columns)} FROM runs"
+                                  f" {clause} ORDER BY local_id", args).fetchall()
+            except sqlite3.OperationalError:  # an SQLite without JSON functions, or a BLOB where text belongs
+                rows = _packed_in_python(db, columns, clause, args)
+        yield from rows
 
     def events(self, local_id: int) -> list[dict[str, Any]]:
         with self._read() as db:
@@ -587,6 +625,79 @@ def _summaries(plans: dict[str, dict[str, Any]], runs: Sequence[tuple[Any, ...]]
     return sorted(out.values(), key=lambda e: e["created_at"])
 
 
+# What write_back reads to know a row is still the one its caller holds: the columns any other writer
+# (another session's poll or binding, a rating) changes, with updated_at, stamped by every write.
+_VERSION = ("status", "charged_cost", "updated_at", "run_id", "progress", "rating", "note", "error_code")
+_VERSION_SQL = "local_id, " + ", ".join(_VERSION)
+
+
+_ALL_FIELDS = operator.attrgetter(*COLUMNS)
+
+
+_version: Callable[[LedgerRow], tuple[Any, ...]] = operator.attrgetter(*_VERSION)
+
+
+def _write_grouped(db: sqlite3.Connection, items: Sequence[tuple[int, Mapping[str, Any], tuple[Any, ...] | None]],
+                   now: float) -> None:
+    """What ``_apply`` does for each ``(local_id, fields, (status, charged_cost, ...) before)``, with one
+    ``executemany`` per set of changed columns and one for the status events (rows are distinct)."""
+    groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+    events = []
+    for local_id, fields, before in items:
+        unknown = set(fields) - _UPDATABLE
+        if unknown:
+            raise ValueError(f"not ledger columns: {sorted(unknown)}")
+        names = tuple(k for k in fields if k != "updated_at")
+        values = [_dumps(fields[k]) if k in _JSON_COLUMNS else fields[k] for k in names]
+        groups.setdefault(names, []).append((*values, now, local_id))
+        if before is None:
+            continue  # no such row: nothing written, nothing to log
+        status, cost = fields.get("status", before[0]), fields.get("charged_cost", before[1])
+        if status != before[0] or cost != before[1]:
+            events.append((local_id, now, status, fields.get("progress"), cost, None))
+    for names, params in groups.items():
+        sets = "".join(f"{k} = ?, " for k in names)
+        db.executemany(f"UPDATE runs SET {sets}updated_at = ? WHERE local_id = ?", params)
+    if events:
+        db.executemany("INSERT INTO events (local_id, at, status, progress, charged_cost, note) VALUES (?,?,?,?,?,?)",
+                       events)
+
+
+def _decoded(text: str | None, empty: str) -> Any:
+    return json.loads(text) if text and text != empty else json.loads(empty)
+
+
+def _derived(old: LedgerRow, fields: Mapping[str, Any], now: float) -> LedgerRow:
+    """``old`` with ``fields`` written at ``now``: what reading the row back would give."""
+    new = LedgerRow(*_ALL_FIELDS(old))
+    for name, value in fields.items():
+        # JSON columns as a read gives them (tuples become lists, odd values text), not the objects given.
+        setattr(new, name, json.loads(_dumps(value)) if name in _JSON_COLUMNS else
+                _shared(value) if name in _SHARED else value)
+    new.updated_at = now
+    return new
+
+
+def _where(endpoint: str | None, statuses: Sequence[str] | None, technique: str | None, sweep_id: str | None,
+           created_since: float | None) -> tuple[str, list[Any]]:
+    """The WHERE clause of ``iter_raw``."""
+    # "+endpoint": scan in local_id order; through the endpoint index SQLite would sort every row again
+    where, args = (["+endpoint = ?"], [endpoint]) if endpoint else ([], [])
+    if statuses is not None:
+        where.append(f"status IN ({','.join('?' * len(statuses))})")
+        args.extend(statuses)
+    if technique is not None:
+        where.append("(technique_id = ? OR technique_name = ?)")
+        args.extend((technique, technique))
+    if sweep_id is not None:
+        where.append("sweep_id = ?")
+        args.append(sweep_id)
+    if created_since is not None:
+        where.append("created_at >= ?")
+        args.append(created_since - 1e-6)
+    return (f"WHERE {' AND '.join(where)}" if where else ""), args
+
+
 def _run_script(db: sqlite3.Connection, script: str) -> None:
     # executescript() would COMMIT our open transaction; run the statements one by one instead.
     for statement in script.split(";"):
@@ -639,3 +750,15 @@ def canonical_json(value: Any) -> str:
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _packed_in_python(db: sqlite3.Connection, columns: Sequence[str], clause: str,
+                      args: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """``iter_raw``'s rows with ``PACKED`` built in Python (no JSON functions, or a BLOB in a text column)."""
+    names = [n for c in columns for n in (PACKED_COLUMNS if c == PACKED else (c,))]
+    at = columns.index(PACKED) if PACKED in columns else -1
+    rows = db.execute(f"SELECT {', '.join(names)} FROM runs {clause} ORDER BY local_id", args).fetchall()
+    if at < 0:
+        return rows
+    k = len(PACKED_COLUMNS)
+    return [(*r[:at], json.dumps(list(r[at:at + k]), default=str), *r[at + k:]) for r in rows]

@@ -95,7 +95,7 @@ def _trouble(exc: BaseException) -> str:
     return f"poller error ({type(exc).__name__}), retrying"
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
     run: Run
     due: float
@@ -104,7 +104,7 @@ class _Entry:
     seen: tuple[float, float] | None = None  # (clock, progress) of the first look that saw it run with progress
 
 
-@dataclass
+@dataclass(slots=True)
 class _Intent:
     run: Run
     give_up_at: float

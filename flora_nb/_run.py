@@ -29,6 +29,7 @@ __all__ = ["Run", "RunOutput"]
 log = logging.getLogger("flora_nb.run")
 
 MAX_NOTE_CHARS = 2000
+_MAKING = threading.Lock()  # makes each run's Condition once
 
 
 class RunOutput:
@@ -99,11 +100,14 @@ def _ts(value: float | None) -> _dt.datetime | None:
 class Run:
     """A run started from this session; its state is kept fresh by the session's poller."""
 
+    # A run's Condition (~1.4 KB) is made when first needed (a wait, a rating, a listener): most
+    # tracked runs never need one. Listeners are a tuple replaced on change, shared while empty.
+    _cond: threading.Condition | None = None
+    _listeners: tuple[Callable[[Run], Any], ...] = ()
+
     def __init__(self, engine: RunEngine, row: LedgerRow):
         self._engine = engine
         self._row = row
-        self._changed = threading.Condition()
-        self._listeners: list[Callable[[Run], Any]] = []
 
     # ---------------------------------------------------------------- state
 
@@ -321,24 +325,46 @@ class Run:
 
     # ---------------------------------------------------------------- updates
 
+    @property
+    def _changed(self) -> threading.Condition:
+        """The run's Condition, made on first use (under ``_MAKING``, so ``_apply`` never misses it)."""
+        cond = self._cond
+        if cond is None:
+            with _MAKING:
+                cond = self._cond
+                if cond is None:
+                    cond = self._cond = threading.Condition()
+        return cond
+
     def _apply(self, row: LedgerRow) -> None:
         """Take a newer ledger row (called by the session, from any thread)."""
-        with self._changed:
-            current = self._row
-            if row.updated_at < current.updated_at and (row.rating, row.note) != (current.rating, current.note):
-                # A poll read before rate() wrote, applied after it: keep the newer rating.
-                row = dataclasses.replace(row, rating=current.rating, note=current.note)
-            self._row = row
-            self._changed.notify_all()
-        for callback in list(self._listeners):
+        cond = self._cond
+        if cond is None:
+            with _MAKING:  # no Condition yet: nobody waits or rates, and none is made meanwhile
+                cond = self._cond
+                if cond is None:
+                    self._take(row)
+        if cond is not None:
+            with cond:
+                self._take(row)
+                cond.notify_all()
+        for callback in self._listeners:  # a tuple: a listener added meanwhile waits for the next change
             try:
                 callback(self)
             except Exception:  # a broken widget must not stop tracking
                 self._engine.listener_failed(callback)
 
+    def _take(self, row: LedgerRow) -> None:
+        current = self._row
+        if row.updated_at < current.updated_at and (row.rating, row.note) != (current.rating, current.note):
+            # A poll read before rate() wrote, applied after it: keep the newer rating.
+            row = dataclasses.replace(row, rating=current.rating, note=current.note)
+        self._row = row
+
     def on_change(self, callback: Callable[[Run], Any]) -> Callable[[Run], Any]:
         """Call ``callback(run)`` after every change (from the poller thread)."""
-        self._listeners.append(callback)
+        with self._changed:
+            self._listeners = (*self._listeners, callback)
         return callback
 
     def refresh(self) -> Run:

@@ -150,3 +150,50 @@ def test_write_back_returns_each_row_as_written_and_logs_status_changes(tmp_path
     assert written[ids[1]].outputs == outputs and written[ids[1]].inputs == {"prompt": "same", "size": 257}
     assert [e["status"] for e in ledger.events(ids[1])][-1] == "completed"
     assert len(ledger.events(ids[0])) == events_before  # progress alone is no status event
+
+
+def test_write_back_derives_rows_a_read_would_give_and_logs_the_events_update_many_logs(tmp_path):
+    ledgers = [Ledger(tmp_path / "a.sqlite"), Ledger(tmp_path / "b.sqlite")]
+    ids = [_two_rows(ledger) for ledger in ledgers][0]
+    outputs = ({"output_id": "image", "type": "imageUrl", "url": "http://x/ü.png"},)  # a tuple: a read gives a list
+    changes = [(ids[0], {"progress": 100.0, "project_id": "prj"}),
+               (ids[1], {"status": "completed", "charged_cost": 0.05, "outputs": outputs, "progress": 100.0})]
+    written = ledgers[0].write_back([(ledgers[0].get(i), ch) for i, ch in changes])
+    ledgers[1].update_many(changes)
+    assert written == {i: ledgers[0].get(i) for i in ids} and isinstance(written[ids[1]].outputs, list)
+    logged = [[(e["status"], e["charged_cost"]) for e in ledger.events(ids[1])] for ledger in ledgers]
+    assert logged[0] == logged[1] and logged[0][-1] == ("completed", 0.05)
+    assert len(ledgers[0].events(ids[0])) == len(ledgers[1].events(ids[0]))
+
+
+def test_write_back_reads_back_a_row_another_writer_changed_and_rows_changed_twice(tmp_path):
+    ledger = Ledger(tmp_path / "l.sqlite")
+    ids = _two_rows(ledger)
+    held = [ledger.get(i) for i in ids]
+    other = Ledger(tmp_path / "l.sqlite")  # another session on the same file rates a run meanwhile
+    other.set_rating(ids[0], 5.0, "another kernel")
+    other.update(ids[1], error_message="set elsewhere")
+    written = ledger.write_back([(held[0], {"progress": 42.0}), (held[1], {"progress": 7.0})])
+    assert written == {i: ledger.get(i) for i in ids}
+    assert (written[ids[0]].rating, written[ids[0]].note) == (5.0, "another kernel")
+    assert written[ids[1]].error_message == "set elsewhere"
+    row = ledger.get(ids[1])
+    twice = ledger.write_back([(row, {"status": "running"}), (row, {"progress": 50.0}), (row, {"status": "completed"})])
+    assert twice == {ids[1]: ledger.get(ids[1])}
+    assert (twice[ids[1]].status, twice[ids[1]].progress) == ("completed", 50.0)
+    assert [e["status"] for e in ledger.events(ids[1])][-2:] == ["running", "completed"]
+
+
+def test_write_back_skips_a_row_that_is_gone_and_refuses_unknown_columns(tmp_path):
+    import dataclasses
+
+    import pytest
+
+    ledger = Ledger(tmp_path / "l.sqlite")
+    ids = _two_rows(ledger)
+    ghost = dataclasses.replace(ledger.get(ids[0]), local_id=999)
+    assert ledger.write_back([(ghost, {"progress": 1.0})]) == {}
+    before = ledger.get(ids[1])
+    with pytest.raises(ValueError, match="not ledger columns"):
+        ledger.write_back([(ledger.get(ids[0]), {"progress": 3.0}), (before, {"api_key": "x"})])
+    assert ledger.get(ids[0]).progress == 0.0 and ledger.get(ids[1]) == before  # nothing of the batch was written
