@@ -34,7 +34,7 @@ from ._models import RunStart, RunState, Technique
 from ._owner import STALE_SECONDS, is_alive
 from ._poller import Poller
 from ._run import Run
-from ._status import (
+from ._states import (
     ACTIVE,
     FAILED,
     LOST,
@@ -369,7 +369,7 @@ class RunEngine:
 
     def record(self, pairs: Sequence[tuple[Run, RunState]]) -> None:
         """Write what polls saw (one transaction), then update the Run handles."""
-        from ._states import changes_for
+        from ._transitions import changes_for
 
         self._learn_clock(pairs)
         batch = [(run, changes_for(run.snapshot, state)) for run, state in pairs]
@@ -403,7 +403,7 @@ class RunEngine:
 
     def resolve(self, bindings: Sequence[Binding], states: Mapping[str, RunState]) -> set[int]:
         """Write what the binding rule decided, in one transaction; returns the local ids written."""
-        from ._states import changes_for
+        from ._transitions import changes_for
 
         items = []
         for binding in bindings:

@@ -14,6 +14,8 @@ import pandas as pd
 
 from ._ledger import COLUMNS, PACKED, PACKED_COLUMNS
 from ._models import RunState, Technique
+from ._states import ACTIVE, COMPLETED, OPEN, QUEUED, TERMINAL
+from ._states import STATUSES as _STATES
 
 __all__ = [
     "RUN_COLUMNS",
@@ -31,7 +33,7 @@ __all__ = [
     "techniques_frame",
 ]
 
-STATUSES = ["queued", "starting", "pending", "running", "completed", "failed", "skipped"]
+STATUSES = list(_STATES)  # the category order of the status column
 _STRINGS = ["run_id", "sweep_id", "technique_id", "technique_name", "workspace_id", "project_id",
             "error_code", "error_message"]
 _FLOATS = ["progress", "estimated_cost", "charged_cost", "estimated_seconds"]
@@ -247,7 +249,7 @@ def cost_summary(frame: pd.DataFrame, by: str | Sequence[str]) -> pd.DataFrame:
     if missing:
         raise KeyError(f"cannot group costs by {missing}; try one of: {', '.join(_groupable(frame))}")
     reused = frame["reused_from"].notna() if "reused_from" in frame else pd.Series(False, index=frame.index)
-    terminal = frame["status"].isin(["completed", "failed"])
+    terminal = frame["status"].isin(TERMINAL)
     known = terminal & frame["charged_cost"].notna() & ~reused
     work = frame.assign(
         _paid=~reused, _reused=reused,
@@ -271,7 +273,6 @@ def cost_summary(frame: pd.DataFrame, by: str | Sequence[str]) -> pd.DataFrame:
 
 COST_COLUMNS = ["runs", "completed", "failed", "charged_usd", "open_estimate_usd", "usd_per_completed"]
 MONEY_COLUMNS = ("charged_usd", "open_estimate_usd", "usd_per_completed")
-_OPEN = ("queued", "starting", "pending", "running")
 
 
 def cost_table(frame: pd.DataFrame, by: str | Sequence[str]) -> pd.DataFrame:
@@ -282,7 +283,7 @@ def cost_table(frame: pd.DataFrame, by: str | Sequence[str]) -> pd.DataFrame:
     full = cost_summary(frame, by)
     keys = [by] if isinstance(by, str) else list(by)
     reused = frame["reused_from"].notna() if "reused_from" in frame else pd.Series(False, index=frame.index)
-    open_est = frame["estimated_cost"].where(frame["status"].isin(_OPEN) & ~reused)
+    open_est = frame["estimated_cost"].where(frame["status"].isin(OPEN) & ~reused)
     grouped = frame.assign(_open=open_est).groupby(keys, dropna=False, observed=True)["_open"].sum()
     table = full[["runs", "completed", "failed", "charged_usd"]].copy()
     table["open_estimate_usd"] = grouped.reindex(table.index)
@@ -372,7 +373,7 @@ def plan_frame(plan: Any, tech: Technique, workspace: str, reuse: Sequence[str |
         "technique_id": pd.array([tech.technique_id] * n, dtype="string"),
         "technique_name": pd.array([tech.name] * n, dtype="string"),
         "workspace_id": pd.array([workspace] * n, dtype="string"),
-        "status": pd.Categorical(["completed" if r else "queued" for r in reuse], categories=STATUSES),
+        "status": pd.Categorical([COMPLETED if r else QUEUED for r in reuse], categories=STATUSES),
         "estimated_cost": np.asarray([0.0 if r else (np.nan if tech.run_cost is None else tech.run_cost)
                                       for r in reuse], dtype="float64"),
         "reusable": np.asarray(list(reusable), dtype=bool),
@@ -444,7 +445,7 @@ def sweeps_frame(summaries: Sequence[dict[str, Any]]) -> pd.DataFrame:
             "created": s["created_at"], "variations": s["variations"], "runs": s["runs"],
             "completed": counts.get("completed", 0), "failed": counts.get("failed", 0),
             "skipped": counts.get("skipped", 0), "queued": counts.get("queued", 0),
-            "in_flight": sum(counts.get(k, 0) for k in ("starting", "pending", "running")),
+            "in_flight": sum(counts.get(k, 0) for k in ACTIVE),
             "spent": s["spent"], "budget": np.nan if s["budget"] is None else s["budget"],
         })
     frame = pd.DataFrame(rows, columns=SWEEP_COLUMNS)

@@ -14,7 +14,7 @@ import ipywidgets as w
 
 from ._display import STYLE, fetch_later, outputs_widgets, output_widget, run_cost, usd
 from ._run import Run
-from ._status import COMPLETED, SKIPPED, WORKING
+from ._states import COMPLETED, SKIPPED, WORKING
 
 if TYPE_CHECKING:
     from ._sweep import Sweep

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
 from ._errors import InvalidResponseError
-from ._status import TERMINAL
+from ._states import TERMINAL
 
 __all__ = [
     "Asset",

@@ -25,7 +25,7 @@ from ._errors import (
 )
 from ._matching import Binding, Candidate, Start, bind
 from ._models import RunState
-from ._status import RUNNING
+from ._states import RUNNING
 
 if TYPE_CHECKING:
     from ._client import FloraClient

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ._errors import FloraTimeout, InputError, RunFailedError, StartUnconfirmedError
 from ._paths import extension_for, output_path, private_dir
 from ._ledger import LedgerRow
-from ._status import DONE, FAILED, RUNNING, STARTING, UNCONFIRMED, WORKING
+from ._states import DONE, FAILED, RUNNING, STARTING, UNCONFIRMED, WORKING
 
 if TYPE_CHECKING:
     from ._engine import RunEngine

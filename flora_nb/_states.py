@@ -1,52 +1,42 @@
-"""Turning what a poll saw (RunState) into ledger changes for one run."""
+"""The status vocabulary, defined once: what a ledger row's ``status`` and start ``error_code`` say.
+
+A row is ``queued`` (planned, nothing sent), ``starting`` (its POST is being sent, or its answer was
+lost and it is being reconciled), then takes FLORA's statuses ``pending`` / ``running`` /
+``completed`` / ``failed``, or ends ``skipped`` (never started: budget, stop, rate limit, proved
+never received). Every other module imports these names instead of spelling the strings out.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+__all__ = [
+    "ACTIVE", "COMPLETED", "DONE", "FAILED", "LOST", "NOT_RECEIVED", "NOT_RECEIVED_MESSAGE", "OPEN",
+    "PENDING", "QUEUED", "RUNNING", "SERVER_STATUSES", "SKIPPED", "STARTING", "STATUSES", "TERMINAL",
+    "UNCONFIRMED", "UNCONFIRMED_MESSAGE", "UNSTARTED", "WORKING",
+]
 
-from ._ledger import LedgerRow
-from ._models import RunState
-from ._status import TERMINAL
+QUEUED = "queued"
+STARTING = "starting"
+PENDING = "pending"
+RUNNING = "running"
+COMPLETED = "completed"
+FAILED = "failed"
+SKIPPED = "skipped"
 
-__all__ = ["changes_for"]
+STATUSES = (QUEUED, STARTING, PENDING, RUNNING, COMPLETED, FAILED, SKIPPED)  # a row's life, in order
+SERVER_STATUSES = (PENDING, RUNNING, COMPLETED, FAILED)  # what FLORA itself says of a run
+WORKING = (PENDING, RUNNING)  # FLORA has the run and is not done with it
+ACTIVE = (STARTING,) + WORKING  # the poller still has work for the row
+OPEN = (QUEUED,) + ACTIVE  # not finished: may still be charged
+UNSTARTED = (QUEUED, SKIPPED)  # no run on FLORA (yet): nothing charged
+TERMINAL = (COMPLETED, FAILED)  # FLORA is done with the run (its charge may still come)
+DONE = TERMINAL + (SKIPPED,)  # nothing more will happen to the row
 
-_SERVER_STATUSES = ("pending", "running", "completed", "failed")
+# A ``starting`` row without a run id says why in its error_code:
+LOST = "start_lost"  # the answer to a start never came: reconciling
+UNCONFIRMED = "start_unconfirmed"  # reconciling could not decide within the grace period (resume() looks again)
+NOT_RECEIVED = "start_not_received"  # reconciling proved FLORA made no run for this start: nothing was charged
 
-
-def _status(row: LedgerRow, state: RunState) -> str:
-    if state.status not in _SERVER_STATUSES:
-        return row.status  # an unknown status teaches us nothing
-    if row.status in TERMINAL:
-        return row.status  # terminal is final: a stale page or a conflicting poll never flips it
-    return state.status
-
-
-def _progress(row: LedgerRow, state: RunState, status: str) -> float:
-    if status == "completed":
-        return 100.0
-    return max(row.progress, min(100.0, max(0.0, state.progress)))
-
-
-def changes_for(row: LedgerRow, state: RunState) -> dict[str, Any]:
-    """The columns that differ between ``row`` and what ``state`` says (empty if nothing new)."""
-    status = _status(row, state)
-    new: dict[str, Any] = {"status": status, "progress": _progress(row, state, status)}
-    agrees = state.status == status  # a poll that contradicts a final status teaches nothing else
-    for name in ("created_at", "started_at", "completed_at"):
-        value = getattr(state, name)
-        if value is not None:
-            new[name] = value.timestamp()
-    # A charge that is not a finite amount >= 0 never gets here: the model keeps it unknown (None).
-    if status in TERMINAL and agrees and state.charged_cost is not None:
-        new["charged_cost"] = state.charged_cost  # the final charge; the start's figure was a quote
-    if status == "failed" and agrees:
-        new["error_code"] = state.error_code or row.error_code or "unknown"
-        new["error_message"] = state.error_message or row.error_message
-    if state.outputs and agrees:
-        new["outputs"] = [{"output_id": o.output_id, "type": o.type, "url": o.url} for o in state.outputs]
-    for name in ("poll_url", "project_id"):
-        if getattr(row, name) is None and getattr(state, name):
-            new[name] = getattr(state, name)
-    if state.technique_name and not row.technique_name:
-        new["technique_name"] = state.technique_name
-    return {k: v for k, v in new.items() if getattr(row, k) != v}
+UNCONFIRMED_MESSAGE = ("The start's answer was lost and no matching run was found on FLORA; "
+                       "fl.resume() looks again. It was never started twice.")
+NOT_RECEIVED_MESSAGE = ("FLORA never received this start: it made no run for it and charged nothing. "
+                        "sweep.resume() sends it again with its own key; a single run: call fl.run(...) again.")

@@ -22,7 +22,7 @@ from ._errors import (
     InsufficientCreditsError,
     RateLimitError,
 )
-from ._status import ACTIVE, COMPLETED, FAILED, LOST, QUEUED, SKIPPED, STARTING, UNCONFIRMED
+from ._states import ACTIVE, COMPLETED, FAILED, LOST, QUEUED, SKIPPED, STARTING, UNCONFIRMED
 from ._paths import output_path
 from ._models import Technique
 from ._owner import is_alive

@@ -12,7 +12,7 @@ from ._errors import BudgetExceededError, InputError
 from ._ledger import LedgerRow, canonical_json
 from ._models import Technique
 from ._plan import Plan, _varied
-from ._status import COMPLETED, SKIPPED
+from ._states import COMPLETED, SKIPPED
 from ._sweep import Sweep, check_price
 
 if TYPE_CHECKING:

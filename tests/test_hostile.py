@@ -17,7 +17,7 @@ import flora_nb as fnb
 from flora_nb import Flora, FloraClient
 from flora_nb._ledger import Ledger
 from flora_nb._models import RunStart, RunState, Technique
-from flora_nb._states import changes_for
+from flora_nb._transitions import changes_for
 
 from .hostile import KEY, TECH, WS, FakeFlora, HostileServer, Reply, run_json, wait_for
 

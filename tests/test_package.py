@@ -77,12 +77,12 @@ def test_the_status_vocabulary_is_spelled_out_once():
     import itertools
     import re
 
-    from flora_nb import _status
+    from flora_nb import _states as _status
 
     # a tuple, list or set literal of two or more status names is a vocabulary of its own
     quoted = "|".join(f'"{s}"' for s in _status.STATUSES)
     group = re.compile(rf"[(\[{{]\s*(?:{quoted})\s*,\s*(?:{quoted})")
     found = {name: [hit for line in text.splitlines() if "Literal[" not in line for hit in group.findall(line)]
-             for name, text in _sources().items() if name != "_status.py"}
+             for name, text in _sources().items() if name != "_states.py"}
     assert {name: hits for name, hits in found.items() if hits} == {}
     assert list(itertools.chain(_status.OPEN, _status.DONE)) == list(_status.STATUSES)

@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._status import SERVER_STATUSES as STATUSES
-from .._status import TERMINAL
+from .._states import SERVER_STATUSES as STATUSES
+from .._states import TERMINAL
 from ._catalog import TechniqueSpec
 from ._faults import Faults
 from ._idempotency import IdempotencyStore

@@ -1,0 +1,50 @@
+"""Turning what a poll saw (RunState) into ledger changes for one run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._ledger import LedgerRow
+from ._models import RunState
+from ._states import SERVER_STATUSES, TERMINAL
+
+__all__ = ["changes_for"]
+
+
+def _status(row: LedgerRow, state: RunState) -> str:
+    if state.status not in SERVER_STATUSES:
+        return row.status  # an unknown status teaches us nothing
+    if row.status in TERMINAL:
+        return row.status  # terminal is final: a stale page or a conflicting poll never flips it
+    return state.status
+
+
+def _progress(row: LedgerRow, state: RunState, status: str) -> float:
+    if status == "completed":
+        return 100.0
+    return max(row.progress, min(100.0, max(0.0, state.progress)))
+
+
+def changes_for(row: LedgerRow, state: RunState) -> dict[str, Any]:
+    """The columns that differ between ``row`` and what ``state`` says (empty if nothing new)."""
+    status = _status(row, state)
+    new: dict[str, Any] = {"status": status, "progress": _progress(row, state, status)}
+    agrees = state.status == status  # a poll that contradicts a final status teaches nothing else
+    for name in ("created_at", "started_at", "completed_at"):
+        value = getattr(state, name)
+        if value is not None:
+            new[name] = value.timestamp()
+    # A charge that is not a finite amount >= 0 never gets here: the model keeps it unknown (None).
+    if status in TERMINAL and agrees and state.charged_cost is not None:
+        new["charged_cost"] = state.charged_cost  # the final charge; the start's figure was a quote
+    if status == "failed" and agrees:
+        new["error_code"] = state.error_code or row.error_code or "unknown"
+        new["error_message"] = state.error_message or row.error_message
+    if state.outputs and agrees:
+        new["outputs"] = [{"output_id": o.output_id, "type": o.type, "url": o.url} for o in state.outputs]
+    for name in ("poll_url", "project_id"):
+        if getattr(row, name) is None and getattr(state, name):
+            new[name] = getattr(state, name)
+    if state.technique_name and not row.technique_name:
+        new["technique_name"] = state.technique_name
+    return {k: v for k, v in new.items() if getattr(row, k) != v}
