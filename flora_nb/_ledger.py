@@ -225,9 +225,9 @@ class Ledger:
         self._lock = threading.RLock()
         try:
             self._db = sqlite3.connect(str(self.path), timeout=30.0, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=30000")
+            _use_wal(self._db)
+            self._db.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.Error as exc:  # not a database, unreadable, on a full disk
             raise _failure(exc, "opened", self.path) from exc
         self._migrate()
@@ -586,6 +586,20 @@ class _Transaction(_Read):
             raise LedgerConflict(f"ledger rule broken: {exc}") from exc
         if isinstance(exc, sqlite3.Error):
             raise _failure(exc, "written", self.path) from exc
+
+
+def _use_wal(db: sqlite3.Connection, patience: float = 30.0) -> None:
+    """Switch the file to WAL; another process opening it at the same moment makes SQLite answer
+    "locked" at once (no busy wait for a journal change), so try again for a while."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _failure(exc: sqlite3.Error, doing: str, path: Path) -> LedgerError:

@@ -197,3 +197,32 @@ def test_write_back_skips_a_row_that_is_gone_and_refuses_unknown_columns(tmp_pat
     with pytest.raises(ValueError, match="not ledger columns"):
         ledger.write_back([(ledger.get(ids[0]), {"progress": 3.0}), (before, {"api_key": "x"})])
     assert ledger.get(ids[0]).progress == 0.0 and ledger.get(ids[1]) == before  # nothing of the batch was written
+
+
+def _open_and_write(path, barrier, results):
+    barrier.wait()  # every process opens the new file at the same moment
+    try:
+        ledger = Ledger(path)
+        ledger.add_intent(endpoint="e", workspace_id="ws", idempotency_key=f"k{os.getpid()}", technique_id="t")
+        ledger.close()
+        results.put("ok")
+    except Exception as exc:  # reported to the test, which names it
+        results.put(repr(exc))
+
+
+def test_processes_opening_a_new_ledger_at_the_same_moment_all_get_in(tmp_path):
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("forkserver")  # children forked from a clean, thread-free process
+    ctx.set_forkserver_preload(["flora_nb._ledger"])
+    for trial in range(8):  # before the fix, about one trial in three had a "database is locked"
+        path, n = tmp_path / f"l{trial}.sqlite", 6
+        barrier, results = ctx.Barrier(n), ctx.Queue()
+        procs = [ctx.Process(target=_open_and_write, args=(path, barrier, results)) for _ in range(n)]
+        for proc in procs:
+            proc.start()
+        outcomes = [results.get(timeout=60) for _ in procs]
+        for proc in procs:
+            proc.join(10)
+        assert outcomes == ["ok"] * n
+        assert len(Ledger(path).rows("e")) == n
