@@ -243,13 +243,18 @@ def settle(timeout: float = 60.0) -> None:
     """Finish the downloads of the live displays, then draw every finished run's outputs again from
     this thread. A notebook executed top to bottom (nbclient) calls this last: a widget a download
     thread made between two cells belongs to no cell, so it would be missing from the saved file."""
-    with _FETCHING_LOCK:
-        pending = list(_FETCHING)
-    concurrent.futures.wait(pending, timeout)
-    for panel in list(_PANELS):
-        if panel.run.done and panel.run.status == COMPLETED:
-            panel._finish()
-            panel._show_outputs()  # cached files: no new download
+    finished = [panel for panel in list(_PANELS) if panel.run.done and panel.run.status == COMPLETED]
+    for panel in finished:
+        panel._finish()  # a panel the poller has not told yet starts its download now
+    deadline = time.monotonic() + timeout
+    while True:
+        with _FETCHING_LOCK:
+            pending = list(_FETCHING)
+        if not pending or time.monotonic() >= deadline:
+            break
+        concurrent.futures.wait(pending, max(0.0, deadline - time.monotonic()))
+    for panel in finished:
+        panel._show_outputs()  # cached files: no new download
 
 
 # ---------------------------------------------------------------- words and numbers

@@ -220,8 +220,12 @@ class Ledger:
 
     def __init__(self, path: str | os.PathLike[str] | None = None):
         self.path = Path(path) if path is not None else default_ledger_path()
-        private_dir(self.path.parent, tighten=path is None)  # ~/.flora_nb is 0700
-        self._create_private(self.path)
+        try:
+            private_dir(self.path.parent, tighten=path is None)  # ~/.flora_nb is 0700
+            self._create_private(self.path)
+        except OSError as exc:  # a folder where the file should be, a file where a folder should be
+            raise LedgerError(f"the ledger {self.path} could not be opened: {exc.strerror or exc}; choose a file "
+                              "path with Flora(ledger_path=...) or FLORA_NB_HOME.") from exc
         self._lock = threading.RLock()
         try:
             self._db = sqlite3.connect(str(self.path), timeout=30.0, check_same_thread=False, isolation_level=None)
@@ -230,7 +234,11 @@ class Ledger:
             self._db.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.Error as exc:  # not a database, unreadable, on a full disk
             raise _failure(exc, "opened", self.path) from exc
-        self._migrate()
+        try:
+            self._migrate()
+        except BaseException:  # refused (a newer schema) or failed: leave no connection open
+            self._db.close()
+            raise
 
     @staticmethod
     def _create_private(path: Path) -> None:

@@ -10,6 +10,7 @@ import os
 import re
 import threading
 import weakref
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ._budget import Exposure, is_money
@@ -64,7 +65,7 @@ class Flora:
 
     Settings: arguments, then ``FLORA_API_KEY`` / ``FLORA_BASE_URL`` / ``FLORA_WORKSPACE_ID``,
     then defaults. The ledger lives at ``$FLORA_NB_HOME/ledger.sqlite`` (``~/.flora_nb``).
-    ``budget`` (USD) is a session budget: every start of the session must fit it (see ``RunEngine.check_budget``).
+    ``budget`` (USD) is a session budget: every start of the session must fit it (see ``check_budget``).
     """
 
     def __init__(
@@ -112,10 +113,28 @@ class Flora:
         """The session budget in USD (None: no session budget)."""
         return self.engine.budget
 
+    @budget.setter
+    def budget(self, budget: float | None) -> None:
+        if budget is not None and not is_money(budget):
+            raise InputError(f"budget must be a number of USD >= 0, got {budget!r}; or None for no session budget.")
+        self.engine.budget = None if budget is None else float(budget)
+
     @property
-    def cache_dir(self) -> Any:
+    def cache_dir(self) -> Path:
         """Where fetched run outputs are cached."""
         return self.engine.cache_dir
+
+    @cache_dir.setter
+    def cache_dir(self, path: str | os.PathLike[str]) -> None:
+        self.engine.cache_dir = Path(path)
+
+    def check_budget(self, technique: str, estimate: float | None, name: str = "") -> None:
+        """Raise BudgetExceededError unless a run of this price fits the session budget now."""
+        self.engine.check_budget(technique, estimate, name)
+
+    def reserve(self, technique: str, estimate: float | None) -> float:
+        """The USD a run of this technique holds against a budget until its charge is known."""
+        return self.engine.reserve(technique, estimate)
 
     @property
     def rate_limited_starts(self) -> int:

@@ -201,3 +201,16 @@ def test_a_charge_that_is_not_a_finite_amount_is_unknown_and_never_spend(tmp_pat
         server.shutdown()
     assert "not a finite amount" in caplog.text  # logged ...
     assert capsys.readouterr().out == ""  # ... never printed
+
+
+def test_the_session_budget_can_be_changed_mid_session(tmp_path):
+    with Flora.simulated(speed=200.0, ledger_path=tmp_path / "l.sqlite") as fl:
+        fl.budget = 0.05
+        fl.run(POSTER, {"prompt": "one"}).wait(30)
+        with pytest.raises(fnb.BudgetExceededError):
+            fl.run(POSTER, {"prompt": "two"})
+        fl.budget = 1.0
+        fl.run(POSTER, {"prompt": "three"}).wait(30)
+        with pytest.raises(fnb.InputError, match="budget must be a number"):
+            fl.budget = "lots"
+        assert fl.budget == 1.0 and fl.simulator.stats()["runs_created"] == 2

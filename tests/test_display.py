@@ -314,3 +314,16 @@ def test_panels_of_a_closed_session_stay_quiet(tmp_path, caplog):
     assert [p.live.value for p in panels][0] == before[0]
     # the displays' own log (other tests' leftover threads may log elsewhere meanwhile)
     assert not [r for r in caplog.records if r.exc_info and r.name == "flora_nb.display"]
+
+
+def test_settle_leaves_each_finished_panel_with_outputs_no_download_replaces_later(tmp_path):
+    from flora_nb import _display
+
+    with Flora.simulated(speed=200.0, ledger_path=tmp_path / "l.sqlite") as fl:
+        run = fl.run(POSTER, {"prompt": "fox"}).wait(30)
+        panel = RunPanel(run)  # done at birth: its download starts on the download thread
+        _display.settle()
+        shown = panel.outputs.children
+        assert not _display._FETCHING and panel.fetched is not None and panel.fetched.done()
+        assert [type(c).__name__ for c in shown] == ["Image"]
+        assert panel.outputs.children is shown  # nothing drew over what settle drew

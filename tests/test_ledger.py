@@ -226,3 +226,8 @@ def test_processes_opening_a_new_ledger_at_the_same_moment_all_get_in(tmp_path):
             proc.join(10)
         assert outcomes == ["ok"] * n
         assert len(Ledger(path).rows("e")) == n
+
+
+def test_a_folder_where_the_ledger_file_should_be_is_the_ledgers_error(tmp_path):
+    with pytest.raises(LedgerError, match="could not be opened.*ledger_path="):
+        Ledger(tmp_path)
