@@ -20,8 +20,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from ._engine import CLOSED
-from ._states import ACTIVE, COMPLETED, DONE, FAILED, SKIPPED, STARTING, UNSTARTED, WORKING
+from ._states import ACTIVE, CLOSED, COMPLETED, DONE, FAILED, SKIPPED, STARTING, UNSTARTED, WORKING
 
 if TYPE_CHECKING:
     import ipywidgets as w

@@ -36,6 +36,7 @@ from ._poller import Poller
 from ._run import Run
 from ._states import (
     ACTIVE,
+    CLOSED,
     FAILED,
     LOST,
     NOT_RECEIVED,
@@ -49,13 +50,12 @@ from ._states import (
     UNCONFIRMED_MESSAGE,
 )
 
-__all__ = ["CLOSED", "LEASE_MARGIN", "RATE_LIMIT_PATIENCE", "RunEngine"]
+__all__ = ["LEASE_MARGIN", "RATE_LIMIT_PATIENCE", "RunEngine"]
 
 log = logging.getLogger("flora_nb.session")
 
 LEASE_MARGIN = 1.0  # seconds a start's recorded window reaches past its current attempt's longest end
 RATE_LIMIT_PATIENCE = 60.0  # seconds a single run's start keeps trying through 429s (sweeps: while running)
-CLOSED = "session closed"  # the health of a closed session's engine
 
 
 def _maybe_started(exc: APIError) -> bool:

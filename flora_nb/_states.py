@@ -9,7 +9,7 @@ never received). Every other module imports these names instead of spelling the 
 from __future__ import annotations
 
 __all__ = [
-    "ACTIVE", "COMPLETED", "DONE", "FAILED", "LOST", "NOT_RECEIVED", "NOT_RECEIVED_MESSAGE", "OPEN",
+    "ACTIVE", "CLOSED", "COMPLETED", "DONE", "FAILED", "LOST", "NOT_RECEIVED", "NOT_RECEIVED_MESSAGE", "OPEN",
     "PENDING", "QUEUED", "RUNNING", "SERVER_STATUSES", "SKIPPED", "STARTING", "STATUSES", "TERMINAL",
     "UNCONFIRMED", "UNCONFIRMED_MESSAGE", "UNSTARTED", "WORKING",
 ]
@@ -30,6 +30,8 @@ OPEN = (QUEUED,) + ACTIVE  # not finished: may still be charged
 UNSTARTED = (QUEUED, SKIPPED)  # no run on FLORA (yet): nothing charged
 TERMINAL = (COMPLETED, FAILED)  # FLORA is done with the run (its charge may still come)
 DONE = TERMINAL + (SKIPPED,)  # nothing more will happen to the row
+
+CLOSED = "session closed"  # the health of a closed session (its displays stop drawing)
 
 # A ``starting`` row without a run id says why in its error_code:
 LOST = "start_lost"  # the answer to a start never came: reconciling

@@ -86,3 +86,13 @@ def test_the_status_vocabulary_is_spelled_out_once():
              for name, text in _sources().items() if name != "_states.py"}
     assert {name: hits for name, hits in found.items() if hits} == {}
     assert list(itertools.chain(_status.OPEN, _status.DONE)) == list(_status.STATUSES)
+
+
+def test_load_ext_stays_light():
+    code = (
+        "import sys; from IPython.core.interactiveshell import InteractiveShell; "
+        "InteractiveShell.instance().run_line_magic('load_ext', 'flora_nb'); "
+        "print(','.join(m for m in ('pandas', 'ipywidgets', 'requests', 'flora_nb._engine') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
