@@ -224,8 +224,8 @@ class Ledger:
             private_dir(self.path.parent, tighten=path is None)  # ~/.flora_nb is 0700
             self._create_private(self.path)
         except OSError as exc:  # a folder where the file should be, a file where a folder should be
-            raise LedgerError(f"the ledger {self.path} could not be opened: {exc.strerror or exc}; choose a file "
-                              "path with Flora(ledger_path=...) or FLORA_NB_HOME.") from exc
+            raise LedgerError(f"the ledger {self.path} could not be opened: {exc.strerror or exc}; point the "
+                              "session's ledger path, or FLORA_NB_HOME, at a file in a folder you can write.") from exc
         self._lock = threading.RLock()
         try:
             self._db = sqlite3.connect(str(self.path), timeout=30.0, check_same_thread=False, isolation_level=None)
@@ -614,10 +614,10 @@ def _failure(exc: sqlite3.Error, doing: str, path: Path) -> LedgerError:
     """The ledger's own error for a SQLite failure, saying what to do."""
     if isinstance(exc, sqlite3.ProgrammingError) and "closed" in str(exc):
         return LedgerError(f"the ledger {path} could not be {doing}: its session was closed; "
-                           "open a new session (flora_nb.Flora()) to use it again.")
+                           "connect a new session to use it again.")
     if "not a database" in str(exc):
         return LedgerError(f"{path} is not a flora_nb ledger (not a SQLite database); move it away or choose "
-                           "another file with Flora(ledger_path=...) or FLORA_NB_HOME.")
+                           "another file as the session's ledger path (or FLORA_NB_HOME).")
     return LedgerError(f"the ledger {path} could not be {doing}: {exc}. Check that the file and its folder are "
                        "writable and the disk is not full; other sessions on it wait up to 30 s for each other.")
 

@@ -85,7 +85,7 @@ def test_reads_raise_the_ledgers_own_error_never_a_raw_sqlite3_one(tmp_path):
 def test_a_file_that_is_not_a_ledger_is_refused_with_the_ledgers_error(tmp_path):
     path = tmp_path / "notes.sqlite"
     path.write_bytes(b"these are my notes, not a database" * 100)
-    with pytest.raises(LedgerError, match="notes.sqlite is not a flora_nb ledger.*ledger_path="):
+    with pytest.raises(LedgerError, match="notes.sqlite is not a flora_nb ledger.*ledger path"):
         Ledger(path)
 
 
@@ -229,5 +229,5 @@ def test_processes_opening_a_new_ledger_at_the_same_moment_all_get_in(tmp_path):
 
 
 def test_a_folder_where_the_ledger_file_should_be_is_the_ledgers_error(tmp_path):
-    with pytest.raises(LedgerError, match="could not be opened.*ledger_path="):
+    with pytest.raises(LedgerError, match="could not be opened.*ledger path"):
         Ledger(tmp_path)
