@@ -24,6 +24,9 @@ RUNS = 60
 FIRST = textwrap.dedent("""
     from flora_nb import Flora
     fl = Flora(api_key={key!r}, base_url={base!r}, ledger_path={ledger!r}, poll_interval=(0.05, 0.2))
+    # a start in flight at the kill may be acted on until its attempt's longest end (connect + read
+    # timeouts): the resumed session waits that out before binding; short timeouts keep the wait short
+    fl.client.timeout = (2.0, 5.0)
     sweep = fl.sweep("poster-studio", grid={{"prompt": [f"kill {{i}}" for i in range({runs})]}}, max_concurrency=4)
     print("sweep", sweep.sweep_id, flush=True)
 """)
