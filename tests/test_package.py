@@ -32,14 +32,15 @@ def test_error_tree():
     assert issubclass(flora_nb.InvalidResponseError, flora_nb.APIError)
 
 
+def _loaded_after(code: str, modules: tuple[str, ...]) -> list[str]:
+    """Which of ``modules`` a fresh interpreter has loaded after running ``code``."""
+    probe = f"{code}\nimport sys\nprint(','.join(m for m in {modules!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return [m for m in out.stdout.strip().split(",") if m]
+
+
 def test_import_is_light():
-    code = (
-        "import sys, flora_nb; "
-        "heavy = [m for m in ('pandas', 'ipywidgets', 'IPython', 'requests', 'numpy') if m in sys.modules]; "
-        "print(','.join(heavy))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == ""
+    assert _loaded_after("import flora_nb", ("pandas", "ipywidgets", "IPython", "requests", "numpy")) == []
 
 
 def test_cli_usage():
@@ -50,12 +51,8 @@ def test_cli_usage():
 
 
 def test_the_engine_knows_nothing_of_pandas_or_ipython():
-    code = (
-        "import sys, flora_nb._engine, flora_nb._session; "
-        "print(','.join(m for m in ('pandas', 'ipywidgets', 'IPython', 'numpy') if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == ""
+    code = "import flora_nb._engine, flora_nb._session"
+    assert _loaded_after(code, ("pandas", "ipywidgets", "IPython", "numpy")) == []
 
 
 def _sources() -> dict[str, str]:
@@ -89,10 +86,6 @@ def test_the_status_vocabulary_is_spelled_out_once():
 
 
 def test_load_ext_stays_light():
-    code = (
-        "import sys; from IPython.core.interactiveshell import InteractiveShell; "
-        "InteractiveShell.instance().run_line_magic('load_ext', 'flora_nb'); "
-        "print(','.join(m for m in ('pandas', 'ipywidgets', 'requests', 'flora_nb._engine') if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == ""
+    code = ("from IPython.core.interactiveshell import InteractiveShell\n"
+            "InteractiveShell.instance().run_line_magic('load_ext', 'flora_nb')")
+    assert _loaded_after(code, ("pandas", "ipywidgets", "requests", "flora_nb._engine")) == []
