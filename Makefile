@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench clean chromium
+.PHONY: demo test check bench clean chromium
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,12 @@ chromium:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium missing and not root: browser tests will skip (in CI they fail)"; fi; }
 
-test: $(VENV)/.installed-test chromium
+# Lint and types are part of the build: `make test` fails on either.
+check: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy flora_nb
+
+test: $(VENV)/.installed-test chromium check
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.installed-test
