@@ -264,7 +264,7 @@ class FloraClient:
         key: the run is polled by id on the base URL's origin instead.
         """
         fallback = self._absolute(f"/runs/{_segment(run_id)}")
-        url = poll_url if poll_url and self._same_origin(poll_url) else fallback
+        url = poll_url if poll_url and self.same_origin(poll_url) else fallback
         if poll_url and url != poll_url:
             log.info("flora_nb: poll_url of %s is not on %s; polling by run id", run_id, self.base_url)
         try:
@@ -495,7 +495,8 @@ class FloraClient:
             return path_or_url
         return self.base_url + "/" + path_or_url.lstrip("/")
 
-    def _same_origin(self, url: str) -> bool:
+    def same_origin(self, url: str) -> bool:
+        """Is ``url`` on the base URL's origin (where the key may go)?"""
         try:
             return _origin(url) == self._origin
         except UnsafeURLError:
@@ -561,7 +562,7 @@ class FloraClient:
                 sent = time.time()
                 response = self._session.request(method, url, headers=headers, timeout=self._timeouts(limit.seconds),
                                                  allow_redirects=False, stream=True, **kwargs)
-                if auth and self._same_origin(url):  # the API's own clock, not a CDN's or a media host's
+                if auth and self.same_origin(url):  # the API's own clock, not a CDN's or a media host's
                     self._observe_date(sent, response)
                 _read_body(response, cap, sink, method, url)
         except requests.Timeout:

@@ -1,9 +1,13 @@
-"""Live displays of runs and sweeps: one panel per run or sweep in a kernel, quiet text elsewhere.
+"""Every live display: run and sweep panels, the gallery, star ratings, output widgets, the status card.
 
-A panel's live part is ONE HTML widget (its bar, status, elapsed time, cost and error), redrawn
-through a trailing-edge throttle: at most ``MAX_UPDATES_PER_SECOND`` comm messages per panel,
-however many runs change, and the last change is always drawn. Colours come from JupyterLab's
-CSS variables, so the panels read well in light and dark themes.
+They share one style sheet and one formatter for money and time (``_look``) and one throttle: a
+panel's live part is ONE HTML widget redrawn through a trailing-edge ``Throttle``, at most
+``MAX_UPDATES_PER_SECOND`` comm messages per panel however many runs change, and the last change is
+always drawn; a gallery cell redraws through the same throttle. Media is fetched through the kernel
+(``RunOutput.fetch``) off the poller thread, so it shows on remote kernels such as Binder.
+
+Displays sit below the handles they show: they read a ``Run`` or ``Sweep`` by its public
+properties and never import them (the handles call ``display_live`` and ``build_gallery``).
 """
 
 from __future__ import annotations
@@ -20,17 +24,33 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from ._states import ACTIVE, CLOSED, COMPLETED, DONE, FAILED, SKIPPED, STARTING, UNSTARTED, WORKING
+import ipywidgets as w
+
+from ._look import (
+    STYLE,
+    bar_html,
+    closed,
+    colour,
+    duration,
+    elapsed,
+    estimated_progress,
+    eta_text,
+    health_note,
+    phase,
+    run_cost,
+    say,
+    usd,
+)
+from ._states import ACTIVE, COMPLETED, DONE, FAILED, SKIPPED, WORKING
 
 if TYPE_CHECKING:
-    import ipywidgets as w
-
     from ._run import Run, RunOutput
     from ._sweep import Sweep
 
 __all__ = [
-    "MAX_UPDATES_PER_SECOND", "RunPanel", "SweepPanel", "Throttle", "display_live", "health_note", "output_widget",
-    "panel_for", "say", "text_widget", "widgets_available",
+    "MAX_UPDATES_PER_SECOND", "STYLE", "RatingWidget", "RunPanel", "SweepPanel", "Throttle", "build_gallery",
+    "display_live", "fetch_later", "output_widget", "outputs_widgets", "panel_for", "rating_widget", "say", "settle",
+    "text_widget", "usd", "widgets_available",
 ]
 
 log = logging.getLogger("flora_nb.display")
@@ -46,59 +66,10 @@ _STRIP_MAX = 2000
 Clock = Callable[[], float]
 Schedule = Callable[[float, Callable[[], None]], None]
 
-# Colours: JupyterLab's theme variables, with light-theme fallbacks for other frontends.
-COLOURS = {
-    "track": "var(--jp-layout-color3, #e0e0e0)",
-    "live": "var(--jp-brand-color1, #1976d2)",
-    "completed": "var(--jp-success-color1, #388e3c)",
-    "failed": "var(--jp-error-color1, #d32f2f)",
-    "skipped": "var(--jp-ui-font-color3, #9e9e9e)",
-    "text": "var(--jp-ui-font-color1, #212121)",
-    "muted": "var(--jp-ui-font-color2, #616161)",
-    "border": "var(--jp-border-color2, #e0e0e0)",
-    "star": "var(--jp-warn-color1, #f5a623)",
-}
-
-STYLE = f"""<style>
-.flora-card {{ border: 1px solid {COLOURS['border']}; border-radius: 8px; padding: 8px 12px;
-  background: var(--jp-layout-color1, #fff); color: {COLOURS['text']}; max-width: 760px; }}
-.flora-line {{ display: flex; align-items: center; gap: 10px; flex-wrap: wrap;
-  font-family: var(--jp-ui-font-family, sans-serif); font-size: var(--jp-ui-font-size1, 13px); }}
-.flora-bar {{ width: 180px; height: 8px; border-radius: 4px; background: {COLOURS['track']}; overflow: hidden;
-  display: flex; flex: none; }}
-.flora-bar > div {{ height: 100%; transition: width .45s linear; }}
-.flora-muted {{ color: {COLOURS['muted']}; font-size: var(--jp-ui-font-size0, 11px); }}
-.flora-error {{ color: {COLOURS['failed']}; }}
-.flora-ok {{ color: {COLOURS['completed']}; }}
-.flora-strip {{ display: flex; flex-wrap: wrap; gap: 2px; margin-top: 6px; max-width: 640px; }}
-.flora-strip > span {{ width: 9px; height: 9px; border-radius: 2px; background: {COLOURS['track']}; }}
-.flora-strip > span[data-status=completed] {{ background: {COLOURS['completed']}; }}
-.flora-strip > span[data-status=failed] {{ background: {COLOURS['failed']}; }}
-.flora-strip > span[data-status=skipped] {{ background: {COLOURS['skipped']}; }}
-.flora-strip > span[data-status=starting], .flora-strip > span[data-status=pending],
-.flora-strip > span[data-status=running] {{ background: {COLOURS['live']}; }}
-.flora-text {{ white-space: pre-wrap; font-family: var(--jp-content-font-family, sans-serif);
-  font-size: var(--jp-content-font-size1, 13px); color: {COLOURS['text']}; max-width: 640px; }}
-.flora-star button, button.flora-star {{ background: transparent !important; box-shadow: none !important;
-  border: none !important; padding: 0 1px !important; font-size: 18px !important; min-width: 0; }}
-.flora-more {{ font-size: var(--jp-ui-font-size0, 11px) !important; }}
-.flora-card .widget-html-content, .flora-form .widget-html-content, .flora-gallery .widget-html-content {{
-  line-height: 1.45; }}
-.flora-inputs {{ color: {COLOURS['muted']}; font-size: var(--jp-ui-font-size1, 13px); margin-top: 2px;
-  overflow: hidden; text-overflow: ellipsis; white-space: nowrap; max-width: 640px; }}
-</style>"""
-
-
 def widgets_available() -> bool:
     """True inside a Jupyter kernel (JupyterLab, Notebook 7, VS Code) with ipywidgets importable."""
     shell = sys.modules.get("IPython") and _shell()
-    if shell is None or not hasattr(shell, "kernel"):
-        return False
-    try:
-        import ipywidgets  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return shell is not None and hasattr(shell, "kernel")
 
 
 def _shell() -> Any:
@@ -244,7 +215,7 @@ def settle(timeout: float = 60.0) -> None:
     thread made between two cells belongs to no cell, so it would be missing from the saved file."""
     finished = [panel for panel in list(_PANELS) if panel.run.done and panel.run.status == COMPLETED]
     for panel in finished:
-        panel._finish()  # a panel the poller has not told yet starts its download now
+        panel.finish()  # a panel the poller has not told yet starts its download now
     deadline = time.monotonic() + timeout
     while True:
         with _FETCHING_LOCK:
@@ -253,109 +224,7 @@ def settle(timeout: float = 60.0) -> None:
             break
         concurrent.futures.wait(pending, max(0.0, deadline - time.monotonic()))
     for panel in finished:
-        panel._show_outputs()  # cached files: no new download
-
-
-# ---------------------------------------------------------------- words and numbers
-
-
-def estimated_progress(run: Any, now: float | None = None) -> float:
-    """Progress to show between polls: the last seen value, or the share of the estimate elapsed.
-
-    The poller looks at a run when it should be done (that is what keeps polling cheap), so
-    between polls the bar moves on the clock, and the status text says the figure is an estimate.
-    """
-    if run.done:
-        return 100.0 if run.status == COMPLETED else run.progress
-    if run.status not in WORKING:
-        return 0.0
-    began = run.began_at
-    estimate = run.estimated_seconds
-    if not estimate or began is None:
-        return run.progress
-    elapsed = (time.time() if now is None else now) - began
-    return max(run.progress, min(95.0, 100.0 * elapsed / estimate))
-
-
-def usd(value: float | None) -> str:
-    """$0.04, $0.0035 for tiny amounts, $0 for nothing."""
-    if value is None:
-        return "cost unknown"
-    if abs(value) < 1e-12:
-        return "$0"
-    return f"${value:.4f}" if abs(value) < 0.01 else f"${value:.2f}"
-
-
-def duration(seconds: float | None) -> str:
-    """4.2 s, 38 s, 2 min 5 s, 1 h 3 min."""
-    if seconds is None or seconds < 0:
-        return ""
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
-    return f"{minutes // 60} h {minutes % 60} min"
-
-
-def elapsed(run: Any, now: float | None = None) -> float | None:
-    """Seconds since the start was sent (live), or from creation to the end (done)."""
-    row = run.snapshot
-    began = row.created_at or row.intent_at
-    if began is None or run.status in UNSTARTED:
-        return None
-    if run.done:
-        end = row.completed_at or row.updated_at
-        return None if end is None else max(0.0, end - began)
-    return max(0.0, (time.time() if now is None else now) - began)
-
-
-def phase(run: Any, shown: float) -> str:
-    """What the run is doing, in words that agree with the bar (``shown`` is the bar's value)."""
-    if run.unconfirmed:
-        return "start not confirmed"
-    if run.status == SKIPPED:
-        return "not started"
-    if run.status == STARTING:
-        return "confirming start" if run.error_code else "starting"
-    if run.status in WORKING:
-        estimate = "~" if shown > run.progress + 0.5 else ""
-        return f"in progress · {estimate}{shown:.0f}%"
-    return str(run.status)
-
-
-def run_cost(run: Any) -> str:
-    """Estimated while live, the charge once known, $0 for skipped and refunded runs."""
-    if run.status in UNSTARTED:
-        return "$0" if run.status == SKIPPED else f"est. {usd(run.estimated_cost)}"
-    if not run.done:
-        return f"est. {usd(run.estimated_cost)}" if run.estimated_cost is not None else "cost unknown"
-    if run.charged_cost is None:
-        return "charge not final yet"
-    if run.status == FAILED and run.charged_cost == 0:
-        return "$0 (refunded)"
-    return usd(run.charged_cost)
-
-
-def health_note(session: Any) -> str:
-    """One escaped HTML line when the poller cannot reach FLORA ("FLORA unreachable, retrying"), else ''."""
-    health = getattr(session, "health", "ok")
-    if health == "ok":
-        return ""
-    return f"<div class='flora-health' style='color:var(--jp-warn-color0, #b26b00)'>&#9888; {html.escape(health)}</div>"
-
-
-def colour(status: str) -> str:
-    return COLOURS.get(status, COLOURS[SKIPPED] if status in UNSTARTED else COLOURS["live"])
-
-
-def bar_html(segments: Sequence[tuple[float, str]], value: float) -> str:
-    """One bar: coloured segments (percent, colour) on the theme's track; aria says the value."""
-    parts = "".join(f"<div style='width:{max(0.0, p):.2f}%;background:{c}'></div>" for p, c in segments if p > 0)
-    return (f"<div class='flora-bar' role='progressbar' aria-valuemin='0' aria-valuemax='100' "
-            f"aria-valuenow='{value:.0f}'>{parts}</div>")
+        panel.show_outputs()  # cached files: no new download
 
 
 # ---------------------------------------------------------------- outputs
@@ -363,8 +232,6 @@ def bar_html(segments: Sequence[tuple[float, str]], value: float) -> str:
 
 def text_widget(text: str, limit: int = _EXCERPT_CHARS) -> w.Widget:
     """Text shown in full when short; an excerpt cut at a word with a "more" / "less" toggle when long."""
-    import ipywidgets as w
-
     full = f"<div class='flora-text'>{html.escape(text)}</div>"
     if len(text) <= limit:
         return w.HTML(full)
@@ -386,8 +253,6 @@ def text_widget(text: str, limit: int = _EXCERPT_CHARS) -> w.Widget:
 
 def output_widget(out: RunOutput, width: str = "100%") -> w.Widget:
     """One output as a widget: image, playable video or audio, text with "more", or a document link."""
-    import ipywidgets as w
-
     if out.text is not None:
         return text_widget(out.text)
     data = out.fetch()
@@ -406,8 +271,6 @@ def output_widget(out: RunOutput, width: str = "100%") -> w.Widget:
 
 def outputs_widgets(run: Run, width: str = "100%") -> list[w.Widget]:
     """Every output of a finished run; a file that cannot be fetched says so instead."""
-    import ipywidgets as w
-
     try:
         return [output_widget(o, width) for o in run.outputs]
     except Exception as exc:  # one unreachable file must not break the display
@@ -422,8 +285,6 @@ class RunPanel:
 
     def __init__(self, run: Run, *, clock: Clock = time.monotonic, schedule: Schedule = _TIMERS,
                  wall: Callable[[], float] = time.time):
-        import ipywidgets as w
-
         self.run = run
         self._wall = wall
         self.live = w.HTML(self.render())
@@ -438,9 +299,9 @@ class RunPanel:
         self.throttle = Throttle(self.draw, clock=clock, schedule=schedule)
         run.on_change(self._changed)
         if run.done:
-            self._finish()
+            self.finish()
         else:
-            _TICKER.add(lambda: not run.done and not _closed(run), self.throttle)
+            _TICKER.add(lambda: not run.done and not closed(run), self.throttle)
 
     def render(self) -> str:
         """The live part as HTML (bar, words, numbers), escaped."""
@@ -461,26 +322,24 @@ class RunPanel:
                 f"{health_note(run)}")
 
     def draw(self) -> None:
-        if not _closed(self.run):  # a closed session has nothing new to show (and no ledger to read)
+        if not closed(self.run):  # a closed session has nothing new to show (and no ledger to read)
             self.live.value = self.render()
 
     def _changed(self, run: Run) -> None:
         self.throttle()
         if run.done and not self._finished:
-            self._finish()
+            self.finish()
 
-    def _finish(self) -> None:
+    def finish(self) -> None:
         """Outputs are fetched off the poller thread: a slow file never stalls tracking."""
         with self._finishing:  # once, whichever thread sees the run done first
             if self._finished:
                 return
             self._finished = True
             if self.run.status == COMPLETED:
-                self.fetched = fetch_later(self._show_outputs)
+                self.fetched = fetch_later(self.show_outputs)
 
-    def _show_outputs(self) -> None:
-        from ._gallery import rating_widget
-
+    def show_outputs(self) -> None:
         self.outputs.children = tuple(outputs_widgets(self.run, width="256px"))
         self.extra.children = (rating_widget(self.run),)
 
@@ -489,8 +348,6 @@ class SweepPanel:
     """A sweep's live panel: one stacked bar, "12 / 30 done · $0.48 spent · ETA 1 min", one square per run."""
 
     def __init__(self, sweep: Sweep, *, clock: Clock = time.monotonic, schedule: Schedule = _TIMERS):
-        import ipywidgets as w
-
         self.sweep = sweep
         self.live = w.HTML(self.render())
         self.widget = w.VBox([w.HTML(STYLE), self.live])
@@ -499,7 +356,7 @@ class SweepPanel:
         for run in sweep.runs:
             run.on_change(self.throttle)
         if not sweep.done:
-            _TICKER.add(lambda: not sweep.done and not _closed(sweep), self.throttle)
+            _TICKER.add(lambda: not sweep.done and not closed(sweep), self.throttle)
 
     def render(self) -> str:
         sweep, esc = self.sweep, html.escape
@@ -529,7 +386,7 @@ class SweepPanel:
             parts.append(f"{counts['skipped']} not started")
         eta = sweep.eta_seconds
         if done < total and eta is not None:
-            parts.append("ETA " + _eta(eta))
+            parts.append("ETA " + eta_text(eta))
         return " · ".join(parts)
 
     def _square(self, run: Run, titled: bool) -> str:
@@ -552,19 +409,8 @@ class SweepPanel:
         return f"<div class='flora-error'>{lines}</div>" if lines else ""
 
     def draw(self) -> None:
-        if not _closed(self.sweep):  # a closed session has nothing new to show (and no ledger to read)
+        if not closed(self.sweep):  # a closed session has nothing new to show (and no ledger to read)
             self.live.value = self.render()
-
-
-def _closed(obj: Any) -> bool:
-    """Has the session behind this run or sweep been closed?"""
-    return getattr(obj, "health", "ok") == CLOSED
-
-
-def _eta(seconds: float) -> str:
-    if seconds < 60:
-        return f"{max(1, round(seconds))} s"
-    return f"{round(seconds / 60)} min"
 
 
 def _run_widget(run: Run) -> w.Widget:
@@ -574,9 +420,8 @@ def _run_widget(run: Run) -> w.Widget:
 
 def panel_for(obj: Any, **options: Any) -> RunPanel | SweepPanel:
     """The live panel of a Run or a Sweep."""
-    from ._run import Run
-
-    return RunPanel(obj, **options) if isinstance(obj, Run) else SweepPanel(obj, **options)
+    # Duck-typed: a sweep has runs, a run does not (displays never import the handles they show).
+    return SweepPanel(obj, **options) if hasattr(obj, "runs") else RunPanel(obj, **options)
 
 
 def display_live(obj: Any) -> None:
@@ -590,6 +435,171 @@ def display_live(obj: Any) -> None:
         say(repr(obj))
 
 
-def say(text: str) -> None:
-    """One line for the user, from the user's own call (the one place flora_nb prints)."""
-    print(text)
+# ---------------------------------------------------------------- gallery and ratings
+
+_CELL_WIDTH = "220px"
+_FULL, _EMPTY = "\u2605", "\u2606"
+
+
+class RatingWidget(w.HBox):
+    """Five stars and a short note for one run; every click and note goes to ``run.rate``."""
+
+    def __init__(self, run: Run):
+        self.run = run
+        self.stars = [self._star(n) for n in range(1, 6)]
+        self.note = w.Text(placeholder="note", continuous_update=False,
+                           layout=w.Layout(flex="1 1 auto", min_width="150px", max_width="240px", height="26px"))
+        self.note.value = getattr(run, "note", None) or ""
+        self.message = w.HTML()
+        # Wraps: the note sits beside the stars in a panel and under them in a narrow gallery cell.
+        super().__init__([*self.stars, self.note, self.message],
+                         layout=w.Layout(align_items="center", flex_flow="row wrap"))
+        self.add_class("flora-rating")
+        self.note.observe(self._noted, names="value")
+        self._paint()
+        run.on_change(lambda _: self._paint())
+
+    def _star(self, n: int) -> w.Button:
+        star = w.Button(description=_EMPTY, tooltip=f"{n} star{'s' if n > 1 else ''}",
+                        layout=w.Layout(width="22px", height="26px", padding="0", flex="none"))
+        star.add_class("flora-star")
+        star.on_click(lambda _: self._rate(n))
+        return star
+
+    @property
+    def value(self) -> int | None:
+        rating = getattr(self.run, "rating", None)
+        return None if rating is None else int(rating)
+
+    def _rate(self, n: int) -> None:
+        # Clicking the current rating again clears it, as in most star widgets.
+        self._safely(lambda: self.run.rate(None if self.value == n else n, note=self.note.value or None))
+
+    def _noted(self, change: dict[str, Any]) -> None:
+        if self.value is None:
+            self.message.value = "<span class='flora-muted'>click a star to keep the note</span>"
+            return
+        self._safely(lambda: self.run.rate(self.value, note=change["new"] or ""))
+
+    def _safely(self, action: Any) -> None:
+        """A bad note or a locked ledger shows here; it never escapes the click."""
+        try:
+            action()
+            self.message.value = ""
+        except Exception as exc:
+            self.message.value = f"<span class='flora-error'>{html.escape(f'{type(exc).__name__}: {exc}')}</span>"
+        self._paint()
+
+    def _paint(self) -> None:
+        value = self.value or 0
+        for n, star in enumerate(self.stars, start=1):
+            star.description = _FULL if n <= value else _EMPTY
+            star.style.text_color = "var(--jp-warn-color1, #f5a623)" if n <= value else "var(--jp-ui-font-color3, #9e9e9e)"
+
+
+def rating_widget(run: Run) -> w.Widget:
+    """The 1-5 star rating and note of one run (``run.rate`` underneath)."""
+    return RatingWidget(run)
+
+
+def _caption(run: Run, varied: Sequence[str]) -> w.HTML:
+    shown = {k: run.inputs.get(k) for k in varied} if varied else {"variation": run.variation}
+    text = ", ".join(f"{k}={v}" for k, v in shown.items())
+    if run.status == SKIPPED:
+        money = "not started · $0"
+    elif run.status == COMPLETED:
+        money = usd(run.charged_cost) if run.charged_cost is not None else "charge not final yet"
+    else:
+        money = f"{run.status} · {run_cost(run)}"
+    extra = " (reused)" if run.reused_from else ""
+    return w.HTML(f"<div class='flora-muted'>{html.escape(text)}<br><b>{html.escape(money + extra)}</b></div>")
+
+
+def _body(run: Run) -> list[w.Widget]:
+    if run.status == COMPLETED:
+        return [*outputs_widgets(run), rating_widget(run)]
+    if run.status == SKIPPED:
+        return [w.HTML(f"<i class='flora-muted'>{html.escape(run.error_message or 'not started')}</i>")]
+    if run.done:
+        message = f"{run.error_code or 'failed'}: {run.error_message or ''}"
+        return [w.HTML(f"<i class='flora-error'>{html.escape(message)}</i>")]
+    return [w.HTML(f"<i class='flora-muted'>{html.escape(_word(run))}</i>")]
+
+
+def _word(run: Run) -> str:
+    """A cell says what a run is doing; the panel above it shows how far (fewer redraws per cell)."""
+    return "in progress" if run.status in WORKING else run.status
+
+
+def _fill(cell: w.VBox, run: Run, varied: Sequence[str]) -> None:
+    cell.children = (*_body(run), _caption(run, varied))
+
+
+def _cell(run: Run, varied: Sequence[str]) -> w.VBox:
+    cell = w.VBox(layout=w.Layout(width=_CELL_WIDTH, padding="6px"))
+    cell.add_class("flora-card")
+    _fill(cell, run, varied)
+    state = {"seen": _word(run), "charged": run.charged_cost}
+
+    def draw() -> None:
+        seen, charged = _word(run), run.charged_cost
+        if seen != state["seen"]:  # redraw on what a cell shows, not on every poll
+            state["seen"], state["charged"] = seen, charged
+            if run.done:  # downloads happen off the poller thread: a slow file never stalls tracking
+                fetch_later(_fill, cell, run, varied)
+            else:
+                _fill(cell, run, varied)
+        elif run.done and charged != state["charged"] and cell.children:  # the final charge came later
+            state["charged"] = charged
+            cell.children = (*cell.children[:-1], _caption(run, varied))
+
+    if not run.done or run.charged_cost is None:
+        run.on_change(Throttle(draw))  # the panels' throttle: the newest state, at most 10 draws a second
+    return cell
+
+
+def _label(text: Any, width: str | None = None) -> w.HTML:
+    layout = w.Layout(width=width) if width else w.Layout()
+    return w.HTML(f"<b>{html.escape(str(text))}</b>", layout=layout)
+
+
+def build_gallery(sweep: Sweep, columns: int | None = None) -> w.Widget:
+    """A grid: rows by the first varied input, columns by the second; else wrapped cells."""
+    varied = sweep.varied
+    runs = sorted(sweep.runs, key=lambda r: (r.variation or 0, r.local_id))
+    title = w.HTML(f"<b>{html.escape(sweep.technique.name)}</b> &middot; "
+                   f"<span class='flora-muted'>sweep {html.escape(sweep.sweep_id)}</span>")
+    if len(varied) >= 2:
+        grid = _two_axes(runs, varied)
+    else:
+        n = columns or min(4, max(1, len(runs)))
+        grid = w.GridBox([_cell(r, varied) for r in runs],
+                         layout=w.Layout(grid_template_columns=f"repeat({n}, {_CELL_WIDTH})", grid_gap="8px"))
+    box = w.VBox([w.HTML(STYLE), title, grid])
+    box.add_class("flora-gallery")
+    return box
+
+
+def _two_axes(runs: Sequence[Run], varied: Sequence[str]) -> w.Widget:
+    row_key, col_key = varied[0], varied[1]
+    row_values = _unique(r.inputs.get(row_key) for r in runs)
+    col_values = _unique(r.inputs.get(col_key) for r in runs)
+    header = [_label(f"{row_key} \\ {col_key}")] + [_label(v, _CELL_WIDTH) for v in col_values]
+    body: list[w.Widget] = []
+    for rv in row_values:
+        body.append(_label(rv))
+        for cv in col_values:
+            here = [r for r in runs if r.inputs.get(row_key) == rv and r.inputs.get(col_key) == cv]
+            body.append(w.HBox([_cell(r, varied[2:] or varied) for r in here]) if here else w.HTML(""))
+    # The label column is as wide as its longest label (capped), not as wide as a cell.
+    template = f"fit-content(16em) repeat({len(col_values)}, max-content)"
+    return w.GridBox(header + body, layout=w.Layout(grid_template_columns=template, grid_gap="8px",
+                                                    align_items="flex-start"))
+
+
+def _unique(values: Any) -> list[Any]:
+    seen: list[Any] = []
+    for v in values:
+        if v not in seen:
+            seen.append(v)
+    return seen

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from ._budget import Exposure, is_money, reserve_ratio, summarize
+from ._catalog import Catalog
 from ._client import FloraClient, new_idempotency_key
 from ._errors import (
     APIError,
@@ -29,11 +30,12 @@ from ._errors import (
     ServerError,
 )
 from ._ledger import Ledger, LedgerRow, canonical_json
-from ._matching import Binding, Start
+from ._matching import Binding, Candidate, Start, bind
 from ._models import RunStart, RunState, Technique
 from ._owner import STALE_SECONDS, is_alive
 from ._poller import Poller
 from ._run import Run
+from ._transitions import changes_for
 from ._states import (
     ACTIVE,
     CLOSED,
@@ -79,27 +81,23 @@ def _owner_busy(row: LedgerRow, now: float) -> bool:
     return alive if alive is not None else now - row.intent_at < STALE_SECONDS
 
 
-def _same_origin(url: str, base_url: str) -> bool:
-    from ._client import _origin
-
-    return _origin(url) == _origin(base_url)
-
-
 class RunEngine:
     """Runs of one endpoint: start them (in parallel), keep them fresh, find lost starts' runs.
 
     ``budget`` (USD or None) is the session budget every start must fit (``check_budget``);
-    ``owner`` names this process's session in the rows it writes.
+    ``owner`` names this process's session in the rows it writes; ``workspace`` is the user's
+    choice of default workspace (``catalog.workspace_id`` resolves it). It is the ``RunHost`` of
+    every ``Run`` it makes and the poller's ``Sink``.
     """
 
     def __init__(self, client: FloraClient, ledger: Ledger, endpoint: str, owner: str, *,
                  budget: float | None = None, cache_dir: Path, poll_interval: tuple[float, float] = (2.0, 5.0),
-                 reconcile_grace: float = 60.0):
+                 reconcile_grace: float = 60.0, workspace: str | None = None):
         self.client, self.ledger, self.endpoint, self.owner = client, ledger, endpoint, owner
         self.budget = budget
         self.cache_dir = cache_dir  # where run outputs are cached when fetched
         self.clock = client.clock  # the server's clock against ours (bounds; None until learnt)
-        self.techniques: dict[str, Technique] = {}  # id, slug or alias -> technique, for this session
+        self.catalog = Catalog(client, workspace)  # techniques and the default workspace, looked up once
         self.rate_limited_starts = 0  # start attempts FLORA answered 429 to, after the client's own retries
         self.closed = False
         self._runs: dict[int, Run] = {}
@@ -130,11 +128,20 @@ class RunEngine:
         """Have the poller keep ``run`` fresh (first look after ``first_poll_in`` seconds)."""
         self.poller.track(run, first_poll_in=first_poll_in)
 
+    def fetch_media_to(self, url: str, handle: Any) -> None:
+        """Stream one output's bytes into ``handle`` (through the client: its origin rules apply)."""
+        self.client.fetch_media_to(url, handle)
+
+    def save_rating(self, local_id: int, rating: float | None, note: str | None) -> LedgerRow | None:
+        """Write a run's rating and note; the row as it is now."""
+        self.ledger.set_rating(local_id, rating, note)
+        return self.ledger.get(local_id)
+
     def reload(self, run: Run) -> None:
         """Take the run's row as the ledger has it now (another session may have written it)."""
         row = self.ledger.get(run.local_id)
         if row is not None:
-            run._apply(row)
+            run.apply_row(row)
 
     def claim(self, items: Sequence[tuple[Run, Mapping[str, Any], Mapping[str, Any]]], note: str) -> list[Run]:
         """Apply each ``(run, expected, changes)`` only where its row still has the ``expected`` values
@@ -153,7 +160,7 @@ class RunEngine:
             # Newer rows only, and never a finished run back to unfinished (this session's poller
             # may have written meanwhile): a later poll or sync brings anything still missing.
             if run is not None and row.updated_at > run.updated_at and not (run.done and row.status in ACTIVE):
-                run._apply(row)
+                run.apply_row(row)
 
     def run_for(self, local_id: int) -> Run | None:
         """This session's handle of a ledger row, if it made one."""
@@ -288,9 +295,7 @@ class RunEngine:
     def reserve_ratio(self, technique_id: str) -> float:
         """What a run's estimate is multiplied by while its charge is unknown (see the budget rule);
         a slug this session has looked up is accepted too."""
-        with self._lock:
-            known = self.techniques.get(technique_id)
-        technique_id = known.technique_id if known is not None else technique_id
+        technique_id = self.catalog.technique_id(technique_id)
         return reserve_ratio(*self.ledger.charge_ratios(self.endpoint, technique_id))
 
     def reserve(self, technique_id: str, estimate: float | None) -> float:
@@ -349,7 +354,7 @@ class RunEngine:
     def update(self, run: Run, note: str | None = None, **changes: Any) -> None:
         """Write changes to a run's row (one transaction, an event when its status changes); refresh the Run."""
         self.ledger.update(run.local_id, note=note, **changes)
-        run._apply(self.ledger.get(run.local_id))
+        run.apply_row(self.ledger.get(run.local_id))
 
     def update_many(self, runs: Sequence[Run], **changes: Any) -> None:
         """The same change to many runs, in one ledger transaction."""
@@ -357,7 +362,7 @@ class RunEngine:
             return
         self.ledger.update_many([(run.local_id, changes) for run in runs])
         for run in runs:
-            run._apply(self.ledger.get(run.local_id))
+            run.apply_row(self.ledger.get(run.local_id))
 
     def refresh(self, run: Run) -> None:
         """Poll FLORA for one run now and record what it says."""
@@ -369,8 +374,6 @@ class RunEngine:
 
     def record(self, pairs: Sequence[tuple[Run, RunState]]) -> None:
         """Write what polls saw (one transaction), then update the Run handles."""
-        from ._transitions import changes_for
-
         self._learn_clock(pairs)
         batch = [(run, changes_for(run.snapshot, state)) for run, state in pairs]
         batch = [(run, ch) for run, ch in batch if ch]
@@ -379,7 +382,7 @@ class RunEngine:
         rows = self.ledger.write_back([(run.snapshot, ch) for run, ch in batch])  # rows as written: no read per run
         for run, _ in batch:
             if run.local_id in rows:
-                run._apply(rows[run.local_id])
+                run.apply_row(rows[run.local_id])
 
     def unresolved_starts(self, workspace: str, technique: str) -> list[Start]:
         """Every start of this endpoint's ledger (any session, any process) not yet bound to a run."""
@@ -401,10 +404,22 @@ class RunEngine:
         client = self.client
         return (client.max_retries + 1) * client.attempt_seconds + client.max_retries * (8.0 + client.max_retry_wait)
 
+    def bind_listed(self, starts: Sequence[Start], listed: Sequence[RunState], listed_at: float,
+                    late: bool) -> tuple[set[int], int]:
+        """Decide which listed FLORA run belongs to which unresolved start (the rule in ``_matching``)
+        and write it; returns the local ids written and how many of them were bound to a run.
+        ``late``: a start's grace is over, so groups of unequal inputs may be bound too."""
+        known = self.known_run_ids()  # read after listing: a start that landed meanwhile counts
+        states = {s.run_id: s for s in listed if s.run_id not in known and s.created_at is not None}
+        candidates = [Candidate(r, s.created_at.timestamp()) for r, s in states.items() if s.created_at is not None]
+        bindings = bind(starts, candidates, self.clock.bounds(), listed_at, groups=late)
+        if not bindings:
+            return set(), 0
+        done = self.resolve(bindings, states)
+        return done, sum(1 for b in bindings if b.local_id in done and b.run_id is not None)
+
     def resolve(self, bindings: Sequence[Binding], states: Mapping[str, RunState]) -> set[int]:
         """Write what the binding rule decided, in one transaction; returns the local ids written."""
-        from ._transitions import changes_for
-
         items = []
         for binding in bindings:
             row = self.ledger.get(binding.local_id)
@@ -425,7 +440,7 @@ class RunEngine:
         row = self.ledger.get(run.local_id)
         if row is None:
             return
-        run._apply(row)
+        run.apply_row(row)
         if row.run_id is not None and (not run.done or run.charged_cost is None):
             self.poller.track(run, first_poll_in=self.poller.interval[0])
 
@@ -466,7 +481,7 @@ class RunEngine:
         for run in self.tracked_runs():
             row = self.ledger.get(run.local_id)
             if row is not None:
-                run._apply(row)
+                run.apply_row(row)
 
 
     def listener_failed(self, callback: Any) -> None:
@@ -492,7 +507,7 @@ class RunEngine:
                 self.lost(run, RuntimeError("resumed"), (start.low, start.high))
             else:
                 self._forget_foreign_poll_urls(row)
-                run._apply(self.ledger.get(row.local_id))
+                run.apply_row(self.ledger.get(row.local_id))
                 self.poller.track(run, first_poll_in=0.0)
             runs.append(run)
         for row in self.ledger.rows(self.endpoint, statuses=TERMINAL):
@@ -525,7 +540,7 @@ class RunEngine:
 
     def _forget_foreign_poll_urls(self, row: LedgerRow) -> None:
         """A poll URL from another port of the same named endpoint (a restarted simulator) is stale."""
-        if row.poll_url and not _same_origin(row.poll_url, self.client.base_url):
+        if row.poll_url and not self.client.same_origin(row.poll_url):
             self.ledger.update(row.local_id, note="poll_url of an earlier server dropped", poll_url=None)
 
 

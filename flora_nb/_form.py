@@ -26,7 +26,7 @@ from ._models import Technique, TechniqueInput
 
 if TYPE_CHECKING:
     from ._run import Run
-    from ._session import Flora
+    from ._starts import Starter
     from ._sweep import Sweep
 
 __all__ = ["BUILDERS", "FieldWidgets", "Form", "media_field", "text_field"]
@@ -169,10 +169,10 @@ class Form(w.VBox):
     field to one run per value; ``run_button``, ``cost_label``, ``runs``, ``sweep``, ``errors``.
     """
 
-    def __init__(self, session: Flora, technique: str | Technique, *, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, starter: Starter, technique: str | Technique, *, clock: Callable[[], float] = time.monotonic,
                  builders: Mapping[str, Callable[[TechniqueInput], FieldWidgets]] | None = None):
-        self.session = session
-        self.technique = technique if isinstance(technique, Technique) else session.technique(technique)
+        self.starter = starter
+        self.technique = technique if isinstance(technique, Technique) else starter.technique(technique)
         self.clock = clock
         self.runs: list[Run] = []
         self.sweep: Sweep | None = None
@@ -219,14 +219,14 @@ class Form(w.VBox):
     def _workspace_picker(self) -> w.Dropdown | None:
         """A workspace selector, only when the key sees more than one workspace."""
         try:
-            spaces = self.session.client.workspaces()
+            spaces = self.starter.workspaces()
         except FloraError as exc:
             self.message.value = _note(f"Could not list workspaces ({exc}); runs go to the session's workspace.")
             return None
         if len(spaces) < 2:
             return None
         try:
-            current: str | None = self.session.workspace_id
+            current: str | None = self.starter.workspace_id
         except FloraError:
             current = None  # the user must choose: a wrong workspace spends someone else's credits
         options = [(f"{s.name} ({s.workspace_id})" if s.name else s.workspace_id, s.workspace_id) for s in spaces]
@@ -403,14 +403,14 @@ class Form(w.VBox):
         if plan.budget is not None and price is not None and price > plan.budget + 1e-9:
             raise InputError(f"One run costs {usd(price)}, over the budget of {usd(plan.budget)}. "
                              "Nothing was started: raise the budget or clear it.")
-        run = self.session.run(self.technique.technique_id, plan.fixed, workspace=plan.workspace)
+        run = self.starter.run(self.technique.technique_id, plan.fixed, workspace=plan.workspace)
         self.runs.append(run)
         self._show(RunPanel(run).widget)
         self._say(f"Started {run.id or 'a run'} · {usd(run.estimated_cost)}.", quiet=True)
 
     def _start_sweep(self, plan: _Plan) -> None:
         grid, zipped = (None, plan.varied) if plan.mode == "zip" else (plan.varied, None)
-        sweep = self.session.sweep(self.technique.technique_id, grid=grid, zip=zipped, fixed=plan.fixed,
+        sweep = self.starter.sweep(self.technique.technique_id, grid=grid, zip=zipped, fixed=plan.fixed,
                                    budget=plan.budget, workspace=plan.workspace)
         self.sweep = sweep
         self.runs.extend(sweep.runs)
@@ -477,7 +477,7 @@ class Form(w.VBox):
     def _upload(self, part: FieldWidgets, data: bytes, name: str | None, content_type: str | None,
                 workspace: str | None) -> Any:
         """``fl.upload`` (once per content), checking the file suits this input (an image for imageUrl ...)."""
-        return self.session.uploads.upload(data, file_name=name, content_type=content_type, workspace=workspace,
+        return self.starter.upload(data, file_name=name, content_type=content_type, workspace=workspace,
                                            input_type=part.spec.type)
 
     def _preview(self, part: FieldWidgets, data: bytes | None = None, name: str | None = None) -> None:

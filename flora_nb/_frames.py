@@ -12,7 +12,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from ._ledger import COLUMNS, PACKED, PACKED_COLUMNS
+from ._ledger import COLUMNS, PACKED, PACKED_COLUMNS, Ledger
 from ._models import RunState, Technique
 from ._states import ACTIVE, COMPLETED, OPEN, QUEUED, TERMINAL
 from ._states import STATUSES as _STATES
@@ -23,6 +23,7 @@ __all__ = [
     "compare_frame",
     "cost_summary",
     "history_frame",
+    "ledger_runs",
     "models_frame",
     "plan_frame",
     "runs_frame",
@@ -218,6 +219,11 @@ _SAMPLE = 2000
 
 def _keys(records: list[dict[str, Any]]) -> dict[str, None]:
     return dict.fromkeys(itertools.chain.from_iterable(records))
+
+
+def ledger_runs(ledger: Ledger, endpoint: str | None, **filters: Any) -> pd.DataFrame:
+    """The runs frame of one endpoint's ledger rows (every endpoint's with ``endpoint=None``), filtered."""
+    return select_runs(runs_frame(ledger.iter_raw(endpoint, FRAME_COLUMNS), FRAME_COLUMNS), **filters)
 
 
 def select_runs(frame: pd.DataFrame, *, status: str | Sequence[str] | None = None, technique: str | None = None,

@@ -9,8 +9,8 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from traitlets import Bool, Float, Int, Tuple, Unicode
 
-from ._display import say
 from ._errors import FloraError, NotFoundError
+from ._look import say
 from ._magic_parse import SIM_ONLY, Command, HelpShown, expand, parse
 
 if TYPE_CHECKING:
@@ -109,10 +109,9 @@ class FloraMagics(Magics):
     @property
     def session(self) -> Flora | None:
         """The open session the magics use (``flora_nb.session()``), or None before the first command."""
-        from . import _session
+        from ._session import open_session
 
-        current = _session._CURRENT
-        return current if current is not None and not current.closed else None
+        return open_session()
 
     @no_var_expand
     @line_cell_magic
@@ -142,8 +141,13 @@ class FloraMagics(Magics):
         name = getattr(command.options, "output", None)
         if name:
             self.shell.user_ns[name] = result
-            if command.name in ("run", "sweep") and hasattr(result, "_ipython_display_"):
-                result._ipython_display_()  # still show it live, as without -o
+            from ._run import Run  # the handles (and ipywidgets) load only once something is shown
+            from ._sweep import Sweep
+
+            if isinstance(result, (Run, Sweep)):  # still show it live, as without -o
+                from ._display import display_live
+
+                display_live(result)
             return None
         return result
 

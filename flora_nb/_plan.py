@@ -87,10 +87,10 @@ def expand(grid: Mapping[str, Any] | None = None, zip: Mapping[str, Any] | None 
             inputs.append(dict(combo))
             numbers.append(number)
             repeats.append(r)
-    return Plan(inputs, numbers, repeats, _varied(combos), fixed)
+    return Plan(inputs, numbers, repeats, varied_keys(combos), fixed)
 
 
-def _varied(combos: Sequence[Mapping[str, Any]]) -> list[str]:
+def varied_keys(combos: Sequence[Mapping[str, Any]]) -> list[str]:
     order: list[str] = []
     for combo in combos:
         order += [k for k in combo if k not in order]

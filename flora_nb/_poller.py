@@ -13,7 +13,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 from ._errors import (
     AuthenticationError,
@@ -23,7 +23,7 @@ from ._errors import (
     InvalidResponseError,
     PermissionDeniedError,
 )
-from ._matching import Binding, Candidate, Start, bind
+from ._matching import Start
 from ._models import RunState
 from ._states import RUNNING
 
@@ -127,8 +127,10 @@ class Sink(Protocol):
         """Every start of the ledger (any session) not yet bound to a run, with its window."""
         ...
 
-    def resolve(self, bindings: Sequence[Binding], states: Mapping[str, RunState]) -> set[int]:
-        """Write the bindings (one transaction); the local ids actually written."""
+    def bind_listed(self, starts: Sequence[Start], listed: Sequence[RunState], listed_at: float,
+                    late: bool) -> tuple[set[int], int]:
+        """Decide which listed run belongs to which start and write it (one transaction): the local
+        ids written, and how many were bound to a run. The decision is the sink's, not the poller's."""
         ...
 
     def settled(self, run: Run) -> None:
@@ -136,8 +138,6 @@ class Sink(Protocol):
         ...
 
     def give_up(self, run: Run) -> None: ...
-
-    def known_run_ids(self) -> set[str]: ...
 
 
 class Poller:
@@ -442,10 +442,6 @@ class Poller:
         listed = self._history(workspace, technique, min(s.low for s in starts))
         self._worked()
         self._sharpen_clock(workspace)
-        offset = self._client.clock.bounds()
-        known = self._sink.known_run_ids()  # read after listing: a start that landed meanwhile counts
-        states = {s.run_id: s for s in listed if s.run_id not in known and s.created_at is not None}
-        candidates = [Candidate(r, s.created_at.timestamp()) for r, s in states.items()]  # type: ignore[union-attr]
         now = self._clock()
         # A look counts towards giving up only once the start's window has closed and no start of the
         # technique is in flight anywhere (until then nothing may be decided: it waits, never guesses).
@@ -454,10 +450,9 @@ class Poller:
             if listed_at > (intent.run.window_high or 0.0) and not in_flight:
                 intent.attempts += 1
         late = any(i.give_up_at <= now for i in group)  # groups of unequal inputs: only once nothing better came
-        bindings = bind(starts, candidates, offset, listed_at, groups=late)
-        if bindings:
-            done = self._sink.resolve(bindings, states)
-            self.stats.reconciled += sum(1 for b in bindings if b.local_id in done and b.run_id is not None)
+        done, bound = self._sink.bind_listed(starts, listed, listed_at, late)
+        self.stats.reconciled += bound
+        if done:
             self._forget_settled(group, {s.local_id for s in starts} - done)
 
     def _history(self, workspace: str, technique: str, oldest_start: float) -> list[RunState]:

@@ -14,17 +14,14 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, BinaryIO, Callable, Protocol
 
 from ._errors import FloraTimeout, InputError, RunFailedError, StartUnconfirmedError
-from ._paths import extension_for, output_path, private_dir
 from ._ledger import LedgerRow
+from ._paths import extension_for, output_path, private_dir
 from ._states import DONE, FAILED, RUNNING, STARTING, UNCONFIRMED, WORKING
 
-if TYPE_CHECKING:
-    from ._engine import RunEngine
-
-__all__ = ["Run", "RunOutput"]
+__all__ = ["Run", "RunHost", "RunOutput"]
 
 log = logging.getLogger("flora_nb.run")
 
@@ -32,10 +29,37 @@ MAX_NOTE_CHARS = 2000
 _MAKING = threading.Lock()  # makes each run's Condition once
 
 
+class RunHost(Protocol):
+    """What a run handle may ask of the engine that made it (``RunEngine`` is one)."""
+
+    cache_dir: Path
+
+    @property
+    def health(self) -> str:
+        """``ok``, or what keeps the session from FLORA."""
+        ...
+
+    def fetch_media_to(self, url: str, handle: BinaryIO) -> None:
+        """Stream an output's bytes into ``handle``."""
+        ...
+
+    def save_rating(self, local_id: int, rating: float | None, note: str | None) -> LedgerRow | None:
+        """Write a rating and note; the row as it is now."""
+        ...
+
+    def refresh(self, run: Run) -> None:
+        """Poll FLORA for this run now and record what it says."""
+        ...
+
+    def listener_failed(self, callback: Any) -> None:
+        """A change listener raised: count it; tracking goes on."""
+        ...
+
+
 class RunOutput:
     """One output of a run; media is fetched through the kernel and cached on disk."""
 
-    def __init__(self, engine: RunEngine, data: dict[str, Any]):
+    def __init__(self, engine: RunHost, data: dict[str, Any]):
         self._engine = engine
         self.output_id = str(data.get("output_id") or "")
         self.type = str(data.get("type") or "")
@@ -61,7 +85,7 @@ class RunOutput:
         fd, tmp = tempfile.mkstemp(dir=cache.parent, suffix=".part")
         try:
             with os.fdopen(fd, "wb") as handle:
-                self._engine.client.fetch_media_to(self.url, handle)
+                self._engine.fetch_media_to(self.url, handle)
             os.replace(tmp, cache)  # atomic: a half-written file is never taken for a cached one
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -105,7 +129,7 @@ class Run:
     _cond: threading.Condition | None = None
     _listeners: tuple[Callable[[Run], Any], ...] = ()
 
-    def __init__(self, engine: RunEngine, row: LedgerRow):
+    def __init__(self, engine: RunHost, row: LedgerRow):
         self._engine = engine
         self._row = row
 
@@ -315,19 +339,18 @@ class Run:
             kept = None if stars is None else self._row.note
         else:
             kept = _check_note(note)
-        self._engine.ledger.set_rating(self.local_id, rating, kept)
-        row = self._engine.ledger.get(self.local_id)
+        row = self._engine.save_rating(self.local_id, rating, kept)
         if row is not None:
             with self._changed:  # our own write is the newest rating, whatever the clock says
                 self._row = dataclasses.replace(self._row, rating=row.rating, note=row.note)
-            self._apply(row)
+            self.apply_row(row)
         return self
 
     # ---------------------------------------------------------------- updates
 
     @property
     def _changed(self) -> threading.Condition:
-        """The run's Condition, made on first use (under ``_MAKING``, so ``_apply`` never misses it)."""
+        """The run's Condition, made on first use (under ``_MAKING``, so ``apply_row`` never misses it)."""
         cond = self._cond
         if cond is None:
             with _MAKING:
@@ -336,8 +359,8 @@ class Run:
                     cond = self._cond = threading.Condition()
         return cond
 
-    def _apply(self, row: LedgerRow) -> None:
-        """Take a newer ledger row (called by the session, from any thread)."""
+    def apply_row(self, row: LedgerRow) -> None:
+        """Take a newer ledger row and tell the listeners (the engine calls this, from any thread)."""
         cond = self._cond
         if cond is None:
             with _MAKING:  # no Condition yet: nobody waits or rates, and none is made meanwhile

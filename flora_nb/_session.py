@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import difflib
-import html
 import logging
 import os
 import re
@@ -16,20 +14,24 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from ._budget import Exposure, is_money
 from ._client import FloraClient, setting
 from ._engine import RunEngine
-from ._errors import ConfigError, FloraError, InputError, NotFoundError
+from ._errors import ConfigError, FloraError, InputError
 from ._ledger import Ledger, default_home
+from ._look import card_html, say
 from ._models import Asset, Technique, Workspace
 from ._owner import new_owner, retire
 from ._run import Run
+from ._starts import Starter
+from ._sweep import Sweep
 from ._uploads import Uploader
-from ._validation import check_inputs
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ._form import Form
+
     from .sim import FloraSimulator
 
-__all__ = ["Flora", "current_session"]
+__all__ = ["Flora", "current_session", "open_session"]
 
 log = logging.getLogger("flora_nb.session")
 
@@ -48,6 +50,13 @@ def current_session(use: Flora | None = None, factory: Any = None) -> Flora:
         elif _CURRENT is None or _CURRENT.closed:
             _CURRENT = factory() if factory is not None else Flora()
         return _CURRENT
+
+
+def open_session() -> Flora | None:
+    """The magics' session if one is open, else None (never makes one)."""
+    with _CURRENT_LOCK:
+        current = _CURRENT
+    return current if current is not None and not current.closed else None
 
 
 def _persist_default() -> bool:
@@ -91,17 +100,15 @@ class Flora:
         # Ledger rows are keyed by the endpoint: the base URL, or a stable name (``sim://default``)
         # for a simulator whose port changes from one kernel to the next.
         self.endpoint = _endpoint or self.client.base_url
-        self._workspace_arg = setting(workspace, "FLORA_WORKSPACE_ID")
-        self._workspace: str | None = None
         self.ledger = Ledger(ledger_path)
         self.owner = new_owner()
         # Media cache beside the ledger (a demo's temporary ledger keeps its files with it).
         cache_dir = self.ledger.path.parent / "cache" if ledger_path is not None else default_home() / "cache"
-        self._lock = threading.RLock()
-        self._sweeps: dict[str, Any] = {}  # sweep id -> the Sweep handle of this session
         self.engine = RunEngine(self.client, self.ledger, self.endpoint, self.owner,
                                 budget=None if budget is None else float(budget), cache_dir=cache_dir,
-                                poll_interval=poll_interval, reconcile_grace=reconcile_grace)
+                                poll_interval=poll_interval, reconcile_grace=reconcile_grace,
+                                workspace=setting(workspace, "FLORA_WORKSPACE_ID"))
+        self.starter = Starter(self.engine)  # runs, sweeps and uploads: the form uses it too
         self.poller = self.engine.poller
         self.clock = self.engine.clock  # the server's clock against ours (bounds; None until learnt)
         _SESSIONS.add(self)
@@ -200,7 +207,7 @@ class Flora:
 
     def __repr__(self) -> str:
         kind = "simulator" if self.simulator is not None else "live"
-        workspace = self._workspace or self._workspace_arg or "?"
+        workspace = self.engine.catalog.known_workspace or "?"
         return f"<Flora {kind} {self.endpoint} workspace={workspace} tracked={self.poller.tracked}>"
 
     def _card_rows(self) -> list[tuple[str, str]]:
@@ -225,10 +232,7 @@ class Flora:
 
     def _repr_html_(self) -> str:
         """The status card: one table of endpoint, workspace, runs, spend and poller health."""
-        esc = html.escape
-        rows = "".join(f"<tr><th style='text-align:left'>{esc(k)}</th><td style='text-align:left'>{esc(v)}</td></tr>"
-                       for k, v in self._card_rows())
-        return f"<table class='flora-status'>{rows}</table>"
+        return card_html(self._card_rows(), "flora-status")
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(repr(self) if cycle else self.status_text())
@@ -242,93 +246,35 @@ class Flora:
     @property
     def workspace_id(self) -> str:
         """The default workspace: argument, FLORA_WORKSPACE_ID, else the only one the key sees."""
-        if self._workspace is None:
-            self._workspace = self._workspace_arg or self._only_workspace()
-        return self._workspace
-
-    def _only_workspace(self) -> str:
-        spaces = self.client.workspaces()
-        if len(spaces) == 1:
-            return spaces[0].workspace_id
-        names = ", ".join(f"{w.workspace_id} ({w.name})" for w in spaces) or "none"
-        raise ConfigError(
-            f"Your key can see {len(spaces)} workspaces: {names}. Choose one with "
-            "Flora(workspace='ws_...') or the FLORA_WORKSPACE_ID environment variable."
-        )
+        return self.engine.catalog.workspace_id
 
     def workspaces(self) -> pd.DataFrame:
         """The workspaces this key can see, as a DataFrame."""
         from ._frames import models_frame
 
-        return models_frame(self.client.workspaces(), Workspace)
+        return models_frame(self.engine.catalog.workspaces(), Workspace)
 
     def techniques(self, query: str | None = None) -> pd.DataFrame:
         """The technique catalog (all pages), as a DataFrame."""
         from ._frames import techniques_frame
 
-        techniques = list(self.client.techniques(query=query, workspace_id=self._workspace_arg))
-        for tech in techniques:
-            self._remember(tech)
-        return techniques_frame(techniques)
+        return techniques_frame(self.engine.catalog.techniques(query))
 
     def technique(self, id_or_slug: str) -> Technique:
         """One technique by id or slug (cached for the session)."""
-        key = str(id_or_slug).strip()
-        with self._lock:
-            cached = self.engine.techniques.get(key)
-        if cached is None:
-            try:
-                cached = self.client.technique(key)
-            except NotFoundError as exc:
-                raise self._not_found(key, exc) from None
-            self._remember(cached, alias=key)
-        return cached
-
-    def _not_found(self, key: str, exc: NotFoundError) -> NotFoundError:
-        """Say which technique was not found and which ones are close (by slug, id or name)."""
-        try:
-            catalog = list(self.client.techniques(workspace_id=self._workspace_arg))
-        except FloraError:
-            catalog = []
-        names = {}
-        for tech in catalog:
-            shown = tech.slug or tech.technique_id
-            for alias in (tech.slug, tech.technique_id, tech.name):
-                if alias:
-                    names.setdefault(alias.lower(), shown)
-        close = dict.fromkeys(names[m] for m in difflib.get_close_matches(key.lower(), list(names), n=3, cutoff=0.6))
-        hint = f"; did you mean {' or '.join(close)}?" if close else "."
-        return NotFoundError(f"No technique {key!r} in the catalog{hint} See fl.techniques() for the list.",
-                             status=exc.status, code=exc.code, request_id=exc.request_id)
-
-    def _remember(self, tech: Technique, alias: str | None = None) -> None:
-        with self._lock:
-            for name in (tech.technique_id, tech.slug, alias):
-                if name:
-                    self.engine.techniques[name] = tech
+        return self.engine.catalog.technique(id_or_slug)
 
     # ---------------------------------------------------------------- runs
 
     def run(self, technique: str, inputs: Mapping[str, Any] | None = None, workspace: str | None = None,
             labels: Mapping[str, Any] | None = None, **more_inputs: Any) -> Run:
         """Start one run and return at once; the poller keeps it fresh in the background."""
-        tech = self.technique(technique)
-        values = {**dict(inputs or {}), **more_inputs}
-        problems = check_inputs(tech, values)
-        if problems:
-            raise InputError(f"{tech.name} ({tech.technique_id}): " + "; ".join(problems))
-        space = workspace or self.workspace_id
-        [values] = self.uploads.resolve(tech, [values], space)  # local files become asset URLs
-        return self.engine.start(tech, values, space, dict(labels or {}))
+        return self.starter.run(technique, inputs, workspace, labels, **more_inputs)
 
     @property
     def uploads(self) -> Uploader:
         """This session's uploader (local files to assets, cached by content in the ledger)."""
-        with self._lock:
-            uploader = self.__dict__.get("_uploader")
-            if uploader is None:
-                uploader = self.__dict__["_uploader"] = Uploader(self)
-        return uploader
+        return self.starter.uploads
 
     def upload(self, source: str | os.PathLike[str] | bytes, *, file_name: str | None = None,
                content_type: str | None = None, workspace: str | None = None) -> Asset:
@@ -337,22 +283,20 @@ class Flora:
         Up to 4 MB goes in one multipart request, larger files (up to 50 MB) through FLORA's
         signed-URL flow. A type or size FLORA refuses raises InputError before any request.
         """
-        return self.uploads.upload(source, file_name=file_name, content_type=content_type, workspace=workspace)
+        return self.starter.upload(source, file_name=file_name, content_type=content_type, workspace=workspace)
 
     def sweep(self, technique: str, grid: Mapping[str, Any] | None = None, zip: Mapping[str, Any] | None = None,
               fixed: Mapping[str, Any] | None = None, variations: Sequence[Mapping[str, Any]] | None = None,
               repeat: int = 1, max_concurrency: int = 4, budget: float | None = None,
               labels: Mapping[str, Any] | None = None, reuse: bool = False, dry_run: bool = False,
-              workspace: str | None = None) -> Any:
+              workspace: str | None = None) -> Sweep | pd.DataFrame:
         """Run every variation of ``technique``: priced and validated before anything starts.
 
         Returns a running ``Sweep``, or with ``dry_run=True`` the plan as a DataFrame.
         """
-        from ._sweep_store import start_sweep
-
-        return start_sweep(self, technique, grid=grid, zip=zip, fixed=fixed, variations=variations,
-                           repeat=repeat, max_concurrency=max_concurrency, budget=budget, labels=labels,
-                           reuse=reuse, dry_run=dry_run, workspace=workspace)
+        return self.starter.sweep(technique, grid=grid, zip=zip, fixed=fixed, variations=variations,
+                                  repeat=repeat, max_concurrency=max_concurrency, budget=budget, labels=labels,
+                                  reuse=reuse, dry_run=dry_run, workspace=workspace)
 
     def sweeps(self) -> pd.DataFrame:
         """The sweeps in the ledger for this endpoint: id, technique, created, counts, spent, budget."""
@@ -360,17 +304,15 @@ class Flora:
 
         return sweeps_frame(self.ledger.sweep_summaries(self.endpoint))
 
-    def get_sweep(self, sweep_id: str) -> Any:
+    def get_sweep(self, sweep_id: str) -> Sweep:
         """A sweep of this endpoint by id: this session's handle, or one rebuilt from the ledger."""
-        from ._sweep_store import load_sweep
+        return self.starter.get_sweep(sweep_id)
 
-        return load_sweep(self, str(sweep_id).strip())
-
-    def form(self, technique: str, **options: Any) -> Any:
+    def form(self, technique: str, **options: Any) -> Form:
         """An ipywidgets form (``flora_nb.Form``) that starts runs and sweeps of ``technique``."""
-        from ._form import Form
+        from ._form import Form  # ipywidgets only when a form is made
 
-        return Form(self, technique, **options)
+        return Form(self.starter, technique, **options)
 
     def resume(self) -> list[Run]:
         """Re-attach every unfinished run of this endpoint and look again for lost starts.
@@ -400,8 +342,6 @@ class Flora:
     def _resume_on_open(self) -> None:
         runs = self.resume()
         if runs:
-            from ._display import say
-
             say(f"flora_nb: resumed tracking {len(runs)} unfinished run(s) from {self.ledger.path}")
 
     # ---------------------------------------------------------------- frames
@@ -409,13 +349,11 @@ class Flora:
     def runs(self, status: str | Sequence[str] | None = None, technique: str | None = None,
              sweep_id: str | None = None, since: Any = None, all_endpoints: bool = False) -> pd.DataFrame:
         """The ledger as a DataFrame (this endpoint only unless ``all_endpoints``)."""
-        from ._frames import FRAME_COLUMNS, runs_frame, select_runs
+        from ._frames import ledger_runs
 
-        rows = self.ledger.iter_raw(None if all_endpoints else self.endpoint, FRAME_COLUMNS)
-        with self._lock:  # a slug seen in this session means its technique id
-            known = self.engine.techniques.get(technique) if technique else None
-        technique = known.technique_id if known else technique
-        return select_runs(runs_frame(rows, FRAME_COLUMNS), status=status, technique=technique, sweep_id=sweep_id, since=since)
+        technique = self.engine.catalog.technique_id(technique) if technique else None  # a slug seen means its id
+        return ledger_runs(self.ledger, None if all_endpoints else self.endpoint, status=status, technique=technique,
+                           sweep_id=sweep_id, since=since)
 
     def costs(self, by: str | Sequence[str] = "technique_name", detail: bool = False, **filters: Any) -> pd.DataFrame:
         """Cost summary per group with a ``total`` row; ``detail=True`` gives every column (no total)."""
@@ -456,7 +394,7 @@ class Flora:
             "endpoint": self.endpoint,
             "health": self.health,
             "simulator": self.simulator is not None,
-            "workspace_id": self._workspace or self._workspace_arg,
+            "workspace_id": self.engine.catalog.known_workspace,
             "tracked": self.poller.tracked,
             "unconfirmed_starts": self.poller.pending_intents,
             "spent_usd": round(spent, 6),

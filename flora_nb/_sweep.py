@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from ._budget import Exposure
+from ._budget import Exposure, is_money
 from ._errors import (
     APIError,
     BudgetExceededError,
@@ -32,7 +32,7 @@ from ._run import Run
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ._session import Flora
+    from ._engine import RunEngine
 
 __all__ = ["Sweep", "check_price"]
 
@@ -47,16 +47,13 @@ UNCONFIRMED_MESSAGE = ("The start's answer was lost and no matching run was foun
 _KEEP = object()  # resume(): keep the sweep's budget
 
 
-def check_price(tech: Technique, budget: float | None, session: Flora) -> None:
+def check_price(tech: Technique, budget: float | None, session_budget: float | None) -> None:
     """A budget (the sweep's or the session's) needs a known price: InputError saying what to do."""
-    if tech.run_cost is None and (budget is not None or session.budget is not None):
+    if tech.run_cost is None and (budget is not None or session_budget is not None):
         which = "budget=" if budget is not None else "the session budget"
         raise InputError(f"{tech.name or tech.technique_id} has no known price (its run_cost is missing or not a "
                          f"finite number >= 0), so {which} cannot be enforced; drop the budget (and the session "
                          "budget) to run it anyway, or ask FLORA for its price.")
-
-
-_check_price = check_price
 
 
 class Sweep:
@@ -67,17 +64,16 @@ class Sweep:
     tracked (and charged) until they end.
     """
 
-    def __init__(self, session: Flora, tech: Technique, plan: Plan, runs: list[Run], sweep_id: str,
+    def __init__(self, engine: RunEngine, tech: Technique, plan: Plan, runs: list[Run], sweep_id: str,
                  max_concurrency: int, budget: float | None, workspace: str | None = None):
-        self._session = session
-        self._engine = session.engine
+        self._engine = engine
         self.technique = tech
         self.plan = plan
         self.runs = runs
         self.sweep_id = sweep_id
         self.max_concurrency = max_concurrency
         self.budget = budget
-        self.workspace_id = workspace or (runs[0].workspace_id if runs else session.workspace_id)
+        self.workspace_id = workspace or (runs[0].workspace_id if runs else engine.catalog.workspace_id)
         self.varied = list(plan.varied)
         self.stop_reason: str | None = None
         self.reusable = 0  # variations a ledger run could have served (see reuse=True)
@@ -139,7 +135,7 @@ class Sweep:
         """Stopped here, or by any session of the ledger (``%flora stop`` in another kernel)."""
         if self._engine.closed:
             self._stop.set()
-        if not self._stop.is_set() and self._session.ledger.stop_requested(self.sweep_id):
+        if not self._stop.is_set() and self._engine.ledger.stop_requested(self.sweep_id):
             self._stop.set()
         return self._stop.is_set()
 
@@ -250,11 +246,11 @@ class Sweep:
     # ---------------------------------------------------------------- budget
 
     def _budgets(self, run: Run) -> list[tuple[str, float, Exposure]]:
-        session, found = self._session, []
+        session_budget, found = self._engine.budget, []
         if self.budget is not None:
             found.append(("sweep", self.budget, self._engine.exposure(sweep_id=self.sweep_id, exclude=run.local_id)))
-        if session.budget is not None:
-            found.append(("session", session.budget, self._engine.exposure(owner=self._engine.owner, exclude=run.local_id)))
+        if session_budget is not None:
+            found.append(("session", session_budget, self._engine.exposure(owner=self._engine.owner, exclude=run.local_id)))
         return found
 
     def _wait_for_budget(self, run: Run) -> bool | None:
@@ -345,7 +341,7 @@ class Sweep:
     def stop(self) -> Sweep:
         """Stop launching (here and in any session of the ledger); started runs keep being tracked."""
         self._stop.set()
-        self._session.ledger.update_sweep(self.sweep_id, stop_requested=1)
+        self._engine.ledger.update_sweep(self.sweep_id, stop_requested=1)
         if not self.launching:  # queued runs of a dead session, or ours with no launcher: say so now
             self._claim_unstarted(statuses=(QUEUED,))
             self._skip_rest("stopped", "The sweep was stopped before this run started.")
@@ -370,7 +366,7 @@ class Sweep:
         """Start every failed variation again: new runs with new keys (the failed ones stay in the ledger)."""
         self._prepare(_KEEP)
         failed = [r for r in self.runs if r.status == FAILED]
-        retried = self._session.ledger.retried(self.sweep_id)
+        retried = self._engine.ledger.retried(self.sweep_id)
         planned = [{"inputs": r.inputs, "labels": r.labels, "sweep_id": self.sweep_id, "variation": r.variation,
                     "retry_of": r.local_id} for r in failed if r.local_id not in retried]
         new = self._engine.queue(self.technique, self.workspace_id, planned)
@@ -382,18 +378,16 @@ class Sweep:
 
     def _prepare(self, budget: float | None | object) -> None:
         """Before launching more: the current price, the budget, and no stop request in force."""
-        from ._budget import is_money
-
-        session = self._session
+        engine = self._engine
         if budget is not _KEEP:
             if budget is not None and not is_money(budget):
                 raise InputError(f"budget must be a number of USD >= 0, got {budget!r}; or None for no budget.")
             self.budget = None if budget is None else float(budget)  # type: ignore[arg-type]
-            session.ledger.update_sweep(self.sweep_id, budget=self.budget)
-        self.technique = session.technique(self.technique.technique_id)
-        _check_price(self.technique, self.budget, session)
+            engine.ledger.update_sweep(self.sweep_id, budget=self.budget)
+        self.technique = engine.catalog.technique(self.technique.technique_id)
+        check_price(self.technique, self.budget, engine.budget)
         self._sync(force=True)
-        session.ledger.update_sweep(self.sweep_id, stop_requested=0)
+        engine.ledger.update_sweep(self.sweep_id, stop_requested=0)
         self._stop.clear()
         self.stop_reason = None
 
@@ -495,9 +489,9 @@ class Sweep:
 
     def to_dataframe(self) -> pd.DataFrame:
         """The runs schema plus ``variation``, ``repeat`` and ``reused``, varied inputs first."""
-        from ._frames import sweep_frame
+        from ._frames import ledger_runs, sweep_frame
 
-        frame = self._session.runs(sweep_id=self.sweep_id)
+        frame = ledger_runs(self._engine.ledger, self._engine.endpoint, sweep_id=self.sweep_id)
         current = frame["local_id"].isin([r.local_id for r in self.runs])  # not failed runs retried since
         return sweep_frame(frame[current].reset_index(drop=True), self.varied)
 
@@ -539,7 +533,7 @@ class Sweep:
 
     def gallery(self, columns: int | None = None) -> Any:
         """Outputs side by side in an ipywidgets grid laid out by the varied inputs."""
-        from ._gallery import build_gallery
+        from ._display import build_gallery
 
         return build_gallery(self, columns=columns)
 

@@ -11,37 +11,36 @@ from ._budget import is_money
 from ._errors import BudgetExceededError, InputError
 from ._ledger import LedgerRow, canonical_json
 from ._models import Technique
-from ._plan import Plan, _varied
+from ._plan import Plan, expand, validate, varied_keys
 from ._states import COMPLETED, SKIPPED
 from ._sweep import Sweep, check_price
 
 if TYPE_CHECKING:
-    from ._session import Flora
+    from ._engine import RunEngine
+    from ._uploads import Uploader
 
 __all__ = ["load_sweep", "start_sweep"]
 
 
-def start_sweep(session: Flora, technique: str, *, grid: Any, zip: Any, fixed: Any, variations: Any,
+def start_sweep(engine: RunEngine, uploads: Uploader, technique: str, *, grid: Any, zip: Any, fixed: Any, variations: Any,
                 repeat: int, max_concurrency: int, budget: float | None, labels: Any, reuse: bool,
                 dry_run: bool, workspace: str | None) -> Any:
-    """Plan, validate, price and (unless ``dry_run``) record, queue and launch a sweep."""
-    from ._plan import expand, validate
-
+    """Plan, validate, price and (unless ``dry_run``) record and queue a sweep (``sweep.start()`` launches it)."""
     if not isinstance(max_concurrency, int) or isinstance(max_concurrency, bool) or max_concurrency < 1:
         raise InputError(f"max_concurrency must be a whole number >= 1, got {max_concurrency!r}.")
     if budget is not None and not is_money(budget):
         raise InputError(f"budget must be a number of USD >= 0, got {budget!r}; or None for no budget.")
-    tech = session.technique(technique)
+    tech = engine.catalog.technique(technique)
     plan = expand(grid=grid, zip=zip, variations=variations, fixed=fixed, repeat=repeat)
     validate(plan, tech)
-    check_price(tech, budget, session)
+    check_price(tech, budget, engine.budget)
     cost = tech.run_cost or 0.0
     if budget is not None and not reuse and not dry_run:
         _check_budget(len(plan) * cost, budget, len(plan), tech)  # before any request at all
-    workspace = workspace or session.workspace_id
+    workspace = workspace or engine.catalog.workspace_id
     # Each distinct local file is uploaded once, before anything is queued (a dry run sends nothing).
-    plan.inputs = session.uploads.resolve(tech, plan.inputs, workspace, upload=not dry_run)
-    taken = _reuse_per_run(session, tech, workspace, [canonical_json(i) for i in plan.inputs])
+    plan.inputs = uploads.resolve(tech, plan.inputs, workspace, upload=not dry_run)
+    taken = _reuse_per_run(engine, tech, workspace, [canonical_json(i) for i in plan.inputs])
     if dry_run:
         from ._frames import plan_frame
 
@@ -50,20 +49,18 @@ def start_sweep(session: Flora, technique: str, *, grid: Any, zip: Any, fixed: A
     to_pay = sum(1 for t in chosen if t is None)
     if budget is not None:
         _check_budget(to_pay * cost, budget, to_pay, tech)
-    if session.budget is not None:  # every start must fit the session budget: say so before any
-        left = max(0.0, session.budget - session.exposure(owner=session.owner).committed)
+    if engine.budget is not None:  # every start must fit the session budget: say so before any
+        left = max(0.0, engine.budget - engine.exposure(owner=engine.owner).committed)
         _check_budget(to_pay * cost, left, to_pay, tech, f"what is left of the session budget of "
-                                                          f"${session.budget:.2f} (${left:.2f})")
+                                                          f"${engine.budget:.2f} (${left:.2f})")
     sweep_id = f"swp_{uuid.uuid4().hex[:12]}"
     labels = dict(labels or {})
-    _record(session, sweep_id, tech, workspace, plan, budget=budget, max_concurrency=max_concurrency, labels=labels,
+    _record(engine, sweep_id, tech, workspace, plan, budget=budget, max_concurrency=max_concurrency, labels=labels,
             reuse=reuse, spec={"grid": grid, "zip": zip, "variations": variations})
-    runs = session.engine.queue(tech, workspace, _planned_rows(session, plan, sweep_id, labels, chosen))
-    sweep = Sweep(session, tech, plan, runs, sweep_id, max_concurrency, budget, workspace)
+    runs = engine.queue(tech, workspace, _planned_rows(engine, plan, sweep_id, labels, chosen))
+    sweep = Sweep(engine, tech, plan, runs, sweep_id, max_concurrency, budget, workspace)
     sweep.reusable = sum(1 for t in taken if t is not None)
-    with session._lock:
-        session._sweeps[sweep_id] = sweep
-    return sweep.start()
+    return sweep
 
 
 def _check_budget(estimate: float, budget: float, runs: int, tech: Technique, what: str = "") -> None:
@@ -76,9 +73,9 @@ def _check_budget(estimate: float, budget: float, runs: int, tech: Technique, wh
         )
 
 
-def _reuse_per_run(session: Flora, tech: Technique, workspace: str, keys: Sequence[str]) -> list[str | None]:
+def _reuse_per_run(engine: RunEngine, tech: Technique, workspace: str, keys: Sequence[str]) -> list[str | None]:
     """Per planned run, a completed ledger run with identical inputs it could take; each used once."""
-    done = session.ledger.completed_inputs(session.endpoint, workspace, tech.technique_id)
+    done = engine.ledger.completed_inputs(engine.endpoint, workspace, tech.technique_id)
     used: collections.Counter[str] = collections.Counter()
     taken: list[str | None] = []
     for key in keys:
@@ -91,7 +88,7 @@ def _reuse_per_run(session: Flora, tech: Technique, workspace: str, keys: Sequen
     return taken
 
 
-def _record(session: Flora, sweep_id: str, tech: Technique, workspace: str, plan: Plan, *, budget: float | None,
+def _record(engine: RunEngine, sweep_id: str, tech: Technique, workspace: str, plan: Plan, *, budget: float | None,
             max_concurrency: int, labels: dict[str, Any], reuse: bool, spec: dict[str, Any]) -> None:
     """Keep the plan, so a later kernel rebuilds a Sweep that behaves like this one."""
     per_variation: dict[int, dict[str, Any]] = {}
@@ -103,25 +100,25 @@ def _record(session: Flora, sweep_id: str, tech: Technique, workspace: str, plan
         "variations": [per_variation[n] for n in sorted(per_variation)], "labels": labels, "reuse": reuse,
         "spec": spec,
     }
-    session.ledger.add_sweep(sweep_id=sweep_id, endpoint=session.endpoint, workspace_id=workspace,
+    engine.ledger.add_sweep(sweep_id=sweep_id, endpoint=engine.endpoint, workspace_id=workspace,
                              technique_id=tech.technique_id, technique_name=tech.name, created_at=time.time(),
-                             budget=budget, max_concurrency=max_concurrency, owner=session.owner, plan=record)
+                             budget=budget, max_concurrency=max_concurrency, owner=engine.owner, plan=record)
 
 
-def _planned_rows(session: Flora, plan: Plan, sweep_id: str, labels: dict[str, Any],
+def _planned_rows(engine: RunEngine, plan: Plan, sweep_id: str, labels: dict[str, Any],
                   reuse: Sequence[str | None]) -> list[dict[str, Any]]:
     rows = []
     for inputs, number, source in zip(plan.inputs, plan.variation, reuse):
         row: dict[str, Any] = {"inputs": inputs, "labels": labels, "sweep_id": sweep_id, "variation": number}
         if source is not None:
-            row.update(_reused_columns(session, source))
+            row.update(_reused_columns(engine, source))
         rows.append(row)
     return rows
 
 
-def _reused_columns(session: Flora, run_id: str) -> dict[str, Any]:
+def _reused_columns(engine: RunEngine, run_id: str) -> dict[str, Any]:
     """A completed run's results, credited to the sweep without paying again."""
-    original = session.ledger.find_run(session.endpoint, run_id)
+    original = engine.ledger.find_run(engine.endpoint, run_id)
     assert original is not None
     return {
         "status": COMPLETED, "reused_from": run_id, "progress": 100.0, "estimated_cost": 0.0,
@@ -134,26 +131,21 @@ def _reused_columns(session: Flora, run_id: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- rebuilding
 
 
-def load_sweep(session: Flora, sweep_id: str) -> Sweep:
-    """This session's handle of the sweep, else one rebuilt from the ledger (plan, runs, budget)."""
-    with session._lock:
-        found = session._sweeps.get(sweep_id)
-    if found is not None:
-        return found
-    record = session.ledger.get_sweep(session.endpoint, sweep_id)
-    if record is None and not session.ledger.rows(session.endpoint, sweep_id=sweep_id):
-        raise InputError(f"no sweep {sweep_id!r} in the ledger {session.ledger.path} for {session.endpoint}; "
+def load_sweep(engine: RunEngine, sweep_id: str) -> Sweep:
+    """A sweep rebuilt from the ledger (plan, runs, budget)."""
+    record = engine.ledger.get_sweep(engine.endpoint, sweep_id)
+    if record is None and not engine.ledger.rows(engine.endpoint, sweep_id=sweep_id):
+        raise InputError(f"no sweep {sweep_id!r} in the ledger {engine.ledger.path} for {engine.endpoint}; "
                          "fl.sweeps() lists the sweeps it holds.")
-    session.engine.skip_orphans()  # runs queued by a kernel that died will not start by themselves
-    rows = current_rows(session.ledger.rows(session.endpoint, sweep_id=sweep_id))
-    runs = [session.engine.adopt(row) for row in rows]
+    engine.skip_orphans()  # runs queued by a kernel that died will not start by themselves
+    rows = current_rows(engine.ledger.rows(engine.endpoint, sweep_id=sweep_id))
+    runs = [engine.adopt(row) for row in rows]
     plan_record = (record or {}).get("plan") or {}
-    sweep = Sweep(session, _technique(plan_record, rows), _plan(plan_record, rows), runs, sweep_id,
+    sweep = Sweep(engine, _technique(plan_record, rows), _plan(plan_record, rows), runs, sweep_id,
                   int((record or {}).get("max_concurrency") or 4), (record or {}).get("budget"),
                   (record or {}).get("workspace_id") or (rows[0].workspace_id if rows else None))
     sweep.stop_reason = next((r.error_code for r in rows if r.status == SKIPPED), None)
-    with session._lock:
-        return session._sweeps.setdefault(sweep_id, sweep)
+    return sweep
 
 
 def current_rows(rows: Sequence[LedgerRow]) -> list[LedgerRow]:
@@ -190,5 +182,5 @@ def _plan(record: dict[str, Any], rows: Sequence[LedgerRow]) -> Plan:
         seen[number] += 1
     variations = record.get("variations") or inputs
     varied = record.get("varied")
-    return Plan(inputs, numbers, repeats, list(varied) if varied is not None else _varied(variations),
+    return Plan(inputs, numbers, repeats, list(varied) if varied is not None else varied_keys(variations),
                 dict(record.get("fixed") or {}))

@@ -11,7 +11,7 @@ from ._files import LocalFile, local_path, read_source
 from ._models import Asset, Technique
 
 if TYPE_CHECKING:
-    from ._session import Flora
+    from ._engine import RunEngine
 
 __all__ = ["Uploader", "MEDIA_TYPES"]
 
@@ -19,16 +19,16 @@ MEDIA_TYPES = frozenset({"imageUrl", "videoUrl", "audioUrl", "documentUrl"})
 
 
 class Uploader:
-    """Turns local files into asset URLs for one session.
+    """Turns local files into asset URLs for one engine.
 
     The same content (sha256) goes up once per endpoint and workspace, across sessions: the
     ledger's ``uploads`` table remembers the asset. A cached asset is checked with one
     ``GET /assets/{id}`` the first time a session uses it (a 404 or a failed asset means upload
-    again) and trusted for the rest of the session.
+    again) and trusted for the rest of the engine.
     """
 
-    def __init__(self, session: Flora):
-        self._session = session
+    def __init__(self, engine: RunEngine):
+        self._engine = engine
         self._lock = threading.Lock()
         self._content_locks: dict[str, threading.Lock] = {}
         self._checked: dict[tuple[str, str], Asset] = {}  # (workspace, asset id) -> as verified in this session
@@ -37,7 +37,7 @@ class Uploader:
                workspace: str | None = None, input_type: str | None = None) -> Asset:
         """Check, then upload (or find in the cache) a path or bytes; returns the ready asset."""
         local = read_source(source, file_name, content_type, input_type)  # refused here: nothing was sent
-        space = workspace or self._session.workspace_id
+        space = workspace or self._engine.catalog.workspace_id
         with self._content_lock(local.sha256):  # two threads with one file: one upload
             cached = self._cached(space, local)
             if cached is not None:
@@ -49,30 +49,30 @@ class Uploader:
             return self._content_locks.setdefault(digest, threading.Lock())
 
     def _cached(self, workspace: str, local: LocalFile) -> Asset | None:
-        session = self._session
-        row = session.ledger.find_upload(session.endpoint, workspace, local.sha256)
+        engine = self._engine
+        row = engine.ledger.find_upload(engine.endpoint, workspace, local.sha256)
         if row is None:
             return None
         known = self._checked.get((workspace, row["asset_id"]))
         if known is not None:
             return known
         try:
-            asset = session.client.get_asset(row["asset_id"])
+            asset = engine.client.get_asset(row["asset_id"])
         except NotFoundError:
             asset = None
         if asset is None or asset.status != "ready" or not asset.url:
-            session.ledger.forget_upload(session.endpoint, workspace, local.sha256)
+            engine.ledger.forget_upload(engine.endpoint, workspace, local.sha256)
             return None
         self._checked[(workspace, asset.asset_id)] = asset
         return asset
 
     def _send(self, workspace: str, local: LocalFile) -> Asset:
-        session = self._session
-        asset = session.client.upload_asset(
+        engine = self._engine
+        asset = engine.client.upload_asset(
             local.data, file_name=local.file_name, content_type=local.content_type, workspace_id=workspace,
-            poll_interval=min(1.0, session.poller.interval[0]))
-        session.ledger.remember_upload(
-            endpoint=session.endpoint, workspace_id=workspace, sha256=local.sha256, size=local.size,
+            poll_interval=min(1.0, engine.poller.interval[0]))
+        engine.ledger.remember_upload(
+            endpoint=engine.endpoint, workspace_id=workspace, sha256=local.sha256, size=local.size,
             content_type=local.content_type, file_name=local.file_name, asset_id=asset.asset_id, url=asset.url,
             created_at=time.time())
         self._checked[(workspace, asset.asset_id)] = asset
@@ -105,5 +105,5 @@ class Uploader:
         if upload:
             return self.upload(path, workspace=workspace, input_type=kind).url
         local = read_source(path, input_type=kind)
-        row = self._session.ledger.find_upload(self._session.endpoint, workspace, local.sha256)
+        row = self._engine.ledger.find_upload(self._engine.endpoint, workspace, local.sha256)
         return row["url"] if row else str(path)

@@ -16,7 +16,7 @@ import pytest
 
 from flora_nb import Flora
 from flora_nb._display import MAX_UPDATES_PER_SECOND, STYLE, RunPanel, SweepPanel, Throttle, text_widget
-from flora_nb._gallery import RatingWidget
+from flora_nb._display import RatingWidget
 from flora_nb.sim import Faults
 
 POSTER = "poster-studio"

@@ -117,13 +117,13 @@ def test_the_button_is_disabled_while_a_start_is_in_flight(fl, clock, monkeypatc
     form = fl.form(POSTER, clock=clock)
     form.fields["prompt"].value = "a red fox"
     seen = []
-    real_run = fl.run
+    real_run = fl.starter.run  # the form starts through the session's starter
 
     def watched(*args, **kwargs):
         seen.append((form.run_button.disabled, form.run_button.description))
         return real_run(*args, **kwargs)
 
-    monkeypatch.setattr(fl, "run", watched)
+    monkeypatch.setattr(fl.starter, "run", watched)
     form.run_button.click()
     assert seen == [(True, "Starting…")] and not form.run_button.disabled and form.run_button.description == "Run"
 
@@ -291,13 +291,13 @@ def test_an_exception_in_a_callback_shows_inside_the_form(fl, clock, monkeypatch
     def broken(*args, **kwargs):
         raise RuntimeError("the <kernel> is sad")
 
-    monkeypatch.setattr(fl, "run", broken)
+    monkeypatch.setattr(fl.starter, "run", broken)
     form.run_button.click()  # must not raise
     assert "Unexpected error: RuntimeError" in form.message.value
     assert "the &lt;kernel&gt; is sad" in form.message.value and "<kernel>" not in form.message.value
     assert not form.run_button.disabled and form.run_button.description == "Run"
     # A FloraError (a session budget, a refused key ...) is shown as one clear line.
-    monkeypatch.setattr(fl, "run", lambda *a, **k: (_ for _ in ()).throw(fnb.BudgetExceededError("over budget")))
+    monkeypatch.setattr(fl.starter, "run", lambda *a, **k: (_ for _ in ()).throw(fnb.BudgetExceededError("over budget")))
     clock.now += 5
     form.run_button.click()
     assert "BudgetExceededError: over budget" in form.message.value
@@ -340,7 +340,7 @@ def test_magic_form(fl):
     ip.run_line_magic("load_ext", "flora_nb")
     fnb.session(fl)  # the magics use this session
     form = ip.run_line_magic("flora", f"form {POSTER}")
-    assert isinstance(form, fnb.Form) and form.technique.technique_id == "tech_a1poster" and form.session is fl
+    assert isinstance(form, fnb.Form) and form.technique.technique_id == "tech_a1poster" and form.starter is fl.starter
 
 
 # ---------------------------------------------------------------- uploads

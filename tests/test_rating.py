@@ -114,6 +114,6 @@ def test_a_poll_read_before_a_rating_but_applied_after_it_keeps_the_rating(fl):
     run = fl.run(POSTER, {"prompt": "race"}).wait(timeout=60)
     stale = fl.ledger.get(run.local_id)  # what a poller thread read just before the rating was written
     run.rate(4, note="mine")
-    run._apply(stale)  # ... and applies only now
+    run.apply_row(stale)  # ... and applies only now
     assert run.rating == 4.0 and run.note == "mine" and run.status == "completed"
     assert fl.ledger.get(run.local_id).rating == 4.0

@@ -27,7 +27,7 @@ def _runs(tmp_path, n: int) -> list[Run]:
 
 
 def _with(run: Run, **changes) -> None:
-    run._apply(dataclasses.replace(run._row, updated_at=run._row.updated_at + 1, **changes))
+    run.apply_row(dataclasses.replace(run._row, updated_at=run._row.updated_at + 1, **changes))
 
 
 def test_a_wait_returns_for_its_own_run_not_for_another_runs_change(tmp_path):
