@@ -25,8 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.invariants import SimProcess  # noqa: E402
-from tests.test_binding_invariants import _kernel, _settle, _started  # noqa: E402
+from tests.invariants import SimProcess
+from tests.test_binding_invariants import _kernel, _settle, _started
 
 
 def main() -> int:

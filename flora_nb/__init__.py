@@ -36,10 +36,10 @@ from ._version import __version__
 if TYPE_CHECKING:
     from ._client import FloraClient
     from ._form import Form
+    from ._models import Asset, Output, RunStart, RunState, Technique, TechniqueInput, Workspace
     from ._run import Run, RunOutput
     from ._session import Flora
     from ._sweep import Sweep
-    from ._models import Asset, Output, RunStart, RunState, Technique, TechniqueInput, Workspace
 
 # name -> module that defines it; imported on first attribute access (PEP 562).
 _LAZY = {

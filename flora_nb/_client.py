@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator, Mapping, TypeVar
+from typing import IO, Any, Callable, Iterable, Iterator, Mapping, TypeVar
 from urllib.parse import quote, urljoin, urlsplit
 
 import requests
@@ -292,7 +292,7 @@ class FloraClient:
                               deadline=self.poll_deadline)
         yield from self._valid(pages, RunState.from_api)
 
-    def _valid(self, items: Iterator[Any], parse: Callable[[Any], _T]) -> Iterator[_T]:
+    def _valid(self, items: Iterable[Any], parse: Callable[[Any], _T]) -> Iterator[_T]:
         """Parse each item of a list answer; a malformed one is skipped and counted, not fatal."""
         for item in items:
             try:
@@ -415,8 +415,8 @@ class FloraClient:
         """GET media, following redirects itself: the key goes only to the base URL's origin,
         and never to wherever a redirect points."""
         for hop in range(MAX_REDIRECTS + 1):
-            opts = {"deadline": MEDIA_DEADLINE, "cap": MAX_MEDIA_BYTES, "sink": handle, "auth": hop == 0}
-            response = self._send_with_retries("GET", url, {}, idempotency_key=None, throttled=False, **opts)
+            response = self._send_with_retries("GET", url, {}, idempotency_key=None, throttled=False,
+                                               deadline=MEDIA_DEADLINE, cap=MAX_MEDIA_BYTES, sink=handle, auth=hop == 0)
             if not response.is_redirect:
                 if response.status_code >= 400:
                     self._raise_for(response)
@@ -442,8 +442,8 @@ class FloraClient:
             body = self.request("GET", path, params=query, deadline=deadline)
             items = _list(body, items_key)
             yield from items
-            meta = body.get("meta") if isinstance(body.get("meta"), dict) else {}
-            cursor = meta.get("next_cursor") or meta.get("nextCursor")
+            meta = body.get("meta")
+            cursor = (meta.get("next_cursor") or meta.get("nextCursor")) if isinstance(meta, dict) else None
             if not items or not cursor:
                 return
             if not isinstance(cursor, str) or cursor in seen:
@@ -750,7 +750,8 @@ def _parse_envelope(response: requests.Response,
     error = body.get("error") if isinstance(body, dict) else None
     if not isinstance(error, dict):
         return None, f"HTTP {response.status_code} with an unexpected body: {_snippet(response.text)}", []
-    raw_fields = error.get("fields") if isinstance(error.get("fields"), list) else []
+    raw_fields = error.get("fields")
+    raw_fields = raw_fields if isinstance(raw_fields, list) else []
     fields = [{"field": str(f.get("field", "?"))[:200], "message": str(f.get("message", ""))[:500]}
               for f in raw_fields if isinstance(f, dict)]
     message = str(error.get("message") or response.reason or "error")

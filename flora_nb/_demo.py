@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         print(sweep.compare(values="run_seconds").round(1).to_string())
         _section("Costs")
         print(money_table(fl.costs()).to_string())  # fl.costs(detail=True) has every column
-        print(f"  the server charged ${fl.simulator.stats()['total_charged']:.2f}; "
+        server = fl.simulator.stats() if fl.simulator is not None else {"total_charged": float("nan")}
+        print(f"  the server charged ${server['total_charged']:.2f}; "
               f"the ledger says ${fl.runs()['charged_cost'].sum():.2f}")
 
         _section("Outputs")

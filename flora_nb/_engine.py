@@ -35,7 +35,6 @@ from ._models import RunStart, RunState, Technique
 from ._owner import STALE_SECONDS, is_alive
 from ._poller import Poller
 from ._run import Run
-from ._transitions import changes_for
 from ._states import (
     ACTIVE,
     CLOSED,
@@ -51,6 +50,7 @@ from ._states import (
     UNCONFIRMED,
     UNCONFIRMED_MESSAGE,
 )
+from ._transitions import changes_for
 
 __all__ = ["LEASE_MARGIN", "RATE_LIMIT_PATIENCE", "RunEngine"]
 
@@ -342,6 +342,13 @@ class RunEngine:
             found = self.adopt(row) if row is not None else None
         return found
 
+    def _row(self, local_id: int) -> LedgerRow:
+        """A row this engine wrote or read: rows are never deleted, so it is there."""
+        row = self.ledger.get(local_id)
+        if row is None:
+            raise LookupError(f"ledger row {local_id} is missing from {self.ledger.path}")
+        return row
+
     def adopt(self, row: LedgerRow | None) -> Run:
         """The one Run handle of a ledger row in this session (made on first sight)."""
         assert row is not None
@@ -354,7 +361,7 @@ class RunEngine:
     def update(self, run: Run, note: str | None = None, **changes: Any) -> None:
         """Write changes to a run's row (one transaction, an event when its status changes); refresh the Run."""
         self.ledger.update(run.local_id, note=note, **changes)
-        run.apply_row(self.ledger.get(run.local_id))
+        run.apply_row(self._row(run.local_id))
 
     def update_many(self, runs: Sequence[Run], **changes: Any) -> None:
         """The same change to many runs, in one ledger transaction."""
@@ -362,7 +369,7 @@ class RunEngine:
             return
         self.ledger.update_many([(run.local_id, changes) for run in runs])
         for run in runs:
-            run.apply_row(self.ledger.get(run.local_id))
+            run.apply_row(self._row(run.local_id))
 
     def refresh(self, run: Run) -> None:
         """Poll FLORA for one run now and record what it says."""
@@ -471,10 +478,8 @@ class RunEngine:
     def starts_in_flight(self, workspace: str, technique: str) -> bool:
         """Is any session (this one included) still waiting for a start's answer?"""
         now = time.time()
-        for row in self.ledger.open_starts(self.endpoint, workspace, technique):
-            if row.error_code is None and _owner_busy(row, now):
-                return True
-        return False
+        rows = self.ledger.open_starts(self.endpoint, workspace, technique)
+        return any(row.error_code is None and _owner_busy(row, now) for row in rows)
 
     def health_changed(self, health: str) -> None:
         """Poller sink: the health changed; tell the live displays of tracked runs (they read ``health``)."""
@@ -507,7 +512,7 @@ class RunEngine:
                 self.lost(run, RuntimeError("resumed"), (start.low, start.high))
             else:
                 self._forget_foreign_poll_urls(row)
-                run.apply_row(self.ledger.get(row.local_id))
+                run.apply_row(self._row(row.local_id))
                 self.poller.track(run, first_poll_in=0.0)
             runs.append(run)
         for row in self.ledger.rows(self.endpoint, statuses=TERMINAL):

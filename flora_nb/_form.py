@@ -421,7 +421,8 @@ class Form(w.VBox):
         """A rejected start: field errors go next to their fields, the rest to the message area."""
         ids = list(self._parts)
         sent = list(plan.fixed)
-        placed, loose = {}, []
+        placed: dict[str, str] = {}
+        loose: list[str] = []
         for item in exc.fields:
             target = input_for_field(item.get("field", ""), ids, sent)
             message = str(item.get("message") or "rejected")
@@ -463,7 +464,8 @@ class Form(w.VBox):
             self._show_errors({**self.errors, part.spec.id: f"{item.get('name')}: {exc}"})
             raise
         finally:
-            part.upload.value = ()  # ready for the next file (the same one again, too)
+            if part.upload is not None:
+                part.upload.value = ()  # ready for the next file (the same one again, too)
         self._show_errors({k: v for k, v in self.errors.items() if k != part.spec.id})
         if part.varying:
             part.given = None

@@ -121,7 +121,7 @@ def _packed(texts: Sequence[str]) -> dict[str, Any]:
 def _strings(values: Sequence[Any]) -> Any:
     """A ``string`` column (None is <NA>); NULLs are spread by a take, pandas turns None to <NA> slowly."""
     column = _objects(values)
-    missing = np.equal(column, None)
+    missing = np.equal(column, None)  # type: ignore[call-overload]  # element-wise 'is None' on objects
     if not missing.any():
         return pd.array(column, dtype="string")
     present = ~missing

@@ -293,7 +293,7 @@ class Ledger:
                 names = ", ".join(values)
                 cur = db.execute(f"INSERT INTO runs ({names}) VALUES ({','.join('?' * len(values))})",
                                  tuple(values.values()))
-                ids.append(int(cur.lastrowid))
+                ids.append(int(cur.lastrowid or 0))  # an INSERT always sets it
                 _event(db, ids[-1], now, values["status"], 0.0, None, "intent")
         return ids
 
@@ -335,8 +335,8 @@ class Ledger:
             stale = [i for i in ids if i in current and i not in found]
             for values in _select_in(db, ", ".join(_RETURNED), stale, tuple):
                 old = known[values[0]]
-                found[old.local_id] = LedgerRow(*values[:_OUTPUTS], _decoded(values[_OUTPUTS], "[]"), old.inputs,
-                                                old.labels, *values[_OUTPUTS + 1:])
+                found[old.local_id] = LedgerRow(*values[:_OUTPUTS], _decoded(values[_OUTPUTS], "[]"),  # type: ignore[call-arg]
+                                                old.inputs, old.labels, *values[_OUTPUTS + 1:])
         return found
 
     def set_rating(self, local_id: int, rating: float | None, note: str | None) -> None:
@@ -404,7 +404,8 @@ class Ledger:
                  exclude: int | None = None) -> list[tuple[str, float, float, int, int]]:
         """Per technique, over launched runs in scope: known charges, estimates of runs whose charge
         is unknown, how many those are, and how many of them are still active (not terminal)."""
-        where, args = ["endpoint = ?", "status NOT IN ('queued', 'skipped')", "reused_from IS NULL"], [endpoint]
+        where = ["endpoint = ?", "status NOT IN ('queued', 'skipped')", "reused_from IS NULL"]
+        args: list[Any] = [endpoint]
         for column, value in (("sweep_id", sweep_id), ("owner", owner)):
             if value is not None:
                 where.append(f"{column} = ?")
@@ -502,7 +503,8 @@ class Ledger:
     def rows(self, endpoint: str | None = None, *, statuses: Sequence[str] | None = None,
              sweep_id: str | None = None, since: float | None = None) -> list[LedgerRow]:
         """Rows matching the filters, oldest intent first."""
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         for column, value in (("endpoint", endpoint), ("sweep_id", sweep_id)):
             if value is not None:
                 where.append(f"{column} = ?")
@@ -704,7 +706,8 @@ def _where(endpoint: str | None, statuses: Sequence[str] | None, technique: str 
            created_since: float | None) -> tuple[str, list[Any]]:
     """The WHERE clause of ``iter_raw``."""
     # "+endpoint": scan in local_id order; through the endpoint index SQLite would sort every row again
-    where, args = (["+endpoint = ?"], [endpoint]) if endpoint else ([], [])
+    where: list[str] = ["+endpoint = ?"] if endpoint else []
+    args: list[Any] = [endpoint] if endpoint else []
     if statuses is not None:
         where.append(f"status IN ({','.join('?' * len(statuses))})")
         args.extend(statuses)

@@ -139,7 +139,7 @@ class FloraMagics(Magics):
 
     def _deliver(self, command: Command, result: Any) -> Any:
         name = getattr(command.options, "output", None)
-        if name:
+        if name and self.shell is not None:
             self.shell.user_ns[name] = result
             from ._run import Run  # the handles (and ipywidgets) load only once something is shown
             from ._sweep import Sweep
@@ -195,7 +195,7 @@ class FloraMagics(Magics):
 
         workspace = o.workspace or self.default_workspace or None
         if o.sim:
-            return Flora.simulated(speed=o.speed or self.simulator_speed, seed=o.seed or 0, faults=_faults(o),
+            return Flora.simulated(speed=o.speed if o.speed is not None else self.simulator_speed, seed=o.seed or 0, faults=_faults(o),
                                    persist=False if o.no_persist else None, workspace=workspace, budget=o.budget)
         new = Flora(base_url=o.base_url, workspace=workspace, poll_interval=self.poll_interval, budget=o.budget)
         try:
@@ -204,7 +204,7 @@ class FloraMagics(Magics):
             new.close()
             raise
         try:
-            new.workspace_id  # resolve now, so the status card shows it
+            _ = new.workspace_id  # resolve now, so the status card shows it
         except FloraError as exc:
             say(in_magic_terms(f"Connected; choose a workspace with --workspace: {exc}"))
         return new
@@ -365,10 +365,10 @@ def _wait_command(m: FloraMagics, c: Command) -> Any:
         return None
     if target in m.sweeps or target.startswith("swp_"):
         return _wait(_sweep_named(m, target), c.options.timeout)
-    run = fl.find_run(target)
-    if run is None:
+    found = fl.find_run(target)
+    if found is None:
         raise UsageError(f"%flora wait: no run or sweep {target!r} in this session; see %flora runs.")
-    return _wait(run, c.options.timeout)
+    return _wait(found, c.options.timeout)
 
 
 def _stop(m: FloraMagics, c: Command) -> Any:

@@ -10,9 +10,11 @@ import ast
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, Callable, NoReturn
 
 from IPython.core.error import UsageError
+
+from ._ranges import problem
 
 __all__ = ["COMMANDS", "SIM_ONLY", "Command", "HelpShown", "expand", "parse", "parse_cell_inputs", "parse_value"]
 
@@ -23,6 +25,22 @@ class HelpShown(Exception):
     def __init__(self, text: str):
         super().__init__(text)
         self.text = text
+
+
+def ranged(name: str, kind: type = float) -> Callable[[str], Any]:
+    """An argparse type: a number of ``kind`` in ``name``'s allowed range (``_ranges``), else a usage error."""
+    def convert(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = text
+        wrong = problem(name, value)
+        if wrong:
+            # argparse names the flag ("argument --speed: ..."): say only what is allowed
+            raise argparse.ArgumentTypeError(wrong.removeprefix(f"{name} ").replace(f"got {value!r}", f"got {text}"))
+        return value
+    convert.__name__ = name  # argparse names the type in its messages
+    return convert
 
 
 class _Parser(argparse.ArgumentParser):
@@ -72,9 +90,9 @@ def _sweep_parser() -> _Parser:
     p.add_argument("technique", nargs="?")
     p.add_argument("pairs", nargs="*", metavar="key=value")
     p.add_argument("--zip", action="store_true", help="pair the lists element by element instead of a grid")
-    p.add_argument("--repeat", type=int, default=1)
-    p.add_argument("--max-concurrency", type=int, default=None)
-    p.add_argument("--budget", type=float, default=None, metavar="USD")
+    p.add_argument("--repeat", type=ranged("repeat", int), default=1)
+    p.add_argument("--max-concurrency", type=ranged("max_concurrency", int), default=None)
+    p.add_argument("--budget", type=ranged("budget"), default=None, metavar="USD")
     p.add_argument("--dry-run", action="store_true", help="price and plan only; start nothing")
     p.add_argument("--reuse", action="store_true", help="do not pay again for identical completed runs")
     p.add_argument("--label", action="append", default=[], metavar="k=v")
@@ -116,10 +134,10 @@ def _connect_parser() -> _Parser:
         if kind is None:
             p.add_argument(flag, dest=dest, action="store_true", help=f"{text} (with --sim)")
         else:
-            p.add_argument(flag, dest=dest, type=kind, default=None, help=f"{text} (with --sim)")
+            p.add_argument(flag, dest=dest, type=ranged(dest, kind), default=None, help=f"{text} (with --sim)")
     p.add_argument("--base-url", metavar="URL")
     p.add_argument("--workspace", metavar="ws_...")
-    p.add_argument("--budget", type=float, metavar="USD",
+    p.add_argument("--budget", type=ranged("budget"), metavar="USD",
                    help="session budget: every start of the session must fit it")
     _add_output(p)
     return p
@@ -148,7 +166,7 @@ def _parsers() -> dict[str, _Parser]:
         "form": _simple("form", "An ipywidgets form for a technique.", (("technique",), {})),
         "wait": _simple("wait", "Block until a run or sweep (default: everything tracked) is done.",
                         (("target",), {"nargs": "?", "metavar": "ID"}),
-                        (("--timeout",), {"type": float, "default": None})),
+                        (("--timeout",), {"type": ranged("timeout"), "default": None})),
         "stop": _simple("stop", "Stop launching a sweep (default: the last one; any sweep in the ledger).",
                         (("sweep",), {"nargs": "?"})),
         "resume": _simple("resume", "Re-attach to runs the ledger has not seen finish."),

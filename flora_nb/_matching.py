@@ -114,7 +114,8 @@ def _decide(starts: list[Start], runs: list[Candidate], offset: tuple[float, flo
     matching = _cover(edges, {r.run_id for r in runs})
     if matching is None:
         return []  # no assignment explains every run: a run is not ours; decide nothing
-    exact, loose = [], []
+    exact: list[Start] = []
+    loose: list[Start] = []
     for start in starts:
         options = _options(start.local_id, edges, {r.run_id for r in runs})
         (exact if len(options) == 1 else loose).append(start)

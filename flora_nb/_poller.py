@@ -183,7 +183,7 @@ class Poller:
         due = self._tick(now + self._first_delay(run)) if first_poll_in is None else now + first_poll_in
         ends = now + estimate * (1.0 - min(float(run.progress or 0.0), 100.0) / 100.0)
         with self._lock:
-            self._entries[run.id] = _Entry(run, due, ends=ends)
+            self._entries[_run_id(run)] = _Entry(run, due, ends=ends)
         self._wake.set()
 
     def reconcile(self, run: Run) -> None:
@@ -284,7 +284,7 @@ class Poller:
                 seen = self._batch_or_nothing(workspace, fresh)
             for entry in due:
                 if entry.run.id not in seen and not self._stop.is_set():
-                    seen[entry.run.id] = self._single(entry.run)
+                    seen[_run_id(entry.run)] = self._single(entry.run)
         except Exception as exc:  # network, a bad answer, a locked ledger: try the others later
             failed = True
             self._failed(exc)
@@ -335,7 +335,7 @@ class Poller:
 
     def _single(self, run: Run) -> RunState:
         self.stats.single_requests += 1
-        return self._client.get_run(run.id, run.poll_url)
+        return self._client.get_run(_run_id(run), run.poll_url)
 
     def _observe(self, states: list[RunState]) -> None:
         pairs = []
@@ -354,11 +354,11 @@ class Poller:
         now = self._clock()
         with self._lock:
             for run in runs:
-                entry = self._entries.get(run.id)
+                entry = self._entries.get(_run_id(run))
                 if entry is None:
                     continue
                 if run.done and run.charged_cost is not None:
-                    del self._entries[run.id]
+                    del self._entries[_run_id(run)]
                     continue
                 if run.done:
                     entry.settle_polls += 1
@@ -504,6 +504,13 @@ class Poller:
                 del self._intents[intent.run.local_id]
         for intent in expired:  # its row stays an unresolved start in the ledger: it still claims its window
             self._sink.give_up(intent.run)
+
+
+def _run_id(run: Run) -> str:
+    """A tracked run's FLORA id: only runs whose start was confirmed (or bound) are polled."""
+    if run.id is None:
+        raise ValueError(f"run {run.local_id} has no FLORA id yet and cannot be polled")
+    return run.id
 
 
 def _created(run: Run) -> float:

@@ -9,7 +9,7 @@ import re
 import threading
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence, overload
 
 from ._budget import Exposure, is_money
 from ._client import FloraClient, setting
@@ -19,6 +19,7 @@ from ._ledger import Ledger, default_home
 from ._look import card_html, say
 from ._models import Asset, Technique, Workspace
 from ._owner import new_owner, retire
+from ._ranges import poll_interval_problem, problem
 from ._run import Run
 from ._starts import Starter
 from ._sweep import Sweep
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ._form import Form
-
     from .sim import FloraSimulator
 
 __all__ = ["Flora", "current_session", "open_session"]
@@ -57,6 +57,15 @@ def open_session() -> Flora | None:
     with _CURRENT_LOCK:
         current = _CURRENT
     return current if current is not None and not current.closed else None
+
+
+def _check_options(**values: Any) -> None:
+    """Every numeric option finite and in its range, else one InputError naming each range."""
+    problems = [poll_interval_problem(v) if k == "poll_interval" else problem(k, v)
+                for k, v in values.items() if v is not None]
+    found = [p for p in problems if p]
+    if found:
+        raise InputError("; ".join(found) + ". Nothing was started.")
 
 
 def _persist_default() -> bool:
@@ -95,6 +104,8 @@ class Flora:
     ):
         if budget is not None and not is_money(budget):
             raise InputError(f"budget must be a number of USD >= 0, got {budget!r}; or None for no session budget.")
+        _check_options(poll_interval=poll_interval, rate_limit=rate_limit, max_retries=max_retries,
+                       reconcile_grace=reconcile_grace)
         self.simulator = _simulator
         self.client = FloraClient(api_key, base_url, rate_limit=rate_limit, max_retries=max_retries)
         # Ledger rows are keyed by the endpoint: the base URL, or a stable name (``sim://default``)
@@ -160,6 +171,7 @@ class Flora:
         from .sim import FloraSimulator
         from .sim._persist import StateBusy
 
+        _check_options(speed=speed, seed=seed)
         persist = _persist_default() if persist is None else persist
         if not _SIM_NAME.match(name):
             raise InputError(f"simulator name must be letters, digits, - or _; got {name!r}.")
@@ -284,6 +296,20 @@ class Flora:
         signed-URL flow. A type or size FLORA refuses raises InputError before any request.
         """
         return self.starter.upload(source, file_name=file_name, content_type=content_type, workspace=workspace)
+
+    @overload
+    def sweep(self, technique: str, grid: Mapping[str, Any] | None = None, zip: Mapping[str, Any] | None = None,
+              fixed: Mapping[str, Any] | None = None, variations: Sequence[Mapping[str, Any]] | None = None,
+              repeat: int = 1, max_concurrency: int = 4, budget: float | None = None,
+              labels: Mapping[str, Any] | None = None, reuse: bool = False, dry_run: Literal[False] = False,
+              workspace: str | None = None) -> Sweep: ...
+
+    @overload
+    def sweep(self, technique: str, grid: Mapping[str, Any] | None = None, zip: Mapping[str, Any] | None = None,
+              fixed: Mapping[str, Any] | None = None, variations: Sequence[Mapping[str, Any]] | None = None,
+              repeat: int = 1, max_concurrency: int = 4, budget: float | None = None,
+              labels: Mapping[str, Any] | None = None, reuse: bool = False, *, dry_run: Literal[True],
+              workspace: str | None = None) -> pd.DataFrame: ...
 
     def sweep(self, technique: str, grid: Mapping[str, Any] | None = None, zip: Mapping[str, Any] | None = None,
               fixed: Mapping[str, Any] | None = None, variations: Sequence[Mapping[str, Any]] | None = None,

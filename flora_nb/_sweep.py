@@ -22,12 +22,12 @@ from ._errors import (
     InsufficientCreditsError,
     RateLimitError,
 )
-from ._states import ACTIVE, COMPLETED, FAILED, LOST, QUEUED, SKIPPED, STARTING, UNCONFIRMED
-from ._paths import output_path
 from ._models import Technique
 from ._owner import is_alive
+from ._paths import output_path
 from ._plan import Plan
 from ._run import Run
+from ._states import ACTIVE, COMPLETED, FAILED, LOST, QUEUED, SKIPPED, STARTING, UNCONFIRMED
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -348,7 +348,7 @@ class Sweep:
         self._notify()
         return self
 
-    def resume(self, budget: float | None | object = _KEEP) -> Sweep:
+    def resume(self, budget: float | object | None = _KEEP) -> Sweep:
         """Launch the variations never started (skipped, or queued by a session that died), within
         what is left of the budget, and look again for late charges. It spends money: only on request.
 
@@ -376,7 +376,7 @@ class Sweep:
         self._watch(new)
         return self.start()
 
-    def _prepare(self, budget: float | None | object) -> None:
+    def _prepare(self, budget: float | object | None) -> None:
         """Before launching more: the current price, the budget, and no stop request in force."""
         engine = self._engine
         if budget is not _KEEP:
@@ -396,12 +396,12 @@ class Sweep:
         owner, items = self._engine.owner, []
         for run in self.runs:
             mine = run.owner == owner and not self.launching
-            if run.status == SKIPPED or (run.status == QUEUED and (mine or is_alive(run.owner) is False)):
-                if run.status in statuses:
-                    expected = {"status": run.status, "owner": run.owner, "run_id": None}
-                    changes = {"status": QUEUED, "owner": owner, "error_code": None,
-                               "error_message": None, "charged_cost": None}
-                    items.append((run, expected, changes))
+            never_started = run.status == SKIPPED or (run.status == QUEUED and (mine or is_alive(run.owner) is False))
+            if never_started and run.status in statuses:
+                expected = {"status": run.status, "owner": run.owner, "run_id": None}
+                changes = {"status": QUEUED, "owner": owner, "error_code": None,
+                           "error_message": None, "charged_cost": None}
+                items.append((run, expected, changes))
         return self._engine.claim(items, note="resume")
 
     def _track_unknown_charges(self) -> None:

@@ -12,6 +12,7 @@ from ._errors import BudgetExceededError, InputError
 from ._ledger import LedgerRow, canonical_json
 from ._models import Technique
 from ._plan import Plan, expand, validate, varied_keys
+from ._ranges import problem
 from ._states import COMPLETED, SKIPPED
 from ._sweep import Sweep, check_price
 
@@ -26,8 +27,10 @@ def start_sweep(engine: RunEngine, uploads: Uploader, technique: str, *, grid: A
                 repeat: int, max_concurrency: int, budget: float | None, labels: Any, reuse: bool,
                 dry_run: bool, workspace: str | None) -> Any:
     """Plan, validate, price and (unless ``dry_run``) record and queue a sweep (``sweep.start()`` launches it)."""
-    if not isinstance(max_concurrency, int) or isinstance(max_concurrency, bool) or max_concurrency < 1:
-        raise InputError(f"max_concurrency must be a whole number >= 1, got {max_concurrency!r}.")
+    wrong = problem("max_concurrency", max_concurrency) or (None if isinstance(max_concurrency, int) else
+                                                          f"max_concurrency must be a whole number, got {max_concurrency!r}")
+    if wrong:
+        raise InputError(f"{wrong}.")
     if budget is not None and not is_money(budget):
         raise InputError(f"budget must be a number of USD >= 0, got {budget!r}; or None for no budget.")
     tech = engine.catalog.technique(technique)

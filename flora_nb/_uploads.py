@@ -13,7 +13,7 @@ from ._models import Asset, Technique
 if TYPE_CHECKING:
     from ._engine import RunEngine
 
-__all__ = ["Uploader", "MEDIA_TYPES"]
+__all__ = ["MEDIA_TYPES", "Uploader"]
 
 MEDIA_TYPES = frozenset({"imageUrl", "videoUrl", "audioUrl", "documentUrl"})
 

@@ -61,7 +61,7 @@ class Asset:
 
     def view(self) -> dict[str, Any]:
         """The Asset object; ``created_at`` is ISO-8601 here, as FLORA's GET /assets/{id} sends."""
-        view = {
+        view: dict[str, Any] = {
             "asset_id": self.asset_id,
             "status": self.status,
             "uploaded_via": self.uploaded_via,

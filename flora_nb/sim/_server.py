@@ -91,7 +91,7 @@ class App:
         grants = self.accounts.grants(bearer_key(req.headers))
         if grants is None:
             return route, ApiError(UNAUTHORIZED).response(), False
-        workspace = self._workspace_of(req, path, query, grants)
+        workspace = self._workspace_of(req, path, query, list(grants))
         wait = self.limiter.acquire(workspace, faults.rate_limit, self.clock())
         if wait > 0:
             return route, _rate_limited(wait), True
@@ -234,7 +234,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def date_time_string(self, timestamp: float | None = None) -> str:
         """The Date header on the server's own clock (which ``clock_offset`` may shift)."""
-        return super().date_time_string(self.server.app.clock() if timestamp is None else timestamp)  # type: ignore[attr-defined]
+        return super().date_time_string(self.server.app.clock() if timestamp is None else timestamp)
 
     def _write(self, resp: Response) -> None:
         self.send_response(resp.status)
