@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import time
 
 import pandas as pd
 import pytest
@@ -12,6 +11,7 @@ import flora_nb as fnb
 from flora_nb import Flora
 from flora_nb._poller import SETTLE_POLLS
 from flora_nb.sim import Faults, FloraSimulator
+from tests.waiting import until
 
 POSTER = "tech_a1poster"
 JINGLE = "tech_h8jingle"
@@ -25,13 +25,6 @@ def _session(sim: FloraSimulator, ledger, **options) -> Flora:
 
 def _server_inputs(sim: FloraSimulator) -> collections.Counter:
     return collections.Counter(tuple(sorted(r["inputs"].items())) for r in sim.run_records())
-
-
-def _until(condition, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.02)
 
 
 def test_get_sweep_in_a_later_session_compares_like_the_original(tmp_path):
@@ -71,7 +64,7 @@ def test_stop_from_another_session_then_resume_there(tmp_path):
     with FloraSimulator(speed=20.0, seed=5) as sim:
         with _session(sim, ledger) as a, _session(sim, ledger, resume=False) as b:
             sweep = a.sweep(POSTER, grid={"prompt": prompts}, max_concurrency=1)
-            _until(lambda: sim.stats()["runs_created"] >= 1)
+            until(lambda: sim.stats()["runs_created"] >= 1)
             b.get_sweep(sweep.sweep_id).stop()  # another kernel: through the ledger
             sweep.wait(60)
             started = sim.stats()["runs_created"]
@@ -86,7 +79,7 @@ def test_resume_stays_within_what_is_left_of_the_budget(tmp_path):
     with FloraSimulator(speed=100.0, seed=6) as sim, _session(sim, tmp_path / "l.sqlite") as fl:
         fl.sweep(POSTER, grid={"prompt": ["w1", "w2", "w3"]}).wait(60)  # the price is known: 1.0x
         sweep = fl.sweep(POSTER, grid={"prompt": [f"p{i}" for i in range(6)]}, budget=0.24, max_concurrency=1)
-        _until(lambda: sim.stats()["runs_created"] >= 3 + 4)
+        until(lambda: sim.stats()["runs_created"] >= 3 + 4)
         sweep.stop().wait(60)
         done = sweep.counts["completed"]
         assert sweep.resume().wait(60).counts == {"completed": 6}  # 6 x $0.04 = the budget
@@ -150,7 +143,7 @@ def test_a_late_charge_is_picked_up_after_the_settle_window(tmp_path):
         with _session(sim, ledger) as fl:
             run = fl.run(POSTER, {"prompt": "slow bill"}).wait(30)
             assert run.charged_cost is None
-            _until(lambda: run.charged_cost is not None)
+            until(lambda: run.charged_cost is not None)
             assert run.charged_cost == pytest.approx(0.04)
             polls = sim.stats()["requests_by_route"]["GET /runs/{run_id}"]
             assert polls > SETTLE_POLLS  # it outlived the settle window ...
@@ -161,7 +154,7 @@ def test_a_late_charge_is_picked_up_after_the_settle_window(tmp_path):
             again = later.get_sweep(sweep_id)
             assert later.poller.tracked == 0
             again.resume()
-            _until(lambda: all(r.charged_cost is not None for r in again.runs))
+            until(lambda: all(r.charged_cost is not None for r in again.runs))
             assert again.spent == pytest.approx(0.08) and sim.stats()["runs_created"] == 3
 
 
@@ -192,7 +185,7 @@ def test_resume_resends_an_unconfirmed_start_with_its_own_key(tmp_path):
         fl.technique(POSTER), fl.workspace_id  # known before FLORA goes away
         sim.stop()  # the start never reaches FLORA: its answer is lost, no run exists
         sweep = fl.sweep(POSTER, grid={"prompt": ["lost", "fine"]}, max_concurrency=1)
-        _until(lambda: sweep.runs[0].error_code == "start_lost")
+        until(lambda: sweep.runs[0].error_code == "start_lost")
         sim.start()
         sweep.wait(60)
         lost, fine = sweep.runs
@@ -264,7 +257,7 @@ def test_resume_while_a_lost_start_is_being_looked_for_never_sends_it_again(tmp_
     with FloraSimulator(speed=100.0, seed=12, faults=Faults(drop_rate=1.0)) as sim, \
             _session(sim, tmp_path / "l.sqlite", max_retries=0) as fl:
         sweep = fl.sweep(POSTER, grid={"prompt": ["dropped"]})  # FLORA makes the run, its answer is lost
-        _until(lambda: sim.stats()["runs_created"] == 1)
+        until(lambda: sim.stats()["runs_created"] == 1)
         sim.faults = Faults()
         sweep.resume().wait(60)  # the lost start is found (or awaited), never resent
         [run] = sweep.runs

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -19,10 +18,10 @@ from IPython.core.interactiveshell import InteractiveShell
 import flora_nb as fnb
 from flora_nb._magic import FloraMagics
 from flora_nb.sim import Faults, FloraSimulator
+from tests.waiting import until
 
 POSTER = "poster-studio"
 ROOT = Path(__file__).resolve().parent.parent
-TIMEOUT = 60
 
 
 @pytest.fixture
@@ -45,14 +44,6 @@ def cell(shell: InteractiveShell, source: str):
     result = shell.run_cell(source)
     result.raise_error()
     return result.result
-
-
-def until(condition, timeout: float = TIMEOUT) -> None:
-    """Wait for a condition the code under test makes true (never for a moment in time)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.01)
 
 
 # -- 1. a mistyped connect keeps the working session ----------------------------------------------

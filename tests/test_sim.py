@@ -15,7 +15,6 @@ import signal
 import struct
 import subprocess
 import sys
-import time
 import wave
 import zlib
 from collections.abc import Callable, Iterator
@@ -33,6 +32,7 @@ from flora_nb.sim._state import (
     StartOrder,
     World,
 )
+from tests import waiting
 
 SPEED = 200.0  # 1 s pending -> 5 ms; a 12 s technique -> 60 ms
 TIMEOUT = 10.0
@@ -75,22 +75,15 @@ class Api:
     def wait(self, poll_url: str, until: tuple[str, ...] = ("completed", "failed")) -> list[dict]:
         """Poll until the status is in ``until``; returns every observation."""
         seen: list[dict] = []
-        deadline = time.monotonic() + TIMEOUT
-        while time.monotonic() < deadline:
+
+        def reached() -> bool:
             resp = self("GET", poll_url)
             assert resp.status_code == 200, resp.text
             seen.append(resp.json())
-            if seen[-1]["status"] in until:
-                return seen
-            time.sleep(0.01)
-        raise AssertionError(f"run never reached {until}: {seen[-1:]}")
+            return seen[-1]["status"] in until
 
-
-def wait_until(check: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
+        waiting.until(reached, what=lambda: f"the run to reach {until} (last seen: {seen[-1:]})")
+        return seen
 
 
 def assert_error(resp: requests.Response, status: int, code: str) -> dict[str, Any]:
@@ -378,7 +371,7 @@ def test_technique_runs_lists_newest_first_with_filters(make_sim: Callable) -> N
     sim, api = make_sim()
     ids = [api.start(inputs={"prompt": f"p{i}"}).json()["run_id"] for i in range(5)]
     relight = api.start(RELIGHT, {"product_image": PNG_URL}).json()["run_id"]
-    wait_until(lambda: sim.stats()["runs_by_status"]["completed"] == 6)
+    waiting.until(lambda: sim.stats()["runs_by_status"]["completed"] == 6)
     listed: list[dict] = []
     cursor = None
     while True:
@@ -588,8 +581,9 @@ def test_failed_runs_are_refunded(make_sim: Callable) -> None:
     assert stats["total_charged"] == 0
 
 
-def test_rate_limit_is_429_with_retry_after(make_sim: Callable) -> None:
+def test_rate_limit_is_429_with_retry_after(make_sim: Callable, monkeypatch: pytest.MonkeyPatch) -> None:
     sim, api = make_sim(faults=Faults(rate_limit=1.0))  # burst 1, one token per second
+    clock = waiting.SimClock(sim, monkeypatch)  # the bucket refills only when the test says time has passed
     assert api("GET", "/workspaces").status_code == 200
     limited = api("GET", "/workspaces")
     error = assert_error(limited, 429, "rate_limited")
@@ -597,7 +591,7 @@ def test_rate_limit_is_429_with_retry_after(make_sim: Callable) -> None:
     assert int(limited.headers["Retry-After"]) >= 1
     assert 0 < int(limited.headers["retry-after-ms"]) <= 1000
     assert sim.stats()["rate_limited"] == 1
-    time.sleep(int(limited.headers["retry-after-ms"]) / 1000 + 0.05)
+    clock.advance(int(limited.headers["retry-after-ms"]) / 1000 + 0.05)  # wait as long as the server asked
     assert api("GET", "/workspaces").status_code == 200
 
 
@@ -679,11 +673,14 @@ def test_raising_max_concurrent_runs_starts_waiting_runs(make_sim: Callable) -> 
     assert api("GET", polls[1]).json()["status"] == "running"
 
 
-def test_latency_delays_each_request(make_sim: Callable) -> None:
-    _, api = make_sim(faults=Faults(latency=0.2))
-    started = time.monotonic()
+def test_latency_delays_each_request(make_sim: Callable, monkeypatch: pytest.MonkeyPatch) -> None:
+    sim, api = make_sim(faults=Faults(latency=0.2))
+    clock = waiting.SimClock(sim, monkeypatch)  # the server's pause passes on a fake clock, exactly
+    started = clock()
     assert api("GET", "/workspaces").status_code == 200
-    assert time.monotonic() - started >= 0.2
+    assert clock() - started >= 0.2 and clock.slept == [0.2]
+    assert api("GET", "/workspaces").status_code == 200
+    assert clock() - started >= 0.4  # each request, not only the first
 
 
 def test_cost_lag_hides_charged_cost_for_a_while(make_sim: Callable) -> None:
@@ -691,7 +688,7 @@ def test_cost_lag_hides_charged_cost_for_a_while(make_sim: Callable) -> None:
     poll = api.start().json()["poll_url"]
     done = api.wait(poll)[-1]
     assert "charged_cost" not in done  # terminal, but the cost has not settled yet
-    wait_until(lambda: "charged_cost" in api("GET", poll).json())
+    waiting.until(lambda: "charged_cost" in api("GET", poll).json())
     assert api("GET", poll).json()["charged_cost"] == 0.04
     assert sim.run_records()[0]["charged_cost"] == 0.04
 
@@ -701,7 +698,7 @@ def test_charge_jitter_is_deterministic_and_bounded(make_sim: Callable) -> None:
     prompts = ["a", "b", "c", "d", "a"]
     for prompt in prompts:
         api.start(MOTION, {"prompt": prompt})
-    wait_until(lambda: sim.stats()["runs_by_status"]["completed"] == len(prompts))
+    waiting.until(lambda: sim.stats()["runs_by_status"]["completed"] == len(prompts))
     charges = [r["charged_cost"] for r in sim.run_records()]
     assert all(0.9 * 0.75 - 1e-9 <= c <= 0.9 * 1.25 + 1e-9 for c in charges)
     assert charges[0] == charges[4] and len(set(charges)) > 1
@@ -719,7 +716,7 @@ def test_same_seed_same_behaviour(make_sim: Callable) -> None:
         sim, api = make_sim(seed=7, faults=Faults(run_failure_rate=0.5))
         for i in range(12):
             api.start(inputs={"prompt": f"s{i}"})
-        wait_until(functools.partial(_all_terminal, sim))
+        waiting.until(functools.partial(_all_terminal, sim))
         outcomes.append([(r["status"], r["charged_cost"]) for r in sim.run_records()])
     assert outcomes[0] == outcomes[1]
     assert {status for status, _ in outcomes[0]} == {"completed", "failed"}
