@@ -342,7 +342,7 @@ class RunEngine:
             found = self.adopt(row) if row is not None else None
         return found
 
-    def _row(self, local_id: int) -> LedgerRow:
+    def _stored_row(self, local_id: int) -> LedgerRow:
         """A row this engine wrote or read: rows are never deleted, so it is there."""
         row = self.ledger.get(local_id)
         if row is None:
@@ -361,7 +361,7 @@ class RunEngine:
     def update(self, run: Run, note: str | None = None, **changes: Any) -> None:
         """Write changes to a run's row (one transaction, an event when its status changes); refresh the Run."""
         self.ledger.update(run.local_id, note=note, **changes)
-        run.apply_row(self._row(run.local_id))
+        run.apply_row(self._stored_row(run.local_id))
 
     def update_many(self, runs: Sequence[Run], **changes: Any) -> None:
         """The same change to many runs, in one ledger transaction."""
@@ -369,7 +369,7 @@ class RunEngine:
             return
         self.ledger.update_many([(run.local_id, changes) for run in runs])
         for run in runs:
-            run.apply_row(self._row(run.local_id))
+            run.apply_row(self._stored_row(run.local_id))
 
     def refresh(self, run: Run) -> None:
         """Poll FLORA for one run now and record what it says."""
@@ -512,7 +512,7 @@ class RunEngine:
                 self.lost(run, RuntimeError("resumed"), (start.low, start.high))
             else:
                 self._forget_foreign_poll_urls(row)
-                run.apply_row(self._row(row.local_id))
+                run.apply_row(self._stored_row(row.local_id))
                 self.poller.track(run, first_poll_in=0.0)
             runs.append(run)
         for row in self.ledger.rows(self.endpoint, statuses=TERMINAL):
