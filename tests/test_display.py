@@ -9,7 +9,6 @@ import math
 import random
 import re
 import threading
-import time
 
 import ipywidgets as w
 import pytest
@@ -18,6 +17,7 @@ from flora_nb import Flora
 from flora_nb._display import MAX_UPDATES_PER_SECOND, STYLE, RunPanel, SweepPanel, Throttle, text_widget
 from flora_nb._display import RatingWidget
 from flora_nb.sim import Faults
+from tests.waiting import until
 
 POSTER = "poster-studio"
 
@@ -81,7 +81,7 @@ def test_throttle_draws_the_last_change_and_at_most_ten_a_second():
     fake.advance(1.0)
     times = [t for t, _ in drawn]
     assert _max_per_second(times) <= MAX_UPDATES_PER_SECOND
-    assert all(b - a >= 0.1 - 1e-9 for a, b in zip(times, times[1:]))
+    assert all(b - a >= 0.1 - 1e-9 for a, b in itertools.pairwise(times))
     assert drawn[-1][1] == 5000  # the last change is drawn
     assert len(drawn) >= 50  # and it keeps drawing while changes flow, not only at the end
 
@@ -247,7 +247,7 @@ def test_a_live_sweep_says_done_spent_and_eta(tmp_path):
         assert re.search(r"Poster Studio · 0 / 3 done · \$0 spent · ETA \d+ (s|min)", text), text
         assert _bar_value(panel.live.value) == 0
         sweep.stop()
-        assert _eventually(lambda: not sweep.launching)  # the launcher marks the rest skipped, then ends
+        until(lambda: not sweep.launching, what="the launcher to end")  # the launcher marks the rest skipped, then ends
 
 
 def test_a_sweep_panel_stops_ticking_when_its_session_closes(tmp_path):
@@ -278,23 +278,14 @@ def test_a_gallery_caption_learns_a_late_charge(tmp_path):
             return [x.value for x in _walk(gallery) if isinstance(x, w.HTML) and "prompt=" in x.value]
 
         # Cells are filled off the poller thread: wait (with a deadline) until both show the charge.
-        assert _eventually(lambda: len(captions()) == 2 and all("$0.04" in c for c in captions())), captions()
-
-
-def _eventually(check, timeout: float = 30.0) -> bool:
-    """Wait for a condition other threads bring about, up to a deadline."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
+        until(lambda: len(captions()) == 2 and all("$0.04" in c for c in captions()),
+              what=lambda: f"both captions to show the charge: {captions()}")
 
 
 def test_a_huge_sweep_keeps_each_redraw_small(fl):
     sweep = fl.sweep(POSTER, grid={"prompt": [f"p{i}" for i in range(2100)]}, max_concurrency=1)
     sweep.stop()
-    assert _eventually(lambda: not sweep.launching)
+    until(lambda: not sweep.launching, what="the launcher to end")
     panel = SweepPanel(sweep)
     assert "data-run=" not in panel.live.value and len(panel.live.value) < 5_000
     assert "not started" in panel.live.value and "/ 2100 done" in panel.live.value
@@ -307,7 +298,7 @@ def test_panels_of_a_closed_session_stay_quiet(tmp_path, caplog):
     panels = [RunPanel(run), SweepPanel(sweep)]
     before = [p.live.value for p in panels]
     sweep.stop()
-    assert _eventually(lambda: not sweep.launching)
+    until(lambda: not sweep.launching, what="the launcher to end")
     fl.close()
     for panel in panels:  # what the ticker and a late timer do after the close
         panel.draw()
