@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
-import time
 import traceback
 
 import pytest
 
 import flora_nb as fnb
 from flora_nb import FloraClient
+from flora_nb._throttle import Throttle
 from flora_nb.sim import Faults
+from tests.waiting import SimClock, until
 
 from .conftest import make_client
 
@@ -27,13 +28,12 @@ def prompt_inputs(tech: fnb.Technique, prompt: str = "a red fox") -> dict[str, s
     return {tech.required_inputs[0].id: prompt}
 
 
-def wait_terminal(client: FloraClient, start: fnb.RunStart, timeout: float = 30.0) -> fnb.RunState:
-    deadline = time.monotonic() + timeout
-    while True:
+def wait_terminal(client: FloraClient, start: fnb.RunStart) -> fnb.RunState:
+    def terminal() -> fnb.RunState | None:
         state = client.get_run(start.run_id, start.poll_url)
-        if state.terminal or time.monotonic() > deadline:
-            return state
-        time.sleep(0.02)
+        return state if state.terminal else None
+
+    return until(terminal, what=f"run {start.run_id} to end")
 
 
 def start(client: FloraClient, sim, prompt: str = "a red fox", **kwargs) -> fnb.RunStart:
@@ -243,7 +243,10 @@ def _keys_of_runs(sim) -> list[str]:
     return [r["idempotency_key"] for r in sim.run_records()]
 
 
-def test_error_rate_retries_make_exactly_one_run_per_start(sim):
+def test_error_rate_retries_make_exactly_one_run_per_start(sim, monkeypatch):
+    # How long a retry waits is not the promise here; a 30 % error rate makes runs of 5-6 errors
+    # (3-8 s back-offs each) likely among 20 starts: wait a token time instead.
+    monkeypatch.setattr(fnb.FloraClient, "_backoff", lambda self, attempt: 0.01)
     with make_client(sim, max_retries=10) as c:
         tech = text_technique(c)
         sim.reset_stats()
@@ -290,27 +293,31 @@ def test_429_is_retried_and_one_run_per_start(sim):
     assert stats["rate_limited"] > 0 and stats["runs_created"] == 20
 
 
-def test_retry_after_is_honoured(sim):
+def test_retry_after_is_honoured(sim, monkeypatch):
     sim.faults = Faults(rate_limit=2.0)  # one token every 0.5 s, burst of 2
+    clock = SimClock(sim, monkeypatch)  # the server's bucket and the client's waits on one fake clock
     with make_client(sim, max_retries=5) as c:
-        began = time.monotonic()
+        c.throttle = Throttle(None, clock=clock, sleep=clock.sleep)  # the client's own throttle, as built, on it
+        began = clock()
         for _ in range(5):
             c.workspaces()
-        elapsed = time.monotonic() - began
+        elapsed = clock() - began
     # Honouring the server's wait means each 429 costs one request, never a burst of them,
     # and five requests cannot finish before three refills of the bucket (burst 2).
     assert 0 < sim.stats()["rate_limited"] <= 5
     assert elapsed >= 3 * 0.5 * 0.9
 
 
-def test_server_wait_is_capped(sim):
+def test_server_wait_is_capped(sim, monkeypatch):
     sim.faults = Faults(rate_limit=0.1)  # the server asks for a 10 s wait
+    clock = SimClock(sim, monkeypatch)
     with make_client(sim, max_retries=1, max_retry_wait=0.2) as c:
+        c.throttle = Throttle(None, clock=clock, sleep=clock.sleep)
         c.workspaces()
-        began = time.monotonic()
+        began = clock()
         with pytest.raises(fnb.RateLimitError):
             c.workspaces()
-    assert time.monotonic() - began < 5.0
+    assert clock() - began < 5.0
 
 
 def test_client_side_rate_limit_avoids_429(sim):
