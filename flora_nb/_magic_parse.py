@@ -30,16 +30,13 @@ class HelpShown(Exception):
 def ranged(name: str, kind: type = float) -> Callable[[str], Any]:
     """An argparse type: a number of ``kind`` in ``name``'s allowed range (``_ranges``), else a usage error."""
     def convert(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            value = text
+        value = kind(text)  # not a number: argparse says "invalid int value: 'two'"
         wrong = problem(name, value)
         if wrong:
             # argparse names the flag ("argument --speed: ..."): say only what is allowed
             raise argparse.ArgumentTypeError(wrong.removeprefix(f"{name} ").replace(f"got {value!r}", f"got {text}"))
         return value
-    convert.__name__ = name  # argparse names the type in its messages
+    convert.__name__ = kind.__name__  # argparse names the type in its messages
     return convert
 
 
@@ -47,6 +44,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse that raises UsageError instead of printing and exiting."""
 
     def error(self, message: str) -> NoReturn:
+        message = re.sub(r"^argument (--[\w-]+): must be", r"\1 must be", message)  # "--speed must be ..."
         raise UsageError(f"%flora {self.prog.split()[-1]}: {message}. See %flora {self.prog.split()[-1]} -h")
 
     def exit(self, status: int = 0, message: str | None = None) -> NoReturn:

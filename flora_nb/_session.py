@@ -16,7 +16,7 @@ from ._client import FloraClient, setting
 from ._engine import RunEngine
 from ._errors import ConfigError, FloraError, InputError
 from ._ledger import Ledger, default_home
-from ._look import card_html, say
+from ._look import card_html, say, usd
 from ._models import Asset, Technique, Workspace
 from ._owner import new_owner, retire
 from ._ranges import poll_interval_problem, problem
@@ -237,7 +237,7 @@ class Flora:
         rows = [("endpoint", f"{st['endpoint']}{' (simulator)' if st['simulator'] else ''}"),
                 ("workspace", str(workspace)), ("health", st["health"]),
                 ("runs", f"{st['tracked']} tracked, {st['unconfirmed_starts']} starts being confirmed"),
-                ("spent", f"${st['spent_usd']:,.4f} charged"), ("poller", poller)]
+                ("spent", f"{usd(st['spent_usd'])} charged"), ("poller", poller)]
         if st["poller_last_error"] and st["health"] != "ok":
             rows.append(("last error", st["poller_last_error"]))
         return rows + [("ledger", st["ledger"])]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import html
 import logging
 import re
 import threading
@@ -22,6 +21,7 @@ from ._errors import (
     InsufficientCreditsError,
     RateLimitError,
 )
+from ._look import card_html, duration, usd
 from ._models import Technique
 from ._owner import is_alive
 from ._paths import output_path
@@ -545,11 +545,11 @@ class Sweep:
         rows = [
             ("sweep", self.sweep_id), ("technique", f"{self.technique.name} ({self.technique.technique_id})"),
             ("varied", ", ".join(self.varied) or "nothing (repeats)"), ("runs", f"{len(self.runs)}: {counts}"),
-            ("spent", f"${self.spent:.4f}"), ("estimated remaining", f"${self.estimated_remaining:.4f}"),
-            ("ETA", "done" if self.done else ("unknown" if eta is None else f"~{eta:.0f} s")),
+            ("spent", usd(self.spent)), ("estimated remaining", usd(self.estimated_remaining)),
+            ("ETA", "done" if self.done else ("unknown" if eta is None else f"~{duration(eta)}")),
         ]
         if self.budget is not None:
-            rows.append(("budget", f"${self.budget:.2f} (${self.budget_left or 0.0:.2f} left)"))
+            rows.append(("budget", f"{usd(self.budget)} ({usd(self.budget_left or 0.0)} left)"))
         if self.rate_limit_wait > 0:
             rows.append(("rate limited", f"FLORA asked to wait {self.rate_limit_wait:.1f} s"))
         if self.stop_reason:
@@ -568,10 +568,7 @@ class Sweep:
         display_live(self)
 
     def _repr_html_(self) -> str:
-        esc = html.escape
-        body = "".join(f"<tr><th style='text-align:left'>{esc(k)}</th><td>{esc(v)}</td></tr>"
-                       for k, v in self._summary_rows())
-        return f"<table>{body}</table>"
+        return card_html(self._summary_rows(), "flora-sweep")
 
 
 def _slug(inputs: dict[str, Any], varied: Sequence[str]) -> str:
