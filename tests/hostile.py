@@ -14,6 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
+import requests
+
 KEY = "sk_hostile_SECRET_0123456789"
 TECH = "tech_fake"
 WS = "ws_fake"
@@ -96,7 +98,8 @@ class HostileServer:
         self._lock = threading.Lock()
         self._server = _Server((host, 0), _Handler)
         self._server.owner = self
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll interval: shutdown() waits for it (the default 0.5 s made every close slow).
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
         self._thread.start()
 
     @property
@@ -125,6 +128,12 @@ class HostileServer:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+    def __enter__(self) -> HostileServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def technique_json() -> dict[str, Any]:
@@ -178,11 +187,35 @@ class FakeFlora(HostileServer):
         return self.on_other(req)
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    """Poll ``predicate`` until true or ``timeout``; returns its last value (no fixed sleep)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
+# Hop-by-hop headers and those the front's own HTTP server writes: never passed on.
+_NOT_PASSED_ON = {"host", "connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding",
+                  "date", "server", "proxy-connection", "te", "trailer", "upgrade"}
+
+
+class Front(HostileServer):
+    """A front for a real server (the simulator): each request is passed on and its answer passed back.
+
+    When ``hold(req)`` says so, the request is passed on (the server acts on it) but its answer is
+    kept from the client: ``held`` is set, and once the test sets ``release`` the connection is cut
+    without an answer. A test can so act at the exact moment a request is in flight, with no sleep.
+    """
+
+    def __init__(self, target_origin: str, host: str = "127.0.0.1"):
+        super().__init__(self._pass_on, host)
+        self.target = target_origin.rstrip("/")
+        self.hold: Callable[[Req], bool] = lambda req: False
+        self.held = threading.Event()
+        self.release = threading.Event()
+
+    def _pass_on(self, req: Req) -> Reply | None:
+        headers = {k: v for k, v in req.headers.items() if k not in _NOT_PASSED_ON}
+        answer = requests.request(req.method, self.target + req.path, params=req.query, headers=headers,
+                                  data=req.body, allow_redirects=False, timeout=60)
+        if self.hold(req):
+            self.held.set()
+            self.release.wait(60)
+            req.handler.close_connection = True
+            return None
+        passed = {("Content-Type" if k.lower() == "content-type" else k): v
+                  for k, v in answer.headers.items() if k.lower() not in _NOT_PASSED_ON}
+        return Reply(answer.status_code, answer.content, passed)

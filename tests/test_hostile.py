@@ -19,7 +19,8 @@ from flora_nb._ledger import Ledger
 from flora_nb._models import RunStart, RunState, Technique
 from flora_nb._transitions import changes_for
 
-from .hostile import KEY, TECH, WS, FakeFlora, HostileServer, Reply, run_json, wait_for
+from .hostile import KEY, TECH, WS, FakeFlora, HostileServer, Reply, run_json
+from .waiting import PollerTime, until
 
 
 @pytest.fixture
@@ -194,7 +195,7 @@ def test_lost_start_is_matched_despite_bad_items(api, tmp_path):
         if created else [], "meta": {}})
     with session_of(api, tmp_path, reconcile_grace=30.0) as fl:
         run = fl.run(TECH, {"prompt": "x"})
-        assert wait_for(lambda: run.id == "run_lost", timeout=20)
+        until(lambda: run.id == "run_lost", what="the lost start to be matched to run_lost")
         run.wait(10)
         assert run.status == "completed" and fl.status()["reconciled"] == 1
         assert fl.status()["invalid_answers"] >= len(BAD_ITEMS)
@@ -313,12 +314,20 @@ def test_refused_poll_url_falls_back_to_the_run_id(api, evil, tmp_path):
 
 def test_poll_answer_without_run_id_is_rescheduled_not_spun_on(api, tmp_path):
     api.on_run = lambda req, run_id: Reply(200, {"status": "running", "progress": 5})
+
+    def polls() -> int:
+        return len(api.hits("/api/v1/runs/"))
+
     with session_of(api, tmp_path, poll_interval=(30.0, 30.0)) as fl:
+        # The poller's clock and sleeps on virtual time: a second of it passes as fast as the poller
+        # lets it, and what it sends in that second depends on nothing but the waits it chooses.
+        second = PollerTime(fl.poller).window(1.0, snapshot=polls, start_when=lambda: polls() >= 1)
         fl.run(TECH, {"prompt": "x"})
         fl.poller.track(fl.tracked_runs()[0], first_poll_in=0.0)
-        assert wait_for(lambda: len(api.hits("/api/v1/runs/")) >= 1)
+        until(lambda: polls() >= 1, what="the first poll")
+        until(second.closed.is_set, what="a second of the poller's time to pass")
         # The next poll is due in 30 s: a poller that spins would send many more within a second.
-        assert not wait_for(lambda: len(api.hits("/api/v1/runs/")) >= 3, timeout=1.0)
+        assert second.seen is not None and second.seen < 3, second.seen
         assert fl.status()["poller_errors"] >= 1 and "run_id" in fl.status()["poller_last_error"]
 
 
@@ -415,7 +424,7 @@ def test_echoed_key_is_scrubbed_everywhere(api, tmp_path, caplog):
 
 
 def test_key_spelled_with_json_escapes_is_scrubbed(api):
-    escaped = "\\u%04x" % ord(KEY[0]) + KEY[1:]  # the bytes never contain the key; the parsed text does
+    escaped = f"\\u{ord(KEY[0]):04x}" + KEY[1:]  # the bytes never contain the key; the parsed text does
     body = '{"run_id": "run_0001", "status": "failed", "error_message": "echo ' + escaped + '"}'
     api.on_run = lambda req, run_id: Reply(200, body.encode())
     with client_of(api) as client:
