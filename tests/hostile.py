@@ -196,26 +196,34 @@ class Front(HostileServer):
     """A front for a real server (the simulator): each request is passed on and its answer passed back.
 
     When ``hold(req)`` says so, the request is passed on (the server acts on it) but its answer is
-    kept from the client: ``held`` is set, and once the test sets ``release`` the connection is cut
-    without an answer. A test can so act at the exact moment a request is in flight, with no sleep.
+    kept from the client (with ``hold_before``: the request itself is kept from the server): ``held``
+    is set, and once the test sets ``release`` the connection is cut without an answer. A test can
+    so act at the exact moment a request is in flight, with no sleep.
     """
 
     def __init__(self, target_origin: str, host: str = "127.0.0.1"):
         super().__init__(self._pass_on, host)
         self.target = target_origin.rstrip("/")
         self.hold: Callable[[Req], bool] = lambda req: False
+        self.hold_before = False
         self.held = threading.Event()
         self.release = threading.Event()
 
     def _pass_on(self, req: Req) -> Reply | None:
+        hold = self.hold(req)
+        if hold and self.hold_before:
+            return self._hold(req)
         headers = {k: v for k, v in req.headers.items() if k not in _NOT_PASSED_ON}
         answer = requests.request(req.method, self.target + req.path, params=req.query, headers=headers,
                                   data=req.body, allow_redirects=False, timeout=60)
-        if self.hold(req):
-            self.held.set()
-            self.release.wait(60)
-            req.handler.close_connection = True
-            return None
+        if hold:
+            return self._hold(req)
         passed = {("Content-Type" if k.lower() == "content-type" else k): v
                   for k, v in answer.headers.items() if k.lower() not in _NOT_PASSED_ON}
         return Reply(answer.status_code, answer.content, passed)
+
+    def _hold(self, req: Req) -> None:
+        self.held.set()
+        self.release.wait(60)
+        req.handler.close_connection = True
+        return None

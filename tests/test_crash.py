@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
 import sys
 import textwrap
-import time
+from typing import Callable
+
+import pytest
 
 from flora_nb import Flora, FloraClient
 from flora_nb.sim import Faults, FloraSimulator
+from tests.hostile import Front, Req
+from tests.waiting import until
 
 CHILD = textwrap.dedent("""
     import sys
@@ -33,25 +38,34 @@ def _text_technique(sim: FloraSimulator) -> tuple[str, str]:
     raise AssertionError("the catalog has a technique whose one required input is a text 'prompt'")
 
 
-def test_sigkill_mid_starts_then_resume(tmp_path):
+def _nth_start(n: int) -> Callable[[Req], bool]:
+    """True for the ``n``-th ``POST /runs/technique`` a front passes on (1-based)."""
+    starts = itertools.count(1)
+    return lambda req: req.method == "POST" and req.path.endswith("/runs/technique") and next(starts) == n
+
+
+@pytest.mark.parametrize("reached", [True, False], ids=["flora-made-the-run", "post-never-reached-flora"])
+def test_sigkill_mid_starts_then_resume(tmp_path, reached):
     ledger = tmp_path / "ledger.sqlite"
-    with FloraSimulator(speed=50.0, faults=Faults(latency=0.03), seed=7) as sim:
+    with FloraSimulator(speed=50.0, faults=Faults(latency=0.03), seed=7) as sim, Front(sim.origin) as front:
         tech_id, _ = _text_technique(sim)
+        front.hold = _nth_start(11)  # the kernel talks to FLORA through the front
+        front.hold_before = not reached
         child = subprocess.Popen(
-            [sys.executable, "-c", CHILD, sim.api_key, sim.base_url, str(ledger), tech_id],
-            stdout=subprocess.PIPE, text=True,
+            [sys.executable, "-c", CHILD, sim.api_key, front.origin + "/api/v1", str(ledger), tech_id],
+            stdout=subprocess.DEVNULL,
         )
-        for line in child.stdout:
-            if line.strip() == "9":
-                time.sleep(0.045)  # land inside the next start's POST
-                break
+        # Killed inside the 11th start's POST: FLORA has made its run and its answer is on the way back,
+        # or the request has not reached FLORA yet. (Both, every time: a sleep landed on one or the other.)
+        assert front.held.wait(60), "the kernel sent its 11th start"
         os.kill(child.pid, signal.SIGKILL)
         child.wait(10)
+        front.release.set()
 
-        with Flora(api_key=sim.api_key, base_url=sim.base_url, ledger_path=ledger,
+        with Flora(api_key=sim.api_key, base_url=front.origin + "/api/v1", ledger_path=ledger,  # the kernel's endpoint
                    poll_interval=(0.05, 0.1), reconcile_grace=2.0) as fl:
             for run in fl.resume():
-                _settle(run)
+                until(lambda run=run: run.done, what=f"resumed run {run.local_id} to end")
             rows = fl.ledger.rows(fl.endpoint)
             records = sim.run_records()
 
@@ -60,17 +74,11 @@ def test_sigkill_mid_starts_then_resume(tmp_path):
     assert len(server_keys) == len(set(server_keys)), "no start was sent twice"
     ledger_by_key = {row.idempotency_key: row for row in rows}
     for record in records:  # every run the server created is in the ledger, bound to its own row
-        assert ledger_by_key[record["idempotency_key"]].run_id == record["run_id"], (ledger_by_key[record["idempotency_key"]].status, ledger_by_key[record["idempotency_key"]].error_code, record)
+        row = ledger_by_key[record["idempotency_key"]]
+        assert row.run_id == record["run_id"], (row.status, row.error_code, record)
+    assert len(records) == 11 if reached else 10
     for row in rows:
         if row.idempotency_key in set(server_keys):
             assert row.status in ("completed", "failed"), row
         else:  # the POST never reached the server: proved so from its finite window, never re-sent
             assert row.status == "skipped" and row.error_code == "start_not_received", row
-
-
-def _settle(run, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if run.done:
-            return
-        time.sleep(0.05)
