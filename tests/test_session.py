@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 
 import pandas as pd
 import pytest
@@ -13,6 +12,7 @@ from flora_nb import Flora
 from flora_nb._frames import RUN_COLUMNS
 from flora_nb.sim import Faults, FloraSimulator
 from tests.invariants import check
+from tests.waiting import PollerTime, until
 
 
 def prompt_technique(fl: Flora) -> fnb.Technique:
@@ -146,10 +146,8 @@ def test_costs_match_the_server_to_the_cent(tmp_path):
         assert set(costs.columns) >= {"estimated_usd", "cost_per_completed_usd", "mean_run_seconds", "unknown_cost_runs"}
 
 
-def _wait_costs_known(fl: Flora, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while fl.runs()["charged_cost"].isna().any() and time.monotonic() < deadline:
-        time.sleep(0.05)
+def _wait_costs_known(fl: Flora) -> None:
+    until(lambda: not fl.runs()["charged_cost"].isna().any(), what="every charge to be known")
 
 
 def test_unknown_cost_is_nan_until_final(tmp_path):
@@ -191,9 +189,7 @@ def test_poller_survives_listener_and_network_errors(fl):
     run = fl.run(tech.technique_id, prompt(tech))
     run.on_change(broken)
     fl.simulator.faults = Faults(error_rate=1.0)
-    deadline = time.monotonic() + 20
-    while fl.status()["poller_errors"] == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    until(lambda: fl.status()["poller_errors"] > 0, what="a poll to fail")
     fl.simulator.faults = Faults()
     run.wait(30)
     status = fl.status()
@@ -242,7 +238,7 @@ def test_ambiguous_workspace_and_missing_key(tmp_path, monkeypatch):
     with FloraSimulator(api_keys=("sk_two",), key_workspaces=keys) as sim:
         with Flora(api_key="sk_two", base_url=sim.base_url, ledger_path=tmp_path / "l.sqlite") as fl:
             with pytest.raises(fnb.ConfigError, match="ws_sim_demo.*ws_sim_private|ws_sim_private.*ws_sim_demo"):
-                fl.workspace_id
+                _ = fl.workspace_id
         with Flora(api_key="sk_two", base_url=sim.base_url, workspace="ws_sim_private",
                    ledger_path=tmp_path / "l.sqlite") as fl:
             assert fl.workspace_id == "ws_sim_private"
@@ -327,10 +323,15 @@ def test_poller_does_not_spin_on_unexpected_errors(fl, monkeypatch):
     def broken(pairs):
         raise RuntimeError("ledger exploded")
 
+    # One second of the poller's own time, virtual: how many cycles fit in it depends only on the
+    # waits the poller chooses, not on how busy the machine is.
+    stats = fl.poller.stats  # what status() shows as poller_errors and poller_cycles
+    second = PollerTime(fl.poller).window(1.0, snapshot=lambda: {"poller_errors": stats.errors,
+                                                                 "poller_cycles": stats.cycles})
     monkeypatch.setattr(fl.engine, "record", broken)
     run = fl.run(tech.technique_id, prompt(tech))
-    time.sleep(1.0)
-    status = fl.status()
+    until(second.closed.is_set, what="a second of the poller's time to pass")
+    status = second.seen
     assert status["poller_errors"] >= 1
     assert status["poller_cycles"] < 40  # backs off by the poll interval, not a 5 ms hot loop
     monkeypatch.undo()
