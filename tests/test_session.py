@@ -163,7 +163,8 @@ def test_unknown_cost_is_nan_until_final(tmp_path):
         assert fl.costs(detail=True)["unknown_cost_runs"].tolist() == [0]
 
 
-def test_faults_one_server_run_per_logical_start(tmp_path):
+def test_faults_one_server_run_per_logical_start(tmp_path, monkeypatch):
+    monkeypatch.setattr(fnb.FloraClient, "_backoff", lambda self, attempt: 0.01)  # how long is not the promise
     faults = Faults(drop_rate=0.3, error_rate=0.2)
     with Flora.simulated(speed=100.0, faults=faults, seed=11, max_retries=10,
                          ledger_path=tmp_path / "l.sqlite") as fl:
