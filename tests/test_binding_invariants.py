@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from flora_nb import Flora
 from flora_nb._ledger import Ledger
 from flora_nb.sim import Faults, FloraSimulator
 from tests.invariants import SimProcess, check
+from tests.waiting import until
 
 POSTER = "tech_a1poster"
 
@@ -62,14 +62,14 @@ def _settle(sim: SimProcess, ledger: Path, timeout: float = 90.0):
     with Flora(api_key=sim.api_key, base_url=sim.base_url, ledger_path=ledger, poll_interval=(0.02, 0.05),
                reconcile_grace=1.0) as fl:
         fl.resume()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            rows = fl.ledger.rows(fl.endpoint)
-            if all(r.status in ("completed", "failed", "skipped") and (r.status == "skipped" or r.charged_cost is not None)
-                   for r in rows):
-                break
-            time.sleep(0.1)
+        until(lambda: _all_final(fl), timeout, "every row to be final", interval=0.1, fail=False)  # check() says what is not
     return check(ledger, sim.records(), sim.stats())
+
+
+def _all_final(fl: Flora) -> bool:
+    """Every row of the session's ledger terminal, with its charge known unless it never started."""
+    return all(r.status in ("completed", "failed", "skipped") and (r.status == "skipped" or r.charged_cost is not None)
+               for r in fl.ledger.rows(fl.endpoint))
 
 
 def test_sigkill_at_random_moments_during_sweeps_then_resume_and_sweep_again(tmp_path):
@@ -84,8 +84,8 @@ def test_sigkill_at_random_moments_during_sweeps_then_resume_and_sweep_again(tmp
             while not kernel.stdout.readline().startswith("swp_"):  # its sweep is recorded and launching
                 pass
             target = before + rng.randint(1, 10)
-            while _started(ledger) < target and kernel.poll() is None:
-                time.sleep(0.005)
+            until(lambda target=target, kernel=kernel: _started(ledger) >= target or kernel.poll() is not None,
+                  what=f"{target} starts in the ledger", interval=0.005)
             os.kill(kernel.pid, signal.SIGKILL)
             kernel.wait(10)
         report = _settle(sim, ledger)
@@ -131,11 +131,7 @@ def test_drops_and_errors_with_twenty_concurrent_starts(tmp_path):
             sweep.wait(180)
             sim.faults = Faults()
             fl.resume()
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and not all(
-                    r.status in ("completed", "failed", "skipped") and (r.status == "skipped" or r.charged_cost is not None)
-                    for r in fl.ledger.rows(fl.endpoint)):
-                time.sleep(0.1)
+            until(lambda: _all_final(fl), 60, "every row to be final", interval=0.1, fail=False)  # check() says what is not
         stats = sim.stats()
         report = check(tmp_path / "l.sqlite", sim.run_records(), stats)
     assert stats["drops"] > 0 and stats["errors_injected"] + stats["errors_after_create"] > 0

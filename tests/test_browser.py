@@ -13,13 +13,14 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Iterator
 
 import nbformat
 import pytest
 import requests
+
+from tests.waiting import until
 
 CHROMIUM = os.environ.get("CHROMIUM_BIN") or shutil.which("chromium") or "/usr/bin/chromium"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -63,15 +64,14 @@ def _lab_env(d: Path) -> dict[str, str]:
 
 
 def _wait_ready(url: str, token: str, proc: subprocess.Popen, log: Path) -> None:
-    for _ in range(240):
-        try:
-            if requests.get(f"{url}/api/status", params={"token": token}, timeout=1).ok:
-                return
-        except requests.ConnectionError:
-            pass
+    def answering() -> bool:
         assert proc.poll() is None, log.read_text()
-        time.sleep(0.25)
-    pytest.fail("jupyter lab did not start:\n" + log.read_text())
+        try:
+            return requests.get(f"{url}/api/status", params={"token": token}, timeout=1).ok
+        except requests.ConnectionError:
+            return False
+
+    until(answering, 120, lambda: "jupyter lab to start:\n" + log.read_text(), interval=0.1)
 
 
 @contextlib.contextmanager
@@ -81,7 +81,7 @@ def running_lab(d: Path, root: Path, theme: str | None = None) -> Iterator[tuple
     env = _lab_env(d)
     if theme:
         themes = d / "settings/@jupyterlab/apputils-extension/themes.jupyterlab-settings"
-        themes.write_text('{"theme": "%s"}' % theme)
+        themes.write_text(f'{{"theme": "{theme}"}}')
     port, token = _free_port(), secrets.token_hex(16)
     log_path = d / "server.log"
     with open(log_path, "w") as log:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import time
 
 import ipywidgets as w
 import pytest
@@ -12,6 +11,7 @@ import flora_nb as fnb
 from flora_nb import Flora
 from flora_nb._plan import expand
 from flora_nb.sim import Faults
+from tests.waiting import until
 
 POSTER = "tech_a1poster"  # one required text input "prompt", $0.04, image output
 JINGLE = "jingle-writer"  # prompt* + style, audio + text outputs
@@ -110,13 +110,16 @@ def test_grid_sweep_runs_and_frames(fl, tmp_path):
 
 def test_max_concurrency_is_respected(tmp_path):
     with Flora.simulated(speed=50.0, ledger_path=tmp_path / "l.sqlite") as fl:
-        peak = 0
+        peaks = [0]
         sweep = fl.sweep(POSTER, grid={"prompt": [f"p{i}" for i in range(8)]}, max_concurrency=2)
-        deadline = time.monotonic() + 60
-        while not sweep.done and time.monotonic() < deadline:  # the server's own count never passes the cap
+
+        def done_and_sampled() -> bool:  # the server's own count never passes the cap
             live = fl.simulator.stats()["runs_by_status"]
-            peak = max(peak, live["pending"] + live["running"])
-            time.sleep(0.005)
+            peaks.append(live["pending"] + live["running"])
+            return sweep.done
+
+        until(done_and_sampled, what="the sweep to end", interval=0.005)
+        peak = max(peaks)
         assert 1 <= peak <= 2 and sweep.counts == {"completed": 8}
 
 
@@ -162,9 +165,7 @@ def test_insufficient_credits_mid_sweep(tmp_path):
 def test_stop_keeps_started_runs(tmp_path):
     with Flora.simulated(speed=5.0, ledger_path=tmp_path / "l.sqlite") as fl:
         sweep = fl.sweep(POSTER, grid={"prompt": [f"p{i}" for i in range(10)]}, max_concurrency=2)
-        deadline = time.monotonic() + 30
-        while _posts(fl) < 2 and time.monotonic() < deadline:
-            time.sleep(0.005)
+        until(lambda: _posts(fl) >= 2, what="two starts sent", interval=0.005)
         sweep.stop().wait(60)
         started = [r for r in sweep.runs if r.status != "skipped"]
         assert 2 <= len(started) < 10 and all(r.status == "completed" for r in started)

@@ -11,11 +11,11 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
 
 import pandas as pd
 
 from flora_nb import Flora
+from tests.waiting import until
 
 SIMULATOR = textwrap.dedent("""
     import json, sys
@@ -67,10 +67,9 @@ def test_sweep_killed_with_its_kernel_is_finished_in_a_new_process(tmp_path):
         kernel = subprocess.Popen([sys.executable, "-c", KERNEL, server["api_key"], server["base_url"], str(ledger)],
                                   stdout=subprocess.PIPE, text=True)
         sweep_id = kernel.stdout.readline().strip()
-        deadline = time.monotonic() + 60
-        while _started(ledger) < 6:  # the event: six runs started, the sweep part way
-            assert time.monotonic() < deadline and kernel.poll() is None
-            time.sleep(0.005)
+        # the event: six runs started, the sweep part way
+        until(lambda: _started(ledger) >= 6 or kernel.poll() is not None, what="six starts in the ledger", interval=0.005)
+        assert kernel.poll() is None, "the kernel died before six runs started"
         os.kill(kernel.pid, signal.SIGKILL)
         kernel.wait(10)
         killed_at = len(_records(sim))

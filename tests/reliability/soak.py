@@ -24,6 +24,7 @@ from typing import Any
 
 from flora_nb import Flora
 from flora_nb.sim import Faults
+from tests.waiting import until
 
 SLUG = "poster-studio"
 
@@ -112,9 +113,9 @@ def run_soak(runs: int, home: Path, *, seed: int = 0, speed: float = 400.0, time
 
 
 def _settle(fl: Flora, deadline: float) -> None:
-    """Until nothing is tracked or being reconciled (final charges known), or the deadline."""
-    while time.monotonic() < deadline and (fl.poller.tracked or fl.poller.pending_intents):
-        time.sleep(0.05)
+    """Until nothing is tracked or being reconciled (final charges known), or the deadline (the checks say what is left)."""
+    until(lambda: not (fl.poller.tracked or fl.poller.pending_intents), max(0.0, deadline - time.monotonic()),
+          "nothing tracked or being reconciled", interval=0.05, fail=False)
 
 
 def _check(fl: Flora, report: SoakReport, capture: _Capture) -> None:

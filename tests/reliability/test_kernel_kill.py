@@ -8,12 +8,12 @@ import json
 import os
 import signal
 import textwrap
-import time
 
 import pytest
 
 from flora_nb._ledger import Ledger
 from flora_nb.sim import Faults, FloraSimulator
+from tests.waiting import until
 
 from .soak import SoakReport, _check_bindings, _check_costs, _check_duplicates
 
@@ -78,9 +78,7 @@ def test_kernel_sigkilled_mid_sweep_then_resumed(tmp_path):
         manager, client = _kernel(tmp_path)
         try:
             assert "sweep swp" in _execute(client, FIRST.format(**args))
-            deadline = time.monotonic() + 60
-            while len(sim.run_records()) < 12 and time.monotonic() < deadline:
-                time.sleep(0.01)  # wait for a condition (runs on the server), not for a moment
+            until(lambda: len(sim.run_records()) >= 12, what="12 runs on the server")
             os.kill(manager.provisioner.process.pid, signal.SIGKILL)
             manager.provisioner.process.wait(10)
         finally:
