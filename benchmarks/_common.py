@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 TECH = "tech_bench"
+# Benchmarks are scripts that mean to spend (on the simulator): no "confirm above $10" question.
+os.environ.setdefault("FLORA_NB_CONFIRM_ABOVE", "none")
 
 
 @contextmanager

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-__all__ = ["DEFAULT_RATIO", "Exposure", "is_money", "reserve_ratio", "summarize"]
+__all__ = ["DEFAULT_RATIO", "Exposure", "confirmation_needed", "is_money", "reserve_ratio", "summarize"]
 
 DEFAULT_RATIO = 1.25  # until the ledger knows how a technique's charges compare to its price
 AGREEING_CHARGES = 3  # this many charges with one ratio make the price "known exactly"
@@ -58,13 +58,34 @@ class Exposure:
         return self.committed + reserve <= budget + 1e-9
 
 
-def summarize(groups: Iterable[tuple[str, float, float, int, int]], ratio: Callable[[str], float]) -> Exposure:
-    """An Exposure from the ledger's per-technique sums (see ``Ledger.exposure``)."""
+def summarize(groups: Iterable[tuple[str, float, float, int, int]], ratio: Callable[[str], float],
+              floor: Callable[[str], float] = lambda _: 0.0) -> Exposure:
+    """An Exposure from the ledger's per-technique sums (see ``Ledger.exposure``); ``floor`` is what
+    each run of a technique holds at least (the highest charge seen: a listed price can be too low)."""
     charged = reserved = 0.0
     pending = active = 0
     for technique_id, known, estimates, unknown, running in groups:
         charged += known
-        reserved += estimates * ratio(technique_id) if unknown else 0.0
+        reserved += max(estimates * ratio(technique_id), unknown * floor(technique_id)) if unknown else 0.0
         pending += unknown
         active += running
     return Exposure(charged, reserved, pending, active)
+
+
+def confirmation_needed(name: str, runs: int, per_run: float | None, threshold: float | None) -> str | None:
+    """Why a start of ``runs`` runs at ``per_run`` USD each (None: unknown) needs the user's yes, or None.
+
+    ``threshold`` is the ``confirm_above`` setting (None: never ask). The worst case is the listed
+    price, or the highest charge seen when that is higher; an unknown price always asks.
+    """
+    if threshold is None or runs <= 0:
+        return None
+    what = f"{runs:,} run{'s' if runs != 1 else ''} of {name}"
+    if per_run is None:
+        return (f"Starting {what} would spend an unknown amount (FLORA lists no price for it), and "
+                f"confirm_above is ${threshold:,.2f}.")
+    total = runs * per_run
+    if total <= threshold + 1e-9:
+        return None
+    return (f"Starting {what} would spend up to ${total:,.2f} (${per_run:,.4f} a run), above "
+            f"confirm_above of ${threshold:,.2f}.")

@@ -9,6 +9,7 @@ IPython. ``Run`` and ``Sweep`` talk to it through its public methods; nothing el
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from pathlib import Path
@@ -298,27 +299,54 @@ class RunEngine:
         technique_id = self.catalog.technique_id(technique_id)
         return reserve_ratio(*self.ledger.charge_ratios(self.endpoint, technique_id))
 
-    def reserve(self, technique_id: str, estimate: float | None) -> float:
-        """The USD a run of this technique holds against a budget until its charge is known."""
-        return (estimate or 0.0) * self.reserve_ratio(technique_id)
+    def reserve(self, technique_id: str, estimate: float | None, exclude: int | None = None) -> float:
+        """The USD a run of this technique holds against a budget until its charge is known.
+
+        Its estimate times the reserve ratio, and never less than the highest charge FLORA reported
+        for the technique (a listed price can be too low). A technique with no price evidence (listed
+        at $0 or not at all, never charged) holds nothing for one run, and everything (infinity) while
+        another of its runs waits for a charge: such runs start one at a time until a charge is known.
+        """
+        technique_id = self.catalog.technique_id(technique_id)
+        highest, waiting = self.ledger.price_evidence(self.endpoint, technique_id, exclude)
+        base = (estimate or 0.0) * self.reserve_ratio(technique_id)
+        if highest is not None:
+            return max(base, highest)
+        if estimate:
+            return base
+        return math.inf if waiting else 0.0
+
+    def worst_price(self, tech: Technique) -> float | None:
+        """The most one run of ``tech`` may cost: its listed price, or the highest charge seen if higher."""
+        highest, _ = self.ledger.price_evidence(self.endpoint, tech.technique_id)
+        known = [p for p in (tech.run_cost, highest) if p is not None]
+        return max(known) if known else None
+
+    def _highest_charge(self, technique_id: str) -> float:
+        return self.ledger.price_evidence(self.endpoint, technique_id)[0] or 0.0
 
     def exposure(self, *, sweep_id: str | None = None, owner: str | None = None,
                  exclude: int | None = None) -> Exposure:
         """Charges known plus reserves of launched runs (a sweep's, or one session's)."""
         groups = self.ledger.exposure(self.endpoint, sweep_id=sweep_id, owner=owner, exclude=exclude)
-        return summarize(groups, self.reserve_ratio)
+        return summarize(groups, self.reserve_ratio, self._highest_charge)
 
     def check_budget(self, technique_id: str, estimate: float | None, name: str = "",
                      exclude: int | None = None) -> None:
         """Raise BudgetExceededError unless a run of this price fits the session budget now."""
         if self.budget is None:
             return
-        if estimate is None:
+        reserve = self.reserve(technique_id, estimate, exclude)
+        if estimate is None and (reserve == 0.0 or math.isinf(reserve)):  # no listed price and no charge seen
             raise InputError(f"{name or technique_id} has no known price (run_cost), so the session budget of "
                              f"${self.budget:.2f} cannot be enforced for it; run it from a session without a budget "
                              "(Flora(budget=None)).")
+        if math.isinf(reserve):
+            raise BudgetExceededError(
+                f"{name or technique_id} has no known price yet (listed at $0 and never charged), so under the "
+                f"session budget of ${self.budget:.2f} its runs start one at a time until FLORA reports a charge; "
+                "another of its runs is still waiting for one. Nothing was sent.", estimate=None, budget=self.budget)
         spent = self.exposure(owner=self.owner, exclude=exclude)
-        reserve = self.reserve(technique_id, estimate)
         if not spent.fits(reserve, self.budget):
             raise BudgetExceededError(
                 f"The session budget of ${self.budget:.2f} has ${max(0.0, self.budget - spent.committed):.2f} left "

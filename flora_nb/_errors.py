@@ -7,6 +7,7 @@ Every error flora_nb raises on purpose derives from ``FloraError``::
     ├── InputError (ValueError)      a bad argument caught before anything is sent
     ├── UnsafeURLError               a poll URL on another origin than the base URL
     ├── BudgetExceededError          a start or sweep would not fit its budget
+    ├── ConfirmationRequired         a start would spend more than ``confirm_above`` without ``confirm=True``
     ├── RunFailedError               a run ended ``failed`` (carries ``.run``)
     ├── StartUnconfirmedError        a start's answer was lost and its run was not found (``.run``)
     ├── LedgerError                  the ledger file cannot be read or written (SQLite said why)
@@ -37,6 +38,7 @@ __all__ = [
     "AuthenticationError",
     "BudgetExceededError",
     "ConfigError",
+    "ConfirmationRequired",
     "FloraConnectionError",
     "FloraError",
     "FloraTimeout",
@@ -81,6 +83,19 @@ class BudgetExceededError(FloraError):
         super().__init__(message)
         self.estimate = estimate
         self.budget = budget
+
+
+class ConfirmationRequired(FloraError):
+    """A start's worst-case price is above the ``confirm_above`` threshold; nothing was sent.
+
+    ``price`` is that worst case in USD (None when the price is unknown), ``runs`` how many runs.
+    """
+
+    def __init__(self, message: str, *, price: float | None = None, runs: int = 1, threshold: float | None = None):
+        super().__init__(message)
+        self.price = price
+        self.runs = runs
+        self.threshold = threshold
 
 
 class RunFailedError(FloraError):

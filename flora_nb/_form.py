@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import ipywidgets as w
 
+from ._budget import confirmation_needed
 from ._display import STYLE, RunPanel, SweepPanel, usd
 from ._errors import APIError, FloraError, InputError
 from ._models import Technique, TechniqueInput
@@ -180,6 +181,7 @@ class Form(w.VBox):
         self._parts = {spec.id: field_for(spec, builders or BUILDERS) for spec in self.technique.inputs}
         self.fields: dict[str, w.ValueWidget] = {k: f.value for k, f in self._parts.items()}
         self._last_start: tuple[str, float] | None = None
+        self._armed: tuple[str, float] | None = None  # (plan, when): a click above confirm_above asked to confirm
         self._busy = False
         self._build_controls()
         super().__init__([w.HTML(STYLE + FORM_STYLE), self._title(), *[f.box for f in self._parts.values()],
@@ -341,9 +343,12 @@ class Form(w.VBox):
         varying = bool(plan.varied)
         self.combine.layout.display = "" if len(plan.varied) > 1 else "none"
         self.cost_label.value = self._cost_html(plan, general)
-        if not self._busy:
+        if self._armed is not None and self._armed[0] != plan.signature:
+            self._armed = None  # the inputs changed: the price asked about is not this one
+        if not self._busy and self._armed is None:
             self.run_button.description = f"Run {plan.count} variations" if varying and plan.count != 1 else "Run"
             self.run_button.tooltip = "start a sweep: one run per variation" if varying else "start the run"
+            self.run_button.button_style = "primary"
 
     def _cost_html(self, plan: _Plan, general: list[str]) -> str:
         price = self.technique.run_cost
@@ -377,6 +382,8 @@ class Form(w.VBox):
             self._say("Ignored a second click within a second of the last start with the same inputs "
                       "(it would have paid twice). Click again to start another.")
             return
+        if not self._confirmed(plan, now):
+            return
         self._busy = True
         self.run_button.disabled = True
         self.run_button.description = "Starting…"
@@ -386,6 +393,27 @@ class Form(w.VBox):
             self._busy = False
             self.run_button.disabled = False
             self.refresh()
+
+    def _confirmed(self, plan: _Plan, now: float) -> bool:
+        """Above ``confirm_above`` the first click shows the price on a confirm button; the next click
+        (not a double click) starts. Any change to the inputs takes the question back."""
+        why = confirmation_needed(self.technique.name or self.technique.technique_id, plan.count,
+                                  self.starter.worst_price(self.technique), self.starter.confirm_above)
+        if why is None:
+            return True
+        if self._armed is not None and self._armed[0] == plan.signature:
+            if now - self._armed[1] >= DOUBLE_CLICK_SECONDS:
+                return True
+            self._say("A double click does not confirm a spend: click the confirm button once more.")
+            return False
+        self._armed = (plan.signature, now)
+        price = self.starter.worst_price(self.technique)
+        total = "an unknown amount" if price is None else f"up to {usd(plan.count * price)}"
+        self.run_button.description = f"Confirm: spend {total}"
+        self.run_button.tooltip = "click again to start; change any field to take it back"
+        self.run_button.button_style = "warning"
+        self._say(f"{why} Click the button again to start, or change the fields.")
+        return False
 
     def _start(self, plan: _Plan, now: float) -> None:
         try:
@@ -397,13 +425,14 @@ class Form(w.VBox):
             self._server_said(exc, plan)
             return
         self._last_start = (plan.signature, now)
+        self._armed = None
 
     def _start_run(self, plan: _Plan) -> None:
         price = self.technique.run_cost
         if plan.budget is not None and price is not None and price > plan.budget + 1e-9:
             raise InputError(f"One run costs {usd(price)}, over the budget of {usd(plan.budget)}. "
                              "Nothing was started: raise the budget or clear it.")
-        run = self.starter.run(self.technique.technique_id, plan.fixed, workspace=plan.workspace)
+        run = self.starter.run(self.technique.technique_id, plan.fixed, workspace=plan.workspace, confirm=True)
         self.runs.append(run)
         self._show(RunPanel(run).widget)
         self._say(f"Started {run.id or 'a run'} · {usd(run.estimated_cost)}.", quiet=True)
@@ -411,7 +440,7 @@ class Form(w.VBox):
     def _start_sweep(self, plan: _Plan) -> None:
         grid, zipped = (None, plan.varied) if plan.mode == "zip" else (plan.varied, None)
         sweep = self.starter.sweep(self.technique.technique_id, grid=grid, zip=zipped, fixed=plan.fixed,
-                                   budget=plan.budget, workspace=plan.workspace)
+                                   budget=plan.budget, workspace=plan.workspace, confirm=True)
         self.sweep = sweep
         self.runs.extend(sweep.runs)
         self._show(w.VBox([SweepPanel(sweep).widget, sweep.gallery()]))

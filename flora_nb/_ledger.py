@@ -400,6 +400,17 @@ class Ledger:
                 " AND estimated_cost > 0 AND reused_from IS NULL", (endpoint, technique_id)).fetchone()
         return int(row[0]), row[1], row[2]
 
+    def price_evidence(self, endpoint: str, technique_id: str, exclude: int | None = None) -> tuple[float | None, int]:
+        """The highest charge FLORA reported for a technique (None: none yet), and how many of its
+        launched runs (any session) are still waiting for a charge."""
+        with self._read() as db:
+            row = db.execute(
+                "SELECT MAX(CASE WHEN reused_from IS NULL AND status = 'completed' THEN charged_cost END),"
+                " TOTAL(charged_cost IS NULL AND status NOT IN ('queued', 'skipped') AND local_id != ?)"
+                " FROM runs WHERE endpoint = ? AND technique_id = ?",
+                (-1 if exclude is None else exclude, endpoint, technique_id)).fetchone()
+        return (None if row[0] is None else float(row[0])), int(row[1])
+
     def exposure(self, endpoint: str, *, sweep_id: str | None = None, owner: str | None = None,
                  exclude: int | None = None) -> list[tuple[str, float, float, int, int]]:
         """Per technique, over launched runs in scope: known charges, estimates of runs whose charge

@@ -10,9 +10,10 @@ from ._errors import InputError
 from ._models import Technique
 from ._validation import check_inputs
 
-__all__ = ["Plan", "expand", "validate"]
+__all__ = ["MAX_RUNS", "Plan", "expand", "plan_size", "validate"]
 
 _MAX_LISTED_PROBLEMS = 20
+MAX_RUNS = 1_000_000  # runs in one sweep: past this a sweep is a mistake, or wants splitting
 
 
 @dataclass
@@ -27,6 +28,15 @@ class Plan:
 
     def __len__(self) -> int:
         return len(self.inputs)
+
+
+def _length(name: str, values: Any) -> int:
+    """How many values ``_as_list`` would give, without copying them."""
+    if isinstance(values, (list, tuple, range)):
+        if len(values) == 0:
+            raise InputError(f"{name} has an empty list of values; give at least one value or drop it.")
+        return len(values)
+    return 1
 
 
 def _as_list(name: str, values: Any) -> list[Any]:
@@ -71,6 +81,32 @@ def _merge(parts: Sequence[Mapping[str, Any]], fixed: Mapping[str, Any]) -> dict
             raise InputError(f"input(s) {sorted(clash)} are given by two of grid/zip/variations; give each once.")
         merged.update(part)
     return merged
+
+
+def plan_size(grid: Mapping[str, Any] | None = None, zip: Mapping[str, Any] | None = None,
+              variations: Sequence[Mapping[str, Any]] | None = None, repeat: int = 1) -> int:
+    """How many runs a sweep would start, counted from its shape before anything is built.
+
+    Raises InputError for a shape ``expand`` would refuse, and for more than ``MAX_RUNS`` runs.
+    """
+    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
+        raise InputError(f"repeat must be a whole number >= 1, got {repeat!r}.")
+    size = repeat
+    for name, values in (grid or {}).items():
+        size *= _length(f"grid[{name!r}]", values)
+    if zip:
+        lengths = {n: _length(f"zip[{n!r}]", v) for n, v in zip.items()}
+        if len(set(lengths.values())) > 1:
+            raise InputError(f"zip lists must have equal lengths; got {lengths}. Use grid= for every combination.")
+        size *= next(iter(lengths.values()))
+    if variations is not None:
+        if not variations:
+            raise InputError("variations is an empty list; give at least one dict of inputs.")
+        size *= len(variations)
+    if size > MAX_RUNS:
+        raise InputError(f"This sweep would start {size:,} runs; one sweep is at most {MAX_RUNS:,}. "
+                         "Trim the grid or the repeats, or split it into several sweeps. Nothing was started.")
+    return size
 
 
 def expand(grid: Mapping[str, Any] | None = None, zip: Mapping[str, Any] | None = None,

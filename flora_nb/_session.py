@@ -59,6 +59,31 @@ def open_session() -> Flora | None:
     return current if current is not None and not current.closed else None
 
 
+_FROM_ENV: Any = object()  # confirm_above not given: FLORA_NB_CONFIRM_ABOVE, else 10
+DEFAULT_CONFIRM_ABOVE = 10.0
+
+
+def _confirm_above(value: Any) -> float | None:
+    """The confirm_above setting: argument, then FLORA_NB_CONFIRM_ABOVE ("none" never asks), then $10."""
+    where = "confirm_above"
+    if value is _FROM_ENV:
+        text = os.environ.get("FLORA_NB_CONFIRM_ABOVE", "").strip()
+        if not text:
+            return DEFAULT_CONFIRM_ABOVE
+        if text.lower() in ("none", "off", "never"):
+            return None
+        where = "FLORA_NB_CONFIRM_ABOVE"
+        try:
+            value = float(text)
+        except ValueError:
+            value = text
+    if value is None:
+        return None
+    if not is_money(value):
+        raise InputError(f"{where} must be a number of USD >= 0 (or none: never ask), got {value!r}.")
+    return float(value)
+
+
 def _check_options(**values: Any) -> None:
     """Every numeric option finite and in its range, else one InputError naming each range."""
     problems = [poll_interval_problem(v) if k == "poll_interval" else problem(k, v)
@@ -99,6 +124,7 @@ class Flora:
         reconcile_grace: float = 60.0,
         resume: bool = True,
         budget: float | None = None,
+        confirm_above: float | object | None = _FROM_ENV,
         _simulator: FloraSimulator | None = None,
         _endpoint: str | None = None,
     ):
@@ -119,7 +145,8 @@ class Flora:
                                 budget=None if budget is None else float(budget), cache_dir=cache_dir,
                                 poll_interval=poll_interval, reconcile_grace=reconcile_grace,
                                 workspace=setting(workspace, "FLORA_WORKSPACE_ID"))
-        self.starter = Starter(self.engine)  # runs, sweeps and uploads: the form uses it too
+        # runs, sweeps and uploads (the form uses it too), asking first above confirm_above
+        self.starter = Starter(self.engine, _confirm_above(confirm_above))
         self.poller = self.engine.poller
         self.clock = self.engine.clock  # the server's clock against ours (bounds; None until learnt)
         _SESSIONS.add(self)
@@ -136,6 +163,15 @@ class Flora:
         if budget is not None and not is_money(budget):
             raise InputError(f"budget must be a number of USD >= 0, got {budget!r}; or None for no session budget.")
         self.engine.budget = None if budget is None else float(budget)
+
+    @property
+    def confirm_above(self) -> float | None:
+        """USD: a run, sweep or form click that may cost more asks first (ConfirmationRequired); None never asks."""
+        return self.starter.confirm_above
+
+    @confirm_above.setter
+    def confirm_above(self, usd: float | None) -> None:
+        self.starter.confirm_above = _confirm_above(usd)
 
     @property
     def cache_dir(self) -> Path:
@@ -279,9 +315,12 @@ class Flora:
     # ---------------------------------------------------------------- runs
 
     def run(self, technique: str, inputs: Mapping[str, Any] | None = None, workspace: str | None = None,
-            labels: Mapping[str, Any] | None = None, **more_inputs: Any) -> Run:
-        """Start one run and return at once; the poller keeps it fresh in the background."""
-        return self.starter.run(technique, inputs, workspace, labels, **more_inputs)
+            labels: Mapping[str, Any] | None = None, confirm: bool = False, **more_inputs: Any) -> Run:
+        """Start one run and return at once; the poller keeps it fresh in the background.
+
+        A run whose price is above ``confirm_above`` raises ConfirmationRequired unless ``confirm=True``.
+        """
+        return self.starter.run(technique, inputs, workspace, labels, confirm=confirm, **more_inputs)
 
     @property
     def uploads(self) -> Uploader:
@@ -302,27 +341,28 @@ class Flora:
               fixed: Mapping[str, Any] | None = None, variations: Sequence[Mapping[str, Any]] | None = None,
               repeat: int = 1, max_concurrency: int = 4, budget: float | None = None,
               labels: Mapping[str, Any] | None = None, reuse: bool = False, dry_run: Literal[False] = False,
-              workspace: str | None = None) -> Sweep: ...
+              workspace: str | None = None, confirm: bool = False) -> Sweep: ...
 
     @overload
     def sweep(self, technique: str, grid: Mapping[str, Any] | None = None, zip: Mapping[str, Any] | None = None,
               fixed: Mapping[str, Any] | None = None, variations: Sequence[Mapping[str, Any]] | None = None,
               repeat: int = 1, max_concurrency: int = 4, budget: float | None = None,
               labels: Mapping[str, Any] | None = None, reuse: bool = False, *, dry_run: Literal[True],
-              workspace: str | None = None) -> pd.DataFrame: ...
+              workspace: str | None = None, confirm: bool = False) -> pd.DataFrame: ...
 
     def sweep(self, technique: str, grid: Mapping[str, Any] | None = None, zip: Mapping[str, Any] | None = None,
               fixed: Mapping[str, Any] | None = None, variations: Sequence[Mapping[str, Any]] | None = None,
               repeat: int = 1, max_concurrency: int = 4, budget: float | None = None,
               labels: Mapping[str, Any] | None = None, reuse: bool = False, dry_run: bool = False,
-              workspace: str | None = None) -> Sweep | pd.DataFrame:
+              workspace: str | None = None, confirm: bool = False) -> Sweep | pd.DataFrame:
         """Run every variation of ``technique``: priced and validated before anything starts.
 
-        Returns a running ``Sweep``, or with ``dry_run=True`` the plan as a DataFrame.
+        Returns a running ``Sweep``, or with ``dry_run=True`` the plan as a DataFrame. A sweep whose
+        worst-case price is above ``confirm_above`` raises ConfirmationRequired unless ``confirm=True``.
         """
         return self.starter.sweep(technique, grid=grid, zip=zip, fixed=fixed, variations=variations,
                                   repeat=repeat, max_concurrency=max_concurrency, budget=budget, labels=labels,
-                                  reuse=reuse, dry_run=dry_run, workspace=workspace)
+                                  reuse=reuse, dry_run=dry_run, workspace=workspace, confirm=confirm)
 
     def sweeps(self) -> pd.DataFrame:
         """The sweeps in the ledger for this endpoint: id, technique, created, counts, spent, budget."""

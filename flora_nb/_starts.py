@@ -11,8 +11,10 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from ._errors import InputError
+from ._budget import confirmation_needed
+from ._errors import ConfirmationRequired, InputError
 from ._models import Asset, Technique, Workspace
+from ._plan import plan_size
 from ._run import Run
 from ._sweep import Sweep
 from ._sweep_store import load_sweep, start_sweep
@@ -30,8 +32,9 @@ __all__ = ["Starter"]
 class Starter:
     """Starts runs and sweeps of one engine (uploading local files first) and keeps its sweeps' handles."""
 
-    def __init__(self, engine: RunEngine):
+    def __init__(self, engine: RunEngine, confirm_above: float | None = 10.0):
         self.engine = engine
+        self.confirm_above = confirm_above  # USD: a start whose worst case is above it asks first (None: never)
         self.uploads = Uploader(engine)  # local files to assets, cached by content in the ledger
         self._sweeps: dict[str, Sweep] = {}  # sweep id -> the handle of this session
         self._lock = threading.Lock()
@@ -54,9 +57,10 @@ class Starter:
     # ---------------------------------------------------------------- starting
 
     def run(self, technique: str, inputs: Mapping[str, Any] | None = None, workspace: str | None = None,
-            labels: Mapping[str, Any] | None = None, **more_inputs: Any) -> Run:
-        """Check the inputs, upload local files, then start one run (returns at once)."""
+            labels: Mapping[str, Any] | None = None, confirm: bool = False, **more_inputs: Any) -> Run:
+        """Check the inputs and the price, upload local files, then start one run (returns at once)."""
         tech = self.technique(technique)
+        self.confirm_spend(tech, 1, confirm, budgeted=self.engine.budget is not None)
         values = {**dict(inputs or {}), **more_inputs}
         problems = check_inputs(tech, values)
         if problems:
@@ -69,8 +73,11 @@ class Starter:
               fixed: Mapping[str, Any] | None = None, variations: Sequence[Mapping[str, Any]] | None = None,
               repeat: int = 1, max_concurrency: int = 4, budget: float | None = None,
               labels: Mapping[str, Any] | None = None, reuse: bool = False, dry_run: bool = False,
-              workspace: str | None = None) -> Sweep | pd.DataFrame:
+              workspace: str | None = None, confirm: bool = False) -> Sweep | pd.DataFrame:
         """Price and validate every variation, then launch them (``dry_run``: the plan as a DataFrame)."""
+        if not dry_run:  # counted from the grid's shape: a huge sweep is refused before it is built
+            self.confirm_spend(self.technique(technique), plan_size(grid, zip, variations, repeat), confirm,
+                               budgeted=budget is not None or self.engine.budget is not None)
         made = start_sweep(self.engine, self.uploads, technique, grid=grid, zip=zip, fixed=fixed,
                            variations=variations, repeat=repeat, max_concurrency=max_concurrency, budget=budget,
                            labels=labels, reuse=reuse, dry_run=dry_run, workspace=workspace)
@@ -79,6 +86,25 @@ class Starter:
         with self._lock:
             self._sweeps[made.sweep_id] = made
         return made.start()
+
+    def worst_price(self, tech: Technique) -> float | None:
+        """The most one run of ``tech`` may cost (listed price, or the highest charge seen); None: unknown."""
+        return self.engine.worst_price(tech)
+
+    def confirm_spend(self, tech: Technique, runs: int, confirm: bool = False, budgeted: bool = False) -> None:
+        """ConfirmationRequired (nothing sent) when ``runs`` runs of ``tech`` may cost more than ``confirm_above``.
+
+        An unknown price under a budget is left to the budget rule, which refuses it in its own words.
+        """
+        price = self.worst_price(tech)
+        if confirm or (price is None and budgeted):
+            return
+        why = confirmation_needed(tech.name or tech.technique_id, runs, price, self.confirm_above)
+        if why:
+            raise ConfirmationRequired(
+                f"{why} Nothing was sent. To start it anyway pass confirm=True (in %flora: --yes), "
+                "or change the threshold with confirm_above (None never asks).",
+                price=None if price is None else runs * price, runs=runs, threshold=self.confirm_above)
 
     def get_sweep(self, sweep_id: str) -> Sweep:
         """This session's handle of a sweep, else one rebuilt from the ledger."""

@@ -11,7 +11,7 @@ from ._budget import is_money
 from ._errors import BudgetExceededError, InputError
 from ._ledger import LedgerRow, canonical_json
 from ._models import Technique
-from ._plan import Plan, expand, validate, varied_keys
+from ._plan import Plan, expand, plan_size, validate, varied_keys
 from ._ranges import problem
 from ._states import COMPLETED, SKIPPED
 from ._sweep import Sweep, check_price
@@ -33,13 +33,14 @@ def start_sweep(engine: RunEngine, uploads: Uploader, technique: str, *, grid: A
         raise InputError(f"{wrong}.")
     if budget is not None and not is_money(budget):
         raise InputError(f"budget must be a number of USD >= 0, got {budget!r}; or None for no budget.")
+    size = plan_size(grid, zip, variations, repeat)  # counted from the shape: nothing built yet
     tech = engine.catalog.technique(technique)
-    plan = expand(grid=grid, zip=zip, variations=variations, fixed=fixed, repeat=repeat)
-    validate(plan, tech)
     check_price(tech, budget, engine.budget)
     cost = tech.run_cost or 0.0
     if budget is not None and not reuse and not dry_run:
-        _check_budget(len(plan) * cost, budget, len(plan), tech)  # before any request at all
+        _check_budget(size * cost, budget, size, tech)  # priced from the count, before anything is built or sent
+    plan = expand(grid=grid, zip=zip, variations=variations, fixed=fixed, repeat=repeat)
+    validate(plan, tech)
     workspace = workspace or engine.catalog.workspace_id
     # Each distinct local file is uploaded once, before anything is queued (a dry run sends nothing).
     plan.inputs = uploads.resolve(tech, plan.inputs, workspace, upload=not dry_run)

@@ -107,7 +107,7 @@ def test_a_change_inside_the_window_is_drawn_when_it_closes():
 
 def test_a_displayed_300_run_sweep_sends_at_most_ten_messages_a_second(fl):
     fake = FakeTime()
-    sweep = fl.sweep(POSTER, grid={"prompt": [f"p{i}" for i in range(300)]}, max_concurrency=60)
+    sweep = fl.sweep(POSTER, grid={"prompt": [f"p{i}" for i in range(300)]}, max_concurrency=60, confirm=True)
     panel = SweepPanel(sweep, clock=fake, schedule=fake.schedule)
     sent: list[tuple[float, str]] = []
     send = panel.live.comm.send
@@ -283,7 +283,7 @@ def test_a_gallery_caption_learns_a_late_charge(tmp_path):
 
 
 def test_a_huge_sweep_keeps_each_redraw_small(fl):
-    sweep = fl.sweep(POSTER, grid={"prompt": [f"p{i}" for i in range(2100)]}, max_concurrency=1)
+    sweep = fl.sweep(POSTER, grid={"prompt": [f"p{i}" for i in range(2100)]}, max_concurrency=1, confirm=True)
     sweep.stop()
     until(lambda: not sweep.launching, what="the launcher to end")
     panel = SweepPanel(sweep)

@@ -8,7 +8,7 @@ import sys
 import flora_nb
 
 PUBLIC = [
-    "APIError", "Asset", "AuthenticationError", "BudgetExceededError", "ConfigError", "Flora", "FloraClient",
+    "APIError", "Asset", "AuthenticationError", "BudgetExceededError", "ConfigError", "ConfirmationRequired", "Flora", "FloraClient",
     "FloraConnectionError", "FloraError", "FloraTimeout", "Form", "IdempotencyDuplicateError", "InputError",
     "InsufficientCreditsError", "InvalidResponseError", "NotFoundError", "Output", "PermissionDeniedError",
     "RateLimitError",

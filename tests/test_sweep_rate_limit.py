@@ -14,7 +14,7 @@ def test_300_runs_under_8_requests_per_second_all_run_exactly_once(tmp_path):
                          max_retries=1,  # so 429s reach the start path often, not only the client's retries
                          ledger_path=tmp_path / "l.sqlite") as fl:
         fl.client.throttle.learn = False  # a learnt rate would keep 429s away from the start path tested here
-        sweep = fl.sweep("tech_a1poster", grid={"prompt": prompts}, max_concurrency=300)
+        sweep = fl.sweep("tech_a1poster", grid={"prompt": prompts}, max_concurrency=300, confirm=True)
         eta_while_limited = []
         while not sweep.done:
             before = sweep.rate_limit_wait

@@ -96,7 +96,7 @@ def run_soak(runs: int, home: Path, *, seed: int = 0, speed: float = 400.0, time
     began = time.monotonic()
     try:
         with Flora.simulated(speed=speed, faults=Faults(), seed=seed, ledger_path=home / "ledger.sqlite", persist=False,
-                             max_retries=3) as fl:
+                             max_retries=3, confirm_above=None) as fl:  # a scripted soak means to spend
             tech = fl.technique(SLUG)
             fl.simulator.faults = soak_faults(runs, tech.run_cost or 0.0)
             sweep = fl.sweep(tech.technique_id, grid={"prompt": [f"soak {i}" for i in range(runs)]},
