@@ -240,15 +240,17 @@ class FloraClient:
         inputs: Mapping[str, Any],
         idempotency_key: str | None = None,
         on_attempt: Callable[[float], None] | None = None,
+        on_unanswered: Callable[[], None] | None = None,
     ) -> RunStart:
         """Start one technique run (``POST /runs/technique``); safe to retry with the same key.
 
-        ``on_attempt(t)`` is called just before each attempt is sent (``t``: ``time.time()``).
+        ``on_attempt(t)`` is called just before each attempt is sent (``t``: ``time.time()``),
+        ``on_unanswered()`` as soon as an attempt got no answer (before any retry waits).
         """
         body = {"technique_id": technique_id, "workspace_id": workspace_id, "inputs": dict(inputs)}
         key = idempotency_key or new_idempotency_key()
         return RunStart.from_api(self.request("POST", "/runs/technique", json=body, idempotency_key=key,
-                                              on_attempt=on_attempt))
+                                              on_attempt=on_attempt, on_unanswered=on_unanswered))
 
     @property
     def attempt_seconds(self) -> float:
@@ -468,6 +470,7 @@ class FloraClient:
         idempotency_key: str | None = None,
         deadline: float | None = None,
         on_attempt: Callable[[float], None] | None = None,
+        on_unanswered: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
         """Send one API request (with retries) and return its JSON body; raise on errors.
 
@@ -477,7 +480,7 @@ class FloraClient:
         url = self._absolute(path_or_url)
         response = self._send_with_retries(method, url, kwargs, idempotency_key=idempotency_key,
                                            deadline=deadline or self.deadline, cap=self.max_answer_bytes,
-                                           on_attempt=on_attempt)
+                                           on_attempt=on_attempt, on_unanswered=on_unanswered)
         if response.is_redirect or 300 <= response.status_code < 400:
             where = self._scrub(response.headers.get("location") or "nowhere")
             error = InvalidResponseError(
@@ -512,7 +515,8 @@ class FloraClient:
 
     def _send_with_retries(
         self, method: str, url: str, kwargs: dict, *, idempotency_key: str | None, throttled: bool = True,
-        on_attempt: Callable[[float], None] | None = None, **opts: Any,
+        on_attempt: Callable[[float], None] | None = None, on_unanswered: Callable[[], None] | None = None,
+        **opts: Any,
     ) -> requests.Response:
         # A POST is only safe to repeat because the server dedupes it by its idempotency key.
         retryable = method.upper() in ("GET", "HEAD") or bool(idempotency_key)
@@ -528,6 +532,8 @@ class FloraClient:
             try:
                 response = self._send_once(method, url, kwargs, idempotency_key, attempt, **opts)
             except (FloraConnectionError, FloraTimeout) as exc:
+                if on_unanswered is not None:
+                    on_unanswered()
                 if not retryable or attempt >= self.max_retries or (cancel is not None and cancel.is_set()):
                     raise
                 unanswered = True

@@ -31,6 +31,7 @@ from ._look import (
     bar_html,
     closed,
     colour,
+    doubt_html,
     duration,
     elapsed,
     estimated_progress,
@@ -319,7 +320,7 @@ class RunPanel:
         return (f"<div class='flora-line'>{bar}<span class='flora-status-{esc(run.status)}'>{line}</span>"
                 f"<span class='flora-muted'>{ident}</span></div>"
                 f"<div class='flora-inputs' title='{esc(inputs, quote=True)}'>{esc(inputs)}</div>{error}"
-                f"{health_note(run)}")
+                f"{doubt_html(run)}{health_note(run)}")
 
     def draw(self) -> None:
         if not closed(self.run):  # a closed session has nothing new to show (and no ledger to read)
@@ -512,7 +513,10 @@ def _caption(run: Run, varied: Sequence[str]) -> w.HTML:
     else:
         money = f"{run.status} · {run_cost(run)}"
     extra = " (reused)" if run.reused_from else ""
-    return w.HTML(f"<div class='flora-muted'>{html.escape(text)}<br><b>{html.escape(money + extra)}</b></div>")
+    doubt = ("<br><span class='flora-doubt' style='color:var(--jp-warn-color0, #b26b00)' title='the answers of several "
+             "starts were lost together; FLORA cannot say which run came from which'>&#9888; may be another "
+             "variation&#39;s outputs</span>") if run.pairing_doubtful else ""
+    return w.HTML(f"<div class='flora-muted'>{html.escape(text)}<br><b>{html.escape(money + extra)}</b>{doubt}</div>")
 
 
 def _body(run: Run) -> list[w.Widget]:

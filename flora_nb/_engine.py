@@ -40,8 +40,10 @@ from ._states import (
     ACTIVE,
     CLOSED,
     FAILED,
+    INPUTS_DIFFER,
     LOST,
     NOT_RECEIVED,
+    NOT_RECEIVED_IN_GROUP_MESSAGE,
     NOT_RECEIVED_MESSAGE,
     PENDING,
     QUEUED,
@@ -52,6 +54,7 @@ from ._states import (
     UNCONFIRMED_MESSAGE,
 )
 from ._transitions import changes_for
+from ._window import StartWindow
 
 __all__ = ["LEASE_MARGIN", "RATE_LIMIT_PATIENCE", "RunEngine"]
 
@@ -104,6 +107,7 @@ class RunEngine:
         self._runs: dict[int, Run] = {}
         self._lock = threading.RLock()
         self._start_windows: dict[int, tuple[float, float]] = {}  # local id -> when its start was sent
+        self._windows: dict[tuple[str, str], StartWindow] = {}  # (workspace, technique) -> starts out at once
         self._budget_lock = threading.Lock()  # budget check + "starting": one start at a time; POSTs run in parallel
         self.poller = Poller(client, self, interval=poll_interval, grace=reconcile_grace)
         self.poller.start()
@@ -218,8 +222,18 @@ class RunEngine:
     def send_start(self, run: Run, tech: Technique, keep_trying: Callable[[], bool] | None = None,
                     resent: bool = False) -> None:
         """POST a start marked ``starting`` (no lock held: starts go out in parallel) and record the answer.
-        ``resent``: its key was sent before (an earlier attempt may have made a run)."""
-        sent = self._post(run, tech, keep_trying, resent)
+        ``resent``: its key was sent before (an earlier attempt may have made a run).
+
+        The technique's start window says how many starts may be out without an answer (``_window``):
+        a start waits for room first, and its outcome opens or closes the window."""
+        window = self._window(run.workspace_id, tech.technique_id)
+        if not self._take_room(run, window, resent):
+            return
+        try:
+            sent = self._post(run, tech, keep_trying, resent, window)
+        finally:
+            lost = run.id is None and run.error_code == LOST
+            window.lost() if lost else window.answered()
         if sent is None:
             return
         start, sent_at = sent
@@ -231,6 +245,24 @@ class RunEngine:
         self._start_windows[run.local_id] = (sent_at, time.time())
         self.poller.track(run)
 
+    def _window(self, workspace: str, technique_id: str) -> StartWindow:
+        with self._lock:
+            return self._windows.setdefault((workspace, technique_id), StartWindow())
+
+    def _take_room(self, run: Run, window: StartWindow, resent: bool) -> bool:
+        """Wait for room in the start window; False if the session closed meanwhile (nothing sent)."""
+        try:
+            waited = window.take(lambda: self.closed)
+        except BaseException:  # Ctrl-C while waiting: this start was never sent
+            self.update(run, status=SKIPPED, error_code="interrupted", charged_cost=0.0,
+                         error_message="Interrupted before it was sent: nothing was started or charged.")
+            raise
+        if waited is None:
+            return False
+        if waited and not resent:  # its POST goes out only now: a lost answer's window starts here
+            self.update(run, window_low=time.time())
+        return True
+
     def _extend_window(self, run: Run, at: float) -> None:
         """An attempt goes out at ``at``: make sure the row's window covers what FLORA may do with it."""
         needed = at + self.client.attempt_seconds
@@ -238,7 +270,7 @@ class RunEngine:
             self.update(run, window_high=needed + LEASE_MARGIN)
 
     def _post(self, run: Run, tech: Technique, keep_trying: Callable[[], bool] | None,
-              resent: bool = False) -> tuple[RunStart, float] | None:
+              resent: bool = False, window: StartWindow | None = None) -> tuple[RunStart, float] | None:
         """POST the start: its answer and when the answered attempt went out; None when the answer
         was lost (then it is being reconciled). Ctrl-C during it leaves a lost start, then goes on."""
         first = run.window_low if run.window_low is not None else time.time()
@@ -248,7 +280,8 @@ class RunEngine:
             try:
                 return self.client.start_technique_run(
                     tech.technique_id, run.workspace_id, run.inputs, idempotency_key=run.idempotency_key,
-                    on_attempt=lambda at: self._extend_window(run, at)), sent_at
+                    on_attempt=lambda at: self._extend_window(run, at),
+                    on_unanswered=window.shrink if window is not None else None), sent_at
             except FloraConnectionError as exc:  # the server closed the connection: done with it
                 self.lost(run, exc, (first, time.time()))
             except FloraTimeout as exc:  # the server may still be working on it for a while
@@ -584,13 +617,15 @@ def _pairing(binding: Binding) -> str:
     ids = ",".join(str(i) for i in binding.group)
     if binding.same_inputs:
         return f"unknown among local ids {ids} (same inputs: which run id went with which start is unknown)"
-    return f"unknown among local ids {ids} (inputs differ: this row's run may carry another row's inputs)"
+    return f"unknown among local ids {ids} ({INPUTS_DIFFER}: this row's run may carry another row's inputs)"
 
 
 def _resolution(row: LedgerRow, binding: Binding, state: RunState | None, changes_for: Any) -> dict[str, Any]:
     """The ledger changes that bind ``row`` to its run, or say FLORA never received it."""
     if binding.run_id is None or state is None:
-        return {"status": SKIPPED, "error_code": NOT_RECEIVED, "error_message": NOT_RECEIVED_MESSAGE,
+        message = NOT_RECEIVED_MESSAGE if binding.exact else NOT_RECEIVED_IN_GROUP_MESSAGE.format(
+            ids=", ".join(str(i) for i in binding.group))
+        return {"status": SKIPPED, "error_code": NOT_RECEIVED, "error_message": message,
                 "charged_cost": 0.0, "pairing": _pairing(binding)}
     changes = {"run_id": state.run_id, "poll_url": state.poll_url, "project_id": state.project_id,
                "error_code": None, "error_message": None, "pairing": _pairing(binding)}

@@ -14,8 +14,22 @@ from typing import Any, Sequence
 from ._states import CLOSED, COMPLETED, FAILED, SKIPPED, STARTING, UNSTARTED, WORKING
 
 __all__ = [
-    "COLOURS", "STYLE", "bar_html", "card_html", "closed", "colour", "duration", "elapsed", "estimated_progress", "eta_text",
-    "health_note", "phase", "run_cost", "say", "usd",
+    "COLOURS",
+    "STYLE",
+    "bar_html",
+    "card_html",
+    "closed",
+    "colour",
+    "doubt_html",
+    "duration",
+    "elapsed",
+    "estimated_progress",
+    "eta_text",
+    "health_note",
+    "phase",
+    "run_cost",
+    "say",
+    "usd",
 ]
 
 # Colours: JupyterLab's theme variables, with light-theme fallbacks for other frontends.
@@ -181,6 +195,17 @@ def eta_text(seconds: float) -> str:
 def say(text: str) -> None:
     """One line for the user, from the user's own call (the one place flora_nb prints)."""
     print(text)
+
+
+DOUBT = ("&#9888; these outputs may come from another start of its group: the answers of several starts "
+         "were lost together and FLORA's run history carries no inputs to tell their runs apart")
+
+
+def doubt_html(run: Any) -> str:
+    """The mark of a row whose run may carry another start's inputs (``Run.pairing_doubtful``), else ''."""
+    if not getattr(run, "pairing_doubtful", False):
+        return ""
+    return f"<div class='flora-doubt' style='color:var(--jp-warn-color0, #b26b00)'>{DOUBT}</div>"
 
 
 def card_html(rows: Sequence[tuple[str, str]], kind: str) -> str:

@@ -19,7 +19,7 @@ from typing import Any, BinaryIO, Callable, Protocol
 from ._errors import FloraTimeout, InputError, RunFailedError, StartUnconfirmedError
 from ._ledger import LedgerRow
 from ._paths import extension_for, output_path, private_dir
-from ._states import DONE, FAILED, RUNNING, STARTING, UNCONFIRMED, WORKING
+from ._states import DONE, FAILED, INPUTS_DIFFER, RUNNING, STARTING, UNCONFIRMED, WORKING
 
 __all__ = ["Run", "RunHost", "RunOutput"]
 
@@ -275,6 +275,13 @@ class Run:
     def pairing(self) -> str | None:
         """How a lost start was bound: exact, or unknown among a group of starts."""
         return self._row.pairing
+
+    @property
+    def pairing_doubtful(self) -> bool:
+        """True when this row's run may have been made from another start's inputs (a lost start bound
+        in a group whose inputs differ): its outputs must not be taken as this row's own."""
+        pairing = self._row.pairing or ""
+        return pairing.startswith("unknown") and INPUTS_DIFFER in pairing
 
 
     @property

@@ -9,7 +9,8 @@ never received). Every other module imports these names instead of spelling the 
 from __future__ import annotations
 
 __all__ = [
-    "ACTIVE", "CLOSED", "COMPLETED", "DONE", "FAILED", "LOST", "NOT_RECEIVED", "NOT_RECEIVED_MESSAGE", "OPEN",
+    "ACTIVE", "CLOSED", "COMPLETED", "DONE", "FAILED", "INPUTS_DIFFER", "LOST", "NOT_RECEIVED",
+    "NOT_RECEIVED_IN_GROUP_MESSAGE", "NOT_RECEIVED_MESSAGE", "OPEN",
     "PENDING", "QUEUED", "RUNNING", "SERVER_STATUSES", "SKIPPED", "STARTING", "STATUSES", "TERMINAL",
     "UNCONFIRMED", "UNCONFIRMED_MESSAGE", "UNSTARTED", "WORKING",
 ]
@@ -40,5 +41,13 @@ NOT_RECEIVED = "start_not_received"  # reconciling proved FLORA made no run for 
 
 UNCONFIRMED_MESSAGE = ("The start's answer was lost and no matching run was found on FLORA; "
                        "fl.resume() looks again. It was never started twice.")
+# A start bound as one of a group (its answer was lost together with others'): FLORA made fewer runs
+# than the group sent, and which start made none is not known. Never advise paying again on a guess.
+INPUTS_DIFFER = "inputs differ"  # in a group-bound row's pairing: its run may carry another row's inputs
+NOT_RECEIVED_IN_GROUP_MESSAGE = (
+    "FLORA made fewer runs than the starts whose answers were lost together with this one (local ids {ids}), "
+    "and which start made none is not known: this row's inputs may have run under another row of the group. "
+    "Nothing is charged to this row. Look at the group's rows before starting it again: sweep.resume() resends "
+    "it with its own key, which FLORA never runs twice (for 2 hours).")
 NOT_RECEIVED_MESSAGE = ("FLORA never received this start: it made no run for it and charged nothing. "
                         "sweep.resume() sends it again with its own key; a single run: call fl.run(...) again.")
