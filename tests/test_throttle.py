@@ -131,19 +131,25 @@ def test_a_429_with_nothing_sent_lately_only_pauses():
     assert throttle.learned is None and throttle.paused_for == pytest.approx(2.0)
 
 
-def test_a_client_without_rate_limit_learns_the_simulators_limit_and_is_rarely_refused():
+def test_a_client_without_rate_limit_learns_the_simulators_limit_and_is_rarely_refused(monkeypatch):
     import threading
 
     from flora_nb import FloraClient
     from flora_nb.sim import Faults, FloraSimulator
+    from tests.waiting import SimClock
 
     with FloraSimulator(speed=1000.0, seed=0, faults=Faults(rate_limit=100.0)) as sim, \
             FloraClient(api_key=sim.api_key, base_url=sim.base_url) as client:
+        # The server's bucket and the client's throttle on one fake clock, so the 429s counted depend on
+        # what the client sends when, not on how fast this machine answers (a busy one made 26 of 10).
+        clock = SimClock(sim, monkeypatch)
+        client.throttle = Throttle(None, clock=clock, sleep=clock.sleep)  # as the client builds it, on the clock
         run = client.start_technique_run("tech_a1poster", sim.workspace_id, {"prompt": "p"})
 
         def poll(n: int) -> None:
-            for _ in range(n):
-                client.get_run(run.run_id, run.poll_url)
+            with clock.taking_part():  # two threads sleeping at once: their sleeps overlap, as in real time
+                for _ in range(n):
+                    client.get_run(run.run_id, run.poll_url)
 
         threads = [threading.Thread(target=poll, args=(200,)) for _ in range(2)]
         for t in threads:

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Callable, Generic, Iterator, TypeVar
 
 import pytest
 
@@ -56,12 +57,20 @@ def _describe(predicate: Callable[..., Any]) -> str:
 
 
 class FakeClock:
-    """Seconds that move only when something sleeps on them (or the test calls ``advance``)."""
+    """Seconds that move only when something sleeps on them (or the test calls ``advance``).
+
+    Used from one thread, a sleep passes at once. Threads that run side by side on it each say so
+    (``with clock.taking_part():``): a sleep then lasts until the clock reaches its end, and the clock
+    jumps to the earliest end only once every taking part thread sleeps (or has left), as time would
+    pass for threads sleeping at the same time. Threads not taking part must not sleep on it then.
+    """
 
     def __init__(self, start: float = 0.0) -> None:
         self.now = float(start)
         self.slept: list[float] = []
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
+        self._taking_part = 0
+        self._ends: list[float] = []
 
     def __call__(self) -> float:
         with self._lock:
@@ -70,11 +79,37 @@ class FakeClock:
     def sleep(self, seconds: float) -> None:
         with self._lock:
             self.slept.append(seconds)
-            self.now += max(0.0, seconds)
+            if not self._taking_part:
+                self.now += max(0.0, seconds)
+                return
+            end = self.now + max(0.0, seconds)
+            self._ends.append(end)
+            self._move()
+            while self.now < end:
+                self._lock.wait()
+            self._ends.remove(end)
 
     def advance(self, seconds: float) -> None:
         with self._lock:
             self.now += seconds
+            self._lock.notify_all()
+
+    @contextmanager
+    def taking_part(self) -> Iterator[None]:
+        with self._lock:
+            self._taking_part += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._taking_part -= 1
+                self._move()
+
+    def _move(self) -> None:
+        """Every taking part thread asleep: on to the earliest end (called with the lock held)."""
+        if self._ends and len(self._ends) >= self._taking_part:
+            self.now = max(self.now, min(self._ends))
+            self._lock.notify_all()
 
 
 class _FakeTime:
