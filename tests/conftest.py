@@ -1,4 +1,15 @@
-"""Shared fixtures: the built-in simulator over real loopback sockets."""
+"""Shared fixtures: the built-in simulator over real loopback sockets. And how the suite runs in parallel.
+
+``make test`` runs it with pytest-xdist (``-n 3 --dist loadgroup``). What makes that safe:
+
+- every worker is its own process with its own ``FLORA_NB_HOME`` (``_private_home``, under the
+  worker's own ``tmp_path_factory`` base), its own simulators (port 0, held while serving) and its
+  own ``tmp_path``s: no ledger, port or file is shared between workers;
+- the browser tests (JupyterLab + Chromium, the heaviest by far) run one after another on one
+  worker (``xdist_group("browser")``), beside the other workers; they carry the ``browser`` marker;
+- tests sharing an expensive module fixture run on one worker, so it is built once;
+- the slowest modules are handed out first, so no worker starts a two-minute test at the end.
+"""
 
 from __future__ import annotations
 
@@ -51,3 +62,26 @@ def client(sim):
 def shared_client(shared_sim):
     with make_client(shared_sim) as c:
         yield c
+
+
+# -------------------------------------------------------------------- parallel runs (pytest-xdist)
+
+BROWSER_MODULES = ("test_browser.py", "test_browser_form.py", "test_browser_notebooks.py", "test_newuser_browser.py")
+# Modules whose tests share one expensive module-scoped fixture: kept on one worker.
+SHARED_FIXTURE_GROUPS = {"test_notebook.py": "executed-notebook"}
+# Handed out first, slowest first (whole modules, so a serial run keeps each module's tests together).
+SLOWEST_FIRST = ("test_binder.py", "test_sweep_rate_limit.py", "test_soak.py", "test_notebooks.py", "test_readme.py",
+                 "test_binding_invariants.py", "test_kernel_kill.py", "test_durable_sweeps.py", "test_ledger.py",
+                 "test_sweep_crash.py", "test_crash.py", "test_magic.py", "test_newuser.py", "test_session.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        name = item.path.name
+        if name in BROWSER_MODULES:
+            item.add_marker(pytest.mark.browser)
+            item.add_marker(pytest.mark.xdist_group("browser"))
+        elif name in SHARED_FIXTURE_GROUPS:
+            item.add_marker(pytest.mark.xdist_group(SHARED_FIXTURE_GROUPS[name]))
+    rank = {name: n for n, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
