@@ -203,7 +203,10 @@ def test_resume_resends_an_unconfirmed_start_with_its_own_key(tmp_path):
 
 from IPython.core.error import UsageError  # noqa: E402
 
-from tests.test_magic import cell, ip, session  # noqa: E402,F401  (the magic test's shell fixture)
+from tests import test_magic  # noqa: E402
+from tests.test_magic import cell, session  # noqa: E402
+
+ip = test_magic.ip  # the magic test's shell fixture
 
 
 def test_magic_sweeps_resume_retry_wait_and_stop_any_ledger_sweep(ip, capsys):

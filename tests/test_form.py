@@ -250,14 +250,14 @@ class _Refuser(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_GET(self):  # noqa: N802 (stdlib name)
+    def do_GET(self):  # stdlib name
         if self.path.startswith("/api/v1/techniques/"):
             return self._answer(200, self.TECH)
         if self.path.startswith("/api/v1/workspaces"):
             return self._answer(200, {"workspaces": [{"workspace_id": "ws_x", "name": "X"}], "meta": {}})
         return self._answer(200, {"technique_runs": [], "meta": {"next_cursor": None}})
 
-    def do_POST(self):  # noqa: N802 (stdlib name)
+    def do_POST(self):  # stdlib name
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self._answer(400, {"error": {"code": "input_validation_error", "message": "prompt: Too long",
                                      "fields": [{"field": "prompt", "message": "Too long"},

@@ -126,7 +126,7 @@ def test_json_fields_equal_a_plain_per_row_reading(repeat):
 def test_filters_done_by_sqlite_give_the_rows_select_runs_keeps(tmp_path):
     from flora_nb._frames import select_runs
 
-    ledger, ids = _odd_ledger(tmp_path / "l.sqlite")
+    ledger, _ids = _odd_ledger(tmp_path / "l.sqlite")
     everything = runs_frame(ledger.iter_raw(ENDPOINT, FRAME_COLUMNS), FRAME_COLUMNS)
     since = pd.Timestamp(100.0, unit="s", tz="UTC")
     for filters, sql in [

@@ -8,7 +8,6 @@ import html
 import pytest
 
 import flora_nb as fnb
-
 from flora_nb._models import RunStart, RunState, Technique, parse_timestamp
 
 

@@ -22,7 +22,7 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     hits: dict[str, int] = {}
 
-    def do_GET(self):  # noqa: N802 (stdlib name)
+    def do_GET(self):  # stdlib name
         Handler.hits[self.path] = Handler.hits.get(self.path, 0) + 1
         if self.path == "/api/v1/cut":  # promise 100 bytes, send 20, hang up
             self.send_response(200)

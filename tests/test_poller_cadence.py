@@ -195,7 +195,7 @@ def test_long_runs_failing_at_any_point_are_noticed_within_a_small_share_of_the_
 
 def test_a_run_with_no_estimate_is_looked_at_every_interval():
     truths = [Truth("r", began=0.0, duration=9.0)]
-    clock, flora, poller, runs = world(truths, [None])
+    clock, _flora, poller, runs = world(truths, [None])
     drive(clock, poller, runs)
     assert runs[0].done and lags(runs, truths)[0] <= 2.0 + 1e-9
 

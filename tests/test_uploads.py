@@ -311,7 +311,7 @@ def test_signed_upload_never_sends_the_key_to_another_origin(sim):
     seen: list[dict[str, str]] = []
 
     class Storage(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
+        def do_POST(self):
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
             seen.append(dict(self.headers))
             self.send_response(204)
