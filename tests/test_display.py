@@ -14,8 +14,7 @@ import ipywidgets as w
 import pytest
 
 from flora_nb import Flora
-from flora_nb._display import MAX_UPDATES_PER_SECOND, STYLE, RunPanel, SweepPanel, Throttle, text_widget
-from flora_nb._display import RatingWidget
+from flora_nb._display import MAX_UPDATES_PER_SECOND, STYLE, RatingWidget, RunPanel, SweepPanel, Throttle, text_widget
 from flora_nb.sim import Faults
 from tests.waiting import until
 
