@@ -21,7 +21,8 @@ from ._errors import (
     InsufficientCreditsError,
     RateLimitError,
 )
-from ._look import card_html, duration, usd
+from ._hints import HINTS, RETRY_LATER, RETRYABLE, hint_for, normal_code
+from ._look import card_html, duration, say, usd
 from ._models import Technique
 from ._owner import is_alive
 from ._paths import output_path
@@ -362,19 +363,44 @@ class Sweep:
         self._track_unknown_charges()
         return self.start()
 
-    def retry_failed(self) -> Sweep:
-        """Start every failed variation again: new runs with new keys (the failed ones stay in the ledger)."""
+    def retry_failed(self, codes: str | Sequence[str] | None = None) -> Sweep:
+        """Start again the failed variations FLORA's hint says can succeed (retry now, retry later):
+        new runs with new keys, the failed ones staying in the ledger. It spends money: only on request.
+
+        ``codes=[...]`` retries the failures with these error codes (any case) instead, whatever their
+        hint. Says in one line how many it retried and how many it left, by hint (see ``failures()``).
+        """
+        wanted = _wanted_codes(codes)
         self._prepare(_KEEP)
-        failed = [r for r in self.runs if r.status == FAILED]
         retried = self._engine.ledger.retried(self.sweep_id)
+        failed = [r for r in self.runs if r.status == FAILED and r.local_id not in retried]
+        chosen = [r for r in failed if _chosen(r, wanted)]
         planned = [{"inputs": r.inputs, "labels": r.labels, "sweep_id": self.sweep_id, "variation": r.variation,
-                    "retry_of": r.local_id} for r in failed if r.local_id not in retried]
+                    "retry_of": r.local_id} for r in chosen]
         new = self._engine.queue(self.technique, self.workspace_id, planned)
         by_old = {p["retry_of"]: run for p, run in zip(planned, new)}
         with self._slot:
             self.runs = [by_old.get(r.local_id, r) for r in self.runs]
         self._watch(new)
-        return self.start()
+        self.start()
+        taken = {r.local_id for r in chosen}
+        say(_retry_line(chosen, [r for r in failed if r.local_id not in taken], wanted))
+        return self
+
+    def failures(self) -> pd.DataFrame:
+        """The failed runs of the sweep's latest attempts, grouped by FLORA's retry hint (``hint``).
+
+        One row per failed run: ``variation``, ``repeat``, the varied inputs, ``run_id``, ``error_code``,
+        ``error_message`` and ``hint`` (ordered: retry now, retry later, change input, not retryable,
+        unknown); ``failures()["hint"].value_counts(sort=False)`` counts them in that order.
+        """
+        frame = self.to_dataframe()
+        failed = frame[frame["status"] == FAILED]
+        inputs = [c for c in failed.columns if c in {f"input.{k}" for k in self.varied}]
+        rows = failed[["variation", "repeat", *inputs, "run_id", "error_code", "error_message"]].copy()
+        rows["hint"] = [hint_for(code, message) for code, message in zip(rows["error_code"], rows["error_message"])]
+        rows["hint"] = rows["hint"].astype("category").cat.set_categories(list(HINTS), ordered=True)
+        return rows.sort_values(["hint", "variation", "repeat"], kind="stable").reset_index(drop=True)
 
     def _prepare(self, budget: float | object | None) -> None:
         """Before launching more: the current price, the budget, and no stop request in force."""
@@ -569,6 +595,56 @@ class Sweep:
 
     def _repr_html_(self) -> str:
         return card_html(self._summary_rows(), "flora-sweep")
+
+
+def _wanted_codes(codes: str | Sequence[str] | None) -> set[str] | None:
+    """``codes=`` as the table spells them; None: retry what FLORA's hint says can succeed."""
+    if codes is None:
+        return None
+    given = [codes] if isinstance(codes, str) else codes
+    if not isinstance(given, (list, tuple, set, frozenset)) or not all(normal_code(c) for c in given):
+        raise InputError("codes must be a list of FLORA error codes such as GENERATION_NO_RESULT (the "
+                         "error_code column of the sweep's failures); nothing was retried.")
+    return {normal_code(c) or "" for c in given}
+
+
+def _chosen(run: Run, wanted: set[str] | None) -> bool:
+    if wanted is None:
+        return hint_for(run.error_code, run.error_message) in RETRYABLE
+    return normal_code(run.error_code) in wanted
+
+
+def _by_hint(runs: Sequence[Run], codes: bool) -> str:
+    """"2 retry now, 1 change input: GENERATION_PROMPT_MODERATED" (hints in HINTS order)."""
+    groups: dict[str, list[str]] = {}
+    for run in runs:
+        hint = hint_for(run.error_code, run.error_message)
+        label = normal_code(run.error_code) or "no code"
+        if hint != hint_for(run.error_code):  # the message, not the code, decided: say why
+            label += " (safety refusal)"
+        groups.setdefault(hint, []).append(label)
+    parts = []
+    for hint in [h for h in HINTS if h in groups]:
+        labels = groups[hint]
+        parts.append(f"{len(labels)} {hint}" + (": " + ", ".join(sorted(set(labels))) if codes else ""))
+    return "; ".join(parts) if codes else ", ".join(parts)
+
+
+def _retry_line(retried: Sequence[Run], left: Sequence[Run], wanted: set[str] | None) -> str:
+    """What retry_failed() did, in one line: how many it retried and left, by hint."""
+    if not retried and not left:
+        return "Nothing to retry: no run of this sweep has failed."
+    line = f"Retried {len(retried)} failed run{'s' if len(retried) != 1 else ''}"
+    line += f" ({_by_hint(retried, codes=wanted is not None)})" if retried else ""
+    if any(hint_for(r.error_code, r.error_message) == RETRY_LATER for r in retried):
+        line += "; the retry-later ones may fail again while FLORA is busy (then retry them in a few minutes)"
+    if left:
+        line += f"; left {len(left)}, not started again ({_by_hint(left, codes=True)})"
+        line += "; retry_failed with their codes starts them anyway" if wanted is None else ""
+    missing = sorted(wanted - {normal_code(r.error_code) for r in [*retried, *left]}) if wanted else []
+    if missing:
+        line += f"; no failed run has {', '.join(missing)}"
+    return line + "."
 
 
 def _slug(inputs: dict[str, Any], varied: Sequence[str]) -> str:

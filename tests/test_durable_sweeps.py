@@ -106,7 +106,7 @@ def test_retry_failed_starts_new_runs_with_new_keys(tmp_path):
             failed = [r for r in sweep.runs if r.status == "failed"]
             assert failed, "seed 8 fails some runs"
             sim.faults = Faults()
-            sweep.retry_failed().wait(60)
+            sweep.retry_failed(codes=[r.error_code for r in failed]).wait(60)  # every code, moderated ones too
             assert sweep.counts == {"completed": 10}
             assert sorted(r.variation for r in sweep.runs) == list(range(10))
             records = sim.run_records()

@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("views", {"_display", "_frames", "_plots"}),
     ("store", {"_ledger", "_budget", "_owner", "_plan", "_validation", "_files", "_paths"}),
     ("wire", {"_client", "_throttle", "_transport", "_clock", "_models"}),
-    ("base", {"_ranges", "_look", "_matching", "_magic_parse", "_states", "_errors", "_version"}),
+    ("base", {"_ranges", "_look", "_matching", "_magic_parse", "_states", "_errors", "_hints", "_version"}),
 ]
 ENTRY = LAYERS[0][1]
 BASE = LAYERS[-1][1]

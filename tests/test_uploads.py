@@ -180,10 +180,18 @@ def test_sweep_uploads_each_distinct_file_once_before_queueing(fl, tmp_path):
     assert asset_posts(fl) == 3  # a, b and c, once each, whichever way they were given
     urls = {p.name: fl.upload(p).url for p in (a, b, c)}
     sent = server_inputs(fl)
-    assert sorted(r["product_image"] for r in sent[:6]) == sorted([urls["a.png"]] * 3 + [urls["b.png"]] * 3)
-    assert [r["product_image"] for r in sent[6:8]] == [urls["c.png"], urls["a.png"]]
-    assert [r["product_image"] for r in sent[8:10]] == [urls["c.png"], urls["a.png"]]
-    assert [r["start_frame"] for r in sent[10:12]] == [urls["c.png"]] * 2
+    # What FLORA received for each variation, in variation order (a sweep starts its variations side by side,
+    # so the order they reach the server in is not theirs).
+    received = {r["run_id"]: r["inputs"] for r in fl.simulator.run_records()}
+
+    def given(sweep, name: str) -> list[str]:
+        return [received[r.id][name] for r in sorted(sweep.runs, key=lambda r: r.variation)]
+
+    assert len(sent) == 12
+    assert sorted(given(grid, "product_image")) == sorted([urls["a.png"]] * 3 + [urls["b.png"]] * 3)
+    assert given(zipped, "product_image") == [urls["c.png"], urls["a.png"]]
+    assert given(explicit, "product_image") == [urls["c.png"], urls["a.png"]]
+    assert given(fixed, "start_frame") == [urls["c.png"]] * 2
     for sweep in (grid, zipped, explicit, fixed):
         assert all(r.status == "completed" for r in sweep.runs)
     frame = grid.to_dataframe()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
 _SHARES = ("error_rate", "drop_rate", "run_failure_rate", "error_after_create_rate")
 
@@ -24,8 +26,15 @@ class Faults:
     # Estimate error, as real techniques have: each run takes its estimate x a factor drawn uniformly
     # from [1 - j, 1 + j] (0.3: runs end up to 30% early or late). estimated_seconds stays the estimate.
     duration_jitter: float = 0.0
+    # Deterministic failures by input, whatever the seed: {text: code} or {text: (code, message)}. A
+    # run any of whose input values contains ``text`` (in any case) fails with that code every time,
+    # as a moderated prompt is moderated again; the message is the simulator's usual one for the
+    # code unless given. The first matching text wins; it draws nothing from the seeded stream.
+    input_failures: Mapping[str, str | tuple[str, str]] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
+        _check_input_failures(self.input_failures)
+        object.__setattr__(self, "input_failures", MappingProxyType(dict(self.input_failures)))
         for name in _SHARES:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -42,3 +51,14 @@ class Faults:
             raise ValueError(
                 f"max_concurrent_runs must be >= 1 or None, got {self.max_concurrent_runs!r}"
             )
+
+
+def _check_input_failures(failures: object) -> None:
+    if not isinstance(failures, Mapping):
+        raise ValueError(f"input_failures must map input text to an error code, got {failures!r}")
+    for text, what in failures.items():
+        pair = (what, "") if isinstance(what, str) else what
+        ok = (isinstance(text, str) and bool(text) and isinstance(pair, tuple) and len(pair) == 2
+              and isinstance(pair[0], str) and bool(pair[0]) and isinstance(pair[1], str))
+        if not ok:
+            raise ValueError(f"input_failures: {text!r} -> {what!r}; give non-empty text -> a code or (code, message)")

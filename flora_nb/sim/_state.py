@@ -44,6 +44,15 @@ FAILURES_BEFORE_START = (
     ("GENERATION_FAILED_TO_START", "The generation failed to start."),
     ("GENERATION_QUEUE_NOT_MOVING", "The provider queue is not moving; try again later."),
 )
+# Messages for codes only Faults.input_failures produces (the codes above keep their own).
+_MORE_MESSAGES = (
+    ("GENERATION_CANCELLED", "The generation was cancelled."),
+    ("BILLING_NOT_ENOUGH_CREDITS", "Not enough credits to complete the generation."),
+    ("LLM_REFUSAL", "The model refused the request."),
+    ("GENERATION_INVALID_PARAMS", "The parameters are not valid for this generation."),
+)
+MESSAGES = dict(FAILURES_WHILE_RUNNING + FAILURES_BEFORE_START + _MORE_MESSAGES)
+_BEFORE_START_CODES = frozenset(code for code, _ in FAILURES_BEFORE_START)
 
 
 class DuplicateIdempotencyKey(Exception):
@@ -350,7 +359,7 @@ class World:
             estimate=spec.duration_seconds / self.speed,
             quote=spec.run_cost,
             final_cost=jittered_cost(spec, order.inputs, self.seed),
-            failure=self._draw_failure(),
+            failure=self._input_failure(order.inputs, self._draw_failure()),
         )
 
     def _duration_factor(self) -> float:
@@ -364,6 +373,17 @@ class World:
         before = rng.random() < _FAIL_BEFORE_START
         code, message = rng.choice(FAILURES_BEFORE_START if before else FAILURES_WHILE_RUNNING)
         return Failure(code, message, before, 0.2 + 0.7 * rng.random())
+
+    def _input_failure(self, inputs: dict[str, str], drawn: Failure | None) -> Failure | None:
+        """Faults.input_failures: a run whose inputs contain a listed text fails with its code, every
+        time (the seeded draw is made anyway, so other runs fare as they would without the switch)."""
+        values = [str(value).lower() for value in inputs.values()]
+        for text, what in self._faults.input_failures.items():
+            if any(text.lower() in value for value in values):
+                code, message = (what, "") if isinstance(what, str) else what
+                message = message or MESSAGES.get(code, "The generation failed.")
+                return Failure(code, message, code in _BEFORE_START_CODES, 0.5)
+        return drawn
 
     def _push(self, at: float, kind: int, run_id: str) -> None:
         heapq.heappush(self._events, (at, next(self._seq), kind, run_id))
