@@ -15,7 +15,7 @@ from typing import Callable
 
 __all__ = ["CAP", "INITIAL", "PATIENCE", "StartWindow"]
 
-INITIAL = 2  # starts out at once before any answer came back (it doubles with every round of answers)
+INITIAL = 64  # starts out at once before any answer came back (losses are seen within ms: the window shuts then)
 PATIENCE = 3  # after a loss, the window opens by one only after this many answers more than its size
 CAP = 1024
 
