@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 # Keys a catalog entry may carry that FLORA never sends; they drive the simulation only.
-SIM_ONLY_FIELDS = ("duration_seconds", "charge_jitter")
+SIM_ONLY_FIELDS = ("duration_seconds", "charge_jitter", "charge")
 IO_TYPES = ("imageUrl", "videoUrl", "audioUrl", "text", "documentUrl")
 DEFAULT_DURATION = 10.0
 
@@ -177,6 +177,7 @@ class TechniqueSpec:
     public: dict[str, Any]
     duration_seconds: float
     charge_jitter: float
+    charge: float | None = None  # what a run is charged, when not its listed run_cost (FIELD: quotes run low)
 
     @property
     def technique_id(self) -> str:
@@ -218,6 +219,7 @@ def _spec(entry: dict[str, Any]) -> TechniqueSpec:
         public=public,
         duration_seconds=float(entry.get("duration_seconds", DEFAULT_DURATION)),
         charge_jitter=float(entry.get("charge_jitter", 0.0)),
+        charge=None if entry.get("charge") is None else float(entry["charge"]),
     )
 
 

@@ -7,6 +7,7 @@ exact moment a concurrency slot frees even if nobody asked at that moment.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import heapq
 import itertools
@@ -147,12 +148,13 @@ def canonical_inputs(technique_id: str, inputs: dict[str, str], seed: int) -> by
 
 
 def jittered_cost(spec: TechniqueSpec, inputs: dict[str, str], seed: int) -> float:
-    """run_cost, or a value within ±charge_jitter (a fraction) of it, fixed per inputs."""
+    """run_cost (or the catalog's ``charge``), or a value within ±charge_jitter (a fraction) of it, fixed per inputs."""
+    base = spec.run_cost if spec.charge is None else spec.charge
     if spec.charge_jitter <= 0:
-        return spec.run_cost
+        return base
     digest = hashlib.sha256(canonical_inputs(spec.technique_id, inputs, seed)).digest()
     unit = int.from_bytes(digest[:8], "big") / 2**64 * 2 - 1
-    return round(max(0.0, spec.run_cost * (1 + spec.charge_jitter * unit)), 6)
+    return round(max(0.0, base * (1 + spec.charge_jitter * unit)), 6)
 
 
 @dataclass
@@ -311,13 +313,26 @@ class World:
                 spec = spec_for(item["technique_id"])
                 if spec is not None:  # a technique gone from the catalog takes its runs with it
                     self._restore_run(_run_from(item, spec), saved_at, pending)
-            if data.get("credits_setting") == self._faults.credits:  # a new credits value starts over
-                self._ledger.balance = data.get("balance")
-                self._ledger.credit_epoch = int(data.get("credit_epoch", 0))
+            self._restore_credits(data)
             self._ledger.charged_total = float(data.get("charged_total", 0.0))
             if data.get("rng"):
                 self._rng.setstate(_tupled(data["rng"]))
             self.idempotency.restore(data.get("idempotency", []))
+
+    def _restore_credits(self, data: dict[str, Any]) -> None:
+        """Without a credits value the account keeps its balance (and its setting); a given value sets it.
+
+        Runs reserved before a new value was set settle against the old balance, not the new one.
+        """
+        epoch = int(data.get("credit_epoch", 0))
+        if self._faults.credits is not None:
+            self._ledger.balance, self._ledger.credit_epoch = self._faults.credits, epoch + 1
+            return
+        balance, setting = data.get("balance"), data.get("credits_setting")
+        self._ledger.balance = None if balance is None else float(balance)
+        self._ledger.credit_epoch = epoch
+        if setting is not None:
+            self._faults = dataclasses.replace(self._faults, credits=float(setting))
 
     def _restore_run(self, run: Run, saved_at: float, pending: float) -> None:
         self._runs[run.run_id] = run
