@@ -8,11 +8,15 @@ the technique. Pure: no SQL, no HTTP.
 
 from __future__ import annotations
 
+import datetime as _dt
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-__all__ = ["DEFAULT_RATIO", "Exposure", "confirmation_needed", "is_money", "reserve_ratio", "summarize"]
+__all__ = ["DEFAULT_RATIO", "PERIODS", "Exposure", "confirmation_needed", "is_money", "limit_words", "period_start",
+           "reserve_ratio", "summarize"]
+
+PERIODS = (None, "day", "month")
 
 DEFAULT_RATIO = 1.25  # until the ledger knows how a technique's charges compare to its price
 AGREEING_CHARGES = 3  # this many charges with one ratio make the price "known exactly"
@@ -89,3 +93,18 @@ def confirmation_needed(name: str, runs: int, per_run: float | None, threshold: 
         return None
     return (f"Starting {what} would spend up to ${total:,.2f} (${per_run:,.4f} a run), above "
             f"confirm_above of ${threshold:,.2f}.")
+
+
+def period_start(period: str | None, now: float) -> float | None:
+    """When a spend limit's period began (UTC midnight, or the first of the month); None: no period."""
+    if period is None:
+        return None
+    day = _dt.datetime.fromtimestamp(now, tz=_dt.timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (day if period == "day" else day.replace(day=1)).timestamp()
+
+
+def limit_words(technique: str | None, period: str | None, usd: float) -> str:
+    """'the spend limit of $5.00 a day for tech_x' in words."""
+    per = {"day": " a day (UTC)", "month": " a month (UTC)"}.get(period or "", " in all")
+    scope = f" for {technique}" if technique else " for every technique"
+    return f"the spend limit of ${usd:,.2f}{per}{scope}"

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from ._budget import Exposure, is_money, reserve_ratio, summarize
+from ._budget import PERIODS, Exposure, is_money, limit_words, period_start, reserve_ratio, summarize
 from ._catalog import Catalog
 from ._client import FloraClient, new_idempotency_key
 from ._errors import (
@@ -176,7 +176,7 @@ class RunEngine:
 
     def start(self, tech: Technique, inputs: dict[str, Any], workspace: str, labels: dict[str, Any]) -> Run:
         """Start one run now: written to the ledger, then sent; returns its Run (the poller keeps it fresh)."""
-        self.check_budget(tech.technique_id, tech.run_cost, tech.name)  # refused: not even a ledger row
+        self._check_room(tech, tech.run_cost, None)  # refused: not even a ledger row
         [run] = self.queue(tech, workspace, [{"inputs": inputs, "labels": labels}], status=STARTING)
         try:
             self.launch(run, tech)
@@ -210,14 +210,20 @@ class RunEngine:
         self.send_start(run, tech, keep_trying, resent=since is not None)
 
     def begin_start(self, run: Run, tech: Technique, since: float | None = None) -> None:
-        """Check the budget and mark the row ``starting`` with the start of its send window (nothing sent)."""
-        with self._budget_lock:  # two starts never both take the budget's last room
-            self.check_budget(tech.technique_id, run.estimated_cost, tech.name, exclude=run.local_id)
+        """Check the budget and the spend limits and mark the row ``starting`` with the start of its send
+        window, in one ledger transaction (nothing sent): racing sessions never both take the last room."""
+        with self._budget_lock:  # two starts of this session never both take the budget's last room
             now = time.time()
             # window_high is a lease while we live: the server cannot act on this start after it
             # unless we extend it first (each attempt does); if we die, it is the window's end.
-            self.update(run, status=STARTING, window_low=now if since is None else since,
-                         window_high=now + self.client.attempt_seconds + LEASE_MARGIN)
+            changes = {"status": STARTING, "window_low": now if since is None else since,
+                       "window_high": now + self.client.attempt_seconds + LEASE_MARGIN}
+            self.ledger.admit(run.local_id, changes, lambda: self._check_room(tech, run.estimated_cost, run.local_id))
+            run.apply_row(self._stored_row(run.local_id))
+
+    def _check_room(self, tech: Technique, estimate: float | None, exclude: int | None) -> None:
+        self.check_budget(tech.technique_id, estimate, tech.name, exclude=exclude)
+        self.check_limits(tech.technique_id, estimate, tech.name, exclude=exclude)
 
     def send_start(self, run: Run, tech: Technique, keep_trying: Callable[[], bool] | None = None,
                     resent: bool = False) -> None:
@@ -386,6 +392,48 @@ class RunEngine:
                 f"(${spent.charged:.2f} charged, ${spent.reserved:.2f} held for {spent.pending} run(s) whose charge "
                 f"is not known yet); this run holds ${reserve:.2f} until charged. Nothing was sent.",
                 estimate=reserve, budget=self.budget)
+
+    # ---------------------------------------------------------------- spend limits
+
+    def set_spend_limit(self, usd: float | None, period: str | None = None, technique: str | None = None) -> None:
+        """Set the limit of one scope in the ledger (every session of it enforces it); ``usd=None`` removes it."""
+        if usd is not None and not is_money(usd):
+            raise InputError(f"a spend limit is a number of USD >= 0, got {usd!r}; or None to remove it.")
+        if period not in PERIODS:
+            raise InputError(f"period must be None (in all), 'day' or 'month'; got {period!r}.")
+        technique_id = self.catalog.technique(technique).technique_id if technique else None
+        self.ledger.set_spend_limit(self.endpoint, None if usd is None else float(usd), period, technique_id)
+
+    def spend_limits(self, technique_id: str | None = None, exclude: int | None = None,
+                     ) -> list[tuple[str | None, str | None, float, Exposure]]:
+        """Each spend limit (covering ``technique_id`` when given): technique, period, USD, what counts now."""
+        found, now = [], time.time()
+        for technique, period, usd in self.ledger.spend_limits(self.endpoint):
+            if technique_id is not None and technique not in (None, technique_id):
+                continue
+            groups = self.ledger.exposure(self.endpoint, exclude=exclude, technique_id=technique,
+                                          since=period_start(period, now))
+            found.append((technique, period, usd, summarize(groups, self.reserve_ratio, self._highest_charge)))
+        return found
+
+    def check_limits(self, technique_id: str, estimate: float | None, name: str = "",
+                     exclude: int | None = None) -> None:
+        """Raise BudgetExceededError unless a run of this price fits every spend limit that covers it."""
+        limits = self.spend_limits(technique_id, exclude)
+        if not limits:
+            return
+        reserve = self.reserve(technique_id, estimate, exclude)
+        for technique, period, usd, spent in limits:
+            if spent.fits(reserve, usd):
+                continue
+            holds = "its price is not known yet" if math.isinf(reserve) else f"it holds ${reserve:,.2f} until charged"
+            words = limit_words(technique, period, usd)
+            raise BudgetExceededError(
+                f"{words[0].upper()}{words[1:]} has ${max(0.0, usd - spent.committed):,.2f} left: "
+                f"${spent.charged:,.2f} spent and ${spent.reserved:,.2f} held for {spent.pending} run(s) whose charge "
+                f"is not known yet, and this run of {name or technique_id} does not fit ({holds}). Nothing was sent. "
+                "fl.spend_limits() shows every limit; fl.set_spend_limit(...) changes one.",
+                estimate=None if math.isinf(reserve) else reserve, budget=usd)
 
     # ---------------------------------------------------------------- runs and their rows
 

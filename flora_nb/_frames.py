@@ -24,6 +24,7 @@ __all__ = [
     "cost_summary",
     "history_frame",
     "ledger_runs",
+    "limits_frame",
     "models_frame",
     "plan_frame",
     "runs_frame",
@@ -249,6 +250,8 @@ def cost_summary(frame: pd.DataFrame, by: str | Sequence[str]) -> pd.DataFrame:
     """Per group: runs, outcomes, estimated vs charged totals and drift; unknown costs apart.
 
     Runs served from the ledger by ``reuse=True`` cost nothing and are counted in ``reused`` only.
+    ``unknown_cost_runs`` are finished runs whose charge FLORA has not reported yet: ``charged_usd``
+    is what is known, and ``cost_per_completed_usd`` stays NaN until every charge of the group is.
     """
     keys = [by] if isinstance(by, str) else list(by)
     missing = [k for k in keys if k not in frame.columns]
@@ -273,46 +276,71 @@ def cost_summary(frame: pd.DataFrame, by: str | Sequence[str]) -> pd.DataFrame:
     })
     out["drift_usd"] = out["charged_usd"] - out["estimated_known_usd"]
     out["drift_pct"] = 100.0 * out["drift_usd"] / out["estimated_known_usd"].replace(0, np.nan)
-    out["cost_per_completed_usd"] = out["charged_usd"] / out["completed"].replace(0, np.nan)
+    per_completed = out["charged_usd"] / out["completed"].replace(0, np.nan)
+    out["cost_per_completed_usd"] = per_completed.where(out["unknown_cost_runs"].eq(0))  # not a share of a sum
     return out
 
 
-COST_COLUMNS = ["runs", "completed", "failed", "charged_usd", "open_estimate_usd", "usd_per_completed"]
+COST_COLUMNS = ["runs", "completed", "failed", "charged_usd", "pending_charges", "open_estimate_usd",
+                "usd_per_completed"]
 MONEY_COLUMNS = ("charged_usd", "open_estimate_usd", "usd_per_completed")
+_COUNTS = ("runs", "completed", "failed", "pending_charges")
 
 
 def cost_table(frame: pd.DataFrame, by: str | Sequence[str]) -> pd.DataFrame:
-    """The essentials of ``cost_summary`` with a ``total`` row: runs, outcomes, charged, still open, per run.
+    """The essentials of ``cost_summary`` with a ``total`` row: runs, outcomes, charged, pending, still open, per run.
 
-    ``open_estimate_usd`` is the estimate of runs not finished yet (what may still be charged).
+    ``pending_charges`` counts finished runs whose charge FLORA has not reported yet (their USD is in
+    no sum); ``open_estimate_usd`` is the estimate of what may still be charged: runs not finished,
+    and completed runs whose charge is pending. ``usd_per_completed`` is NaN while a charge is pending.
     """
     full = cost_summary(frame, by)
     keys = [by] if isinstance(by, str) else list(by)
     reused = frame["reused_from"].notna() if "reused_from" in frame else pd.Series(False, index=frame.index)
-    open_est = frame["estimated_cost"].where(frame["status"].isin(OPEN) & ~reused)
+    to_come = frame["status"].isin(OPEN) | (frame["status"].eq(COMPLETED) & frame["charged_cost"].isna())
+    open_est = frame["estimated_cost"].where(to_come & ~reused)
     grouped = frame.assign(_open=open_est).groupby(keys, dropna=False, observed=True)["_open"].sum()
     table = full[["runs", "completed", "failed", "charged_usd"]].copy()
+    table["pending_charges"] = full["unknown_cost_runs"]
     table["open_estimate_usd"] = grouped.reindex(table.index)
     table["usd_per_completed"] = full["cost_per_completed_usd"]
-    total = {c: table[c].sum(min_count=1) for c in ("runs", "completed", "failed", "charged_usd")}
+    total: dict[str, Any] = {c: int(table[c].sum()) for c in _COUNTS}
+    total["charged_usd"] = table["charged_usd"].sum(min_count=1)
     total["open_estimate_usd"] = table["open_estimate_usd"].sum()
-    total["runs"], total["completed"], total["failed"] = (int(total[c] or 0) for c in ("runs", "completed", "failed"))
-    total["usd_per_completed"] = total["charged_usd"] / total["completed"] if total["completed"] else np.nan
+    per_run = total["charged_usd"] / total["completed"] if total["completed"] else np.nan
+    total["usd_per_completed"] = np.nan if total["pending_charges"] else per_run
     label = "total" if len(keys) == 1 else ("total",) + ("",) * (len(keys) - 1)
     table.index = table.index.astype(object) if len(keys) == 1 else table.index
     table.loc[label, :] = pd.Series(total)
-    for column in ("runs", "completed", "failed"):
+    for column in _COUNTS:
         table[column] = table[column].astype("int64")
     return table[COST_COLUMNS]
 
 
 def money_table(table: pd.DataFrame) -> pd.DataFrame:
-    """The cost table for display: USD columns as ``$0.0400`` text, unknown as ``-``."""
+    """The cost table for display: USD as ``$0.0400`` text; a charge still to come says "pending", never $0.
+
+    ``charged_usd`` reads ``$0.0400 + 2 pending`` (or ``2 pending``) while charges are pending, and
+    ``usd_per_completed`` ``pending``; ``-`` is a figure with nothing behind it. The numbers stay in ``table``.
+    """
     shown = table.copy()
+    counts = table.get("pending_charges", table.get("unknown_cost_runs"))
+    pending = [0] * len(table) if counts is None else [int(n) for n in counts.fillna(0)]
+    completed = table["completed"].fillna(0) if "completed" in table else pd.Series(1, index=table.index)
     for column in MONEY_COLUMNS:
         if column in shown:
-            shown[column] = [("-" if pd.isna(v) else f"${v:,.4f}") for v in shown[column]]
+            waiting = pending if column != "usd_per_completed" else [n if c else 0 for n, c in zip(pending, completed)]
+            shown[column] = [_money_cell(column, v, n) for v, n in zip(table[column], waiting)]
     return shown
+
+
+def _money_cell(column: str, value: float, pending: int) -> str:
+    money = "" if pd.isna(value) else f"${value:,.4f}"
+    if not pending or column == "open_estimate_usd":
+        return money or "-"
+    if column == "charged_usd":
+        return f"{money} + {pending} pending" if money else f"{pending} pending"
+    return "pending"
 
 
 def _groupable(frame: pd.DataFrame) -> list[str]:
@@ -464,3 +492,12 @@ def sweeps_frame(summaries: Sequence[dict[str, Any]]) -> pd.DataFrame:
     for name in ("spent", "budget"):
         frame[name] = frame[name].astype("float64")
     return frame
+
+
+def limits_frame(limits: Sequence[tuple[str | None, str | None, float, Any]]) -> pd.DataFrame:
+    """One row per spend limit: technique ("all"), period ("in all"), limit, spent, held, left, pending."""
+    rows = [{"technique": technique or "all", "period": period or "in all", "limit": usd,
+             "spent": spent.charged, "held": spent.reserved, "left": max(0.0, usd - spent.committed),
+             "pending": spent.pending} for technique, period, usd, spent in limits]
+    columns = ["technique", "period", "limit", "spent", "held", "left", "pending"]
+    return pd.DataFrame(rows, columns=columns)

@@ -25,7 +25,7 @@ from ._paths import private_dir
 __all__ = ["COLUMNS", "PACKED", "PACKED_COLUMNS", "UPLOAD_COLUMNS", "Ledger", "LedgerRow", "canonical_json",
            "default_home", "default_ledger_path"]
 
-SCHEMA_VERSION = 5  # == len(_MIGRATIONS)
+SCHEMA_VERSION = 6  # == len(_MIGRATIONS)
 
 _MIGRATIONS: tuple[str, ...] = (
     # version 1
@@ -121,6 +121,17 @@ _MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE runs ADD COLUMN window_low REAL;
     ALTER TABLE runs ADD COLUMN window_high REAL;
     ALTER TABLE runs ADD COLUMN pairing TEXT;
+    """,
+    # version 6: spend limits every session of the ledger enforces ('' = every technique / no period)
+    """
+    CREATE TABLE spend_limits (
+        endpoint TEXT NOT NULL,
+        technique_id TEXT NOT NULL DEFAULT '',
+        period TEXT NOT NULL DEFAULT '',
+        usd REAL NOT NULL,
+        set_at REAL NOT NULL,
+        PRIMARY KEY (endpoint, technique_id, period)
+    );
     """,
 )
 
@@ -412,12 +423,16 @@ class Ledger:
         return (None if row[0] is None else float(row[0])), int(row[1])
 
     def exposure(self, endpoint: str, *, sweep_id: str | None = None, owner: str | None = None,
-                 exclude: int | None = None) -> list[tuple[str, float, float, int, int]]:
-        """Per technique, over launched runs in scope: known charges, estimates of runs whose charge
-        is unknown, how many those are, and how many of them are still active (not terminal)."""
+                 exclude: int | None = None, technique_id: str | None = None,
+                 since: float | None = None) -> list[tuple[str, float, float, int, int]]:
+        """Per technique, over launched runs in scope (started at or after ``since``): known charges,
+        estimates of runs whose charge is unknown, how many those are, and how many are still active."""
         where = ["endpoint = ?", "status NOT IN ('queued', 'skipped')", "reused_from IS NULL"]
         args: list[Any] = [endpoint]
-        for column, value in (("sweep_id", sweep_id), ("owner", owner)):
+        if since is not None:
+            where.append("intent_at >= ?")
+            args.append(since)
+        for column, value in (("sweep_id", sweep_id), ("owner", owner), ("technique_id", technique_id)):
             if value is not None:
                 where.append(f"{column} = ?")
                 args.append(value)
@@ -430,6 +445,33 @@ class Ledger:
                f" FROM runs WHERE {' AND '.join(where)} GROUP BY technique_id")
         with self._read() as db:
             return [(t, float(c), float(e), int(n), int(a)) for t, c, e, n, a in db.execute(sql, args)]
+
+    def admit(self, local_id: int, changes: Mapping[str, Any], check: Callable[[], None], note: str | None = None) -> None:
+        """Apply ``changes`` to one row only if ``check()`` (which reads the ledger, and raises to refuse)
+        passes, in ONE immediate transaction: a check in another session or process waits for this one,
+        so two starts never both take a limit's last room."""
+        with self._write() as db:
+            check()  # reads through this connection, inside the transaction
+            _apply(db, local_id, changes, time.time(), note)
+
+    # ------------------------------------------------------------------ spend limits
+
+    def set_spend_limit(self, endpoint: str, usd: float | None, period: str | None, technique_id: str | None) -> None:
+        """Set (or with ``usd=None`` remove) the limit of one scope."""
+        key = (endpoint, technique_id or "", period or "")
+        with self._write() as db:
+            if usd is None:
+                db.execute("DELETE FROM spend_limits WHERE endpoint = ? AND technique_id = ? AND period = ?", key)
+            else:
+                db.execute("INSERT OR REPLACE INTO spend_limits (endpoint, technique_id, period, usd, set_at)"
+                           " VALUES (?, ?, ?, ?, ?)", (*key, float(usd), time.time()))
+
+    def spend_limits(self, endpoint: str) -> list[tuple[str | None, str | None, float]]:
+        """Every limit of an endpoint: (technique id or None, period or None, USD)."""
+        with self._read() as db:
+            rows = db.execute("SELECT technique_id, period, usd FROM spend_limits WHERE endpoint = ?"
+                              " ORDER BY technique_id, period", (endpoint,)).fetchall()
+        return [(t or None, p or None, float(u)) for t, p, u in rows]
 
     def claim(self, items: Sequence[tuple[int, Mapping[str, Any], Mapping[str, Any]]], note: str | None = None) -> list[int]:
         """Apply each ``(local_id, expected, changes)`` only if the row still has the ``expected``

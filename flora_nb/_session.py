@@ -401,6 +401,21 @@ class Flora:
         """Charges known plus reserves of launched runs (a sweep's, or one session's)."""
         return self.engine.exposure(sweep_id=sweep_id, owner=owner, exclude=exclude)
 
+    def set_spend_limit(self, usd: float | None, period: str | None = None, technique: str | None = None) -> None:
+        """Cap spending in the ledger, for every session and process that uses it (None removes the limit).
+
+        ``period``: None (everything ever started), ``"day"`` or ``"month"`` (UTC); ``technique``: one
+        technique (id or slug) or None for all. A start is checked and its worst-case price held in one
+        ledger transaction, so kernels racing each other never exceed a limit together.
+        """
+        self.engine.set_spend_limit(usd, period, technique)
+
+    def spend_limits(self) -> pd.DataFrame:
+        """Every spend limit of this endpoint: technique, period, limit, spent, held, left (USD), pending runs."""
+        from ._frames import limits_frame
+
+        return limits_frame(self.engine.spend_limits())
+
     def reserve_ratio(self, technique: str) -> float:
         """What a run's estimate of ``technique`` (id or slug) is held at against a budget until charged."""
         return self.engine.reserve_ratio(technique)

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from ._budget import Exposure, is_money
+from ._budget import Exposure, is_money, limit_words
 from ._errors import (
     APIError,
     BudgetExceededError,
@@ -252,6 +252,8 @@ class Sweep:
             found.append(("sweep", self.budget, self._engine.exposure(sweep_id=self.sweep_id, exclude=run.local_id)))
         if session_budget is not None:
             found.append(("session", session_budget, self._engine.exposure(owner=self._engine.owner, exclude=run.local_id)))
+        for technique, period, limit, spent in self._engine.spend_limits(run.technique_id, exclude=run.local_id):
+            found.append((limit_words(technique, period, limit), limit, spent))  # kept in the ledger: every session's spend
         return found
 
     def _wait_for_budget(self, run: Run) -> bool | None:
@@ -281,7 +283,8 @@ class Sweep:
             if not spent.fits(reserve, budget):
                 unknown = (f" and ${spent.reserved:.2f} held for {spent.pending} finished run(s) whose charge is "
                            "not known yet (resume() looks again)") if spent.reserved else ""
-                return (f"Not started: the {scope} budget of ${budget:.2f} has ${spent.charged:.2f} charged{unknown}; "
+                what = scope if scope.startswith("the spend limit") else f"the {scope} budget of ${budget:.2f}"
+                return (f"Not started: {what} has ${spent.charged:.2f} charged{unknown}; "
                         f"this run would hold ${reserve:.2f} until charged.")
         return "Not started: the budget ran out."
 
