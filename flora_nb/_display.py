@@ -351,13 +351,28 @@ class SweepPanel:
     def __init__(self, sweep: Sweep, *, clock: Clock = time.monotonic, schedule: Schedule = _TIMERS):
         self.sweep = sweep
         self.live = w.HTML(self.render())
-        self.widget = w.VBox([w.HTML(STYLE), self.live])
+        self.stop_button = w.Button(description="Stop launching", icon="stop", disabled=sweep.done,
+                                    tooltip="queued variations are not started; runs already on FLORA keep going",
+                                    layout=w.Layout(width="auto", height="26px"))
+        self.stop_button.on_click(lambda _: self.stop())
+        self.stopped = w.HTML()
+        self.widget = w.VBox([w.HTML(STYLE), self.live, w.HBox([self.stop_button, self.stopped])])
         self.widget.add_class("flora-card")
         self.throttle = Throttle(self.draw, clock=clock, schedule=schedule)
         for run in sweep.runs:
             run.on_change(self.throttle)
         if not sweep.done:
             _TICKER.add(lambda: not sweep.done and not closed(sweep), self.throttle)
+
+    def stop(self) -> None:
+        """The panel's Stop: no more launches; the line beside it says what that leaves (and costs)."""
+        try:
+            self.sweep.stop(quiet=True)
+            text, kind = self.sweep.stop_summary(), "flora-muted"
+        except Exception as exc:  # a closed session or a locked ledger: say so here, never in a traceback
+            text, kind = f"Could not stop: {exc}", "flora-error"
+        self.stop_button.disabled = True
+        self.stopped.value = f"<span class='{kind}'>{html.escape(text)}</span>"
 
     def render(self) -> str:
         sweep, esc = self.sweep, html.escape
@@ -412,6 +427,8 @@ class SweepPanel:
     def draw(self) -> None:
         if not closed(self.sweep):  # a closed session has nothing new to show (and no ledger to read)
             self.live.value = self.render()
+            if self.sweep.done and not self.stop_button.disabled:
+                self.stop_button.disabled = True  # nothing left to stop
 
 
 def _run_widget(run: Run) -> w.Widget:

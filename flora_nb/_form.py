@@ -214,7 +214,9 @@ class Form(w.VBox):
         self.run_button = w.Button(description="Run", button_style="primary", icon="play",
                                    tooltip="start the run", layout=w.Layout(width="auto", min_width="110px"))
         self.cost_label = w.HTML()
-        self._run_row = w.HBox([self.run_button, self.cost_label], layout=w.Layout(align_items="center"))
+        self.stop_button = w.Button(description="Stop", icon="stop", disabled=True, layout=w.Layout(width="auto"),
+                                    tooltip="stop launching the sweep (runs already on FLORA keep going and are charged)")
+        self._run_row = w.HBox([self.run_button, self.stop_button, self.cost_label], layout=w.Layout(align_items="center"))
         self._run_row.add_class("flora-row")
         self.panels = w.VBox(layout=w.Layout(margin="10px 0 0 0"))
 
@@ -249,6 +251,7 @@ class Form(w.VBox):
             if control is not None:
                 control.observe(refresh, names="value")
         self.run_button.on_click(self._guarded(lambda _: self.click()))
+        self.stop_button.on_click(self._guarded(lambda _: self.stop()))
 
     def __repr__(self) -> str:
         # The widget repr lists every child; a terminal (no widgets) gets one readable line instead.
@@ -394,6 +397,15 @@ class Form(w.VBox):
             self.run_button.disabled = False
             self.refresh()
 
+    def stop(self) -> None:
+        """Stop launching the form's sweep: queued variations become ``skipped``; says what it leaves."""
+        if self.sweep is None:
+            self._say("Nothing to stop: no sweep was started from this form.")
+            return
+        self.sweep.stop(quiet=True)
+        self.stop_button.disabled = True
+        self._say(self.sweep.stop_summary())
+
     def _confirmed(self, plan: _Plan, now: float) -> bool:
         """Above ``confirm_above`` the first click shows the price on a confirm button; the next click
         (not a double click) starts. Any change to the inputs takes the question back."""
@@ -442,6 +454,7 @@ class Form(w.VBox):
         sweep = self.starter.sweep(self.technique.technique_id, grid=grid, zip=zipped, fixed=plan.fixed,
                                    budget=plan.budget, workspace=plan.workspace, confirm=True)
         self.sweep = sweep
+        self.stop_button.disabled = False
         self.runs.extend(sweep.runs)
         self._show(w.VBox([SweepPanel(sweep).widget, sweep.gallery()]))
         self._say(f"Started sweep {sweep.sweep_id}: {len(sweep.runs)} runs.", quiet=True)

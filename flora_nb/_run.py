@@ -18,6 +18,7 @@ from typing import Any, BinaryIO, Callable, Protocol
 
 from ._errors import FloraTimeout, InputError, RunFailedError, StartUnconfirmedError
 from ._ledger import LedgerRow
+from ._look import say
 from ._paths import extension_for, output_path, private_dir
 from ._states import DONE, FAILED, INPUTS_DIFFER, RUNNING, STARTING, UNCONFIRMED, WORKING
 
@@ -405,6 +406,16 @@ class Run:
     def wait(self, timeout: float | None = None) -> Run:
         """Block until the run is done; FloraTimeout at the deadline. Ctrl-C stops the wait only."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            self._wait_until_done(deadline, timeout)
+        except KeyboardInterrupt:  # Ctrl-C stops the waiting, not the run: one line, no traceback
+            say(f"Stopped waiting for run {self.id or self.local_id}; it keeps running on FLORA and being tracked.")
+            return self
+        if self.unconfirmed or (self._row.run_id is None and self._row.error_code == "start_not_received"):
+            raise StartUnconfirmedError(f"run {self.local_id}: {self._row.error_message}", run=self)
+        return self
+
+    def _wait_until_done(self, deadline: float | None, timeout: float | None) -> None:
         with self._changed:
             while not self.done:
                 left = None if deadline is None else deadline - time.monotonic()
@@ -415,9 +426,6 @@ class Run:
                     )
                 # Short slices keep Ctrl-C responsive: a Condition wait is not interruptible.
                 self._changed.wait(0.2 if left is None else min(left, 0.2))
-        if self.unconfirmed or (self._row.run_id is None and self._row.error_code == "start_not_received"):
-            raise StartUnconfirmedError(f"run {self.local_id}: {self._row.error_message}", run=self)
-        return self
 
     def raise_for_status(self) -> Run:
         """Raise RunFailedError if the run failed; return the run otherwise."""

@@ -28,7 +28,7 @@ from ._owner import is_alive
 from ._paths import output_path
 from ._plan import Plan
 from ._run import Run
-from ._states import ACTIVE, COMPLETED, FAILED, LOST, QUEUED, SKIPPED, STARTING, UNCONFIRMED
+from ._states import ACTIVE, COMPLETED, FAILED, LOST, QUEUED, SKIPPED, STARTING, UNCONFIRMED, UNSTARTED
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -342,15 +342,33 @@ class Sweep:
         self._awaiting.clear()
         return False
 
-    def stop(self) -> Sweep:
-        """Stop launching (here and in any session of the ledger); started runs keep being tracked."""
+    def stop(self, quiet: bool = False) -> Sweep:
+        """Stop launching (here and in any session of the ledger); started runs keep being tracked.
+
+        Says in one line what was not started (and the money not spent) and what still runs on FLORA
+        and will be charged, since FLORA cannot cancel a run (``quiet``: say nothing; ``stop_summary()``).
+        """
         self._stop.set()
         self._engine.ledger.update_sweep(self.sweep_id, stop_requested=1)
         if not self.launching:  # queued runs of a dead session, or ours with no launcher: say so now
             self._claim_unstarted(statuses=(QUEUED,))
             self._skip_rest("stopped", "The sweep was stopped before this run started.")
         self._notify()
+        if not quiet:
+            say(self.stop_summary())
         return self
+
+    def stop_summary(self) -> str:
+        """What stopping leaves: variations never started (money not spent), runs still going on FLORA."""
+        unstarted = [r for r in self.runs if r.status in UNSTARTED]
+        going = [r for r in self.runs if r.status in ACTIVE and r.status != QUEUED]
+        saved = sum(r.estimated_cost or 0.0 for r in unstarted)
+        head = f"Stopped launching sweep {self.sweep_id}: {len(unstarted)} variation(s) never started ({usd(saved)} not spent)"
+        if not going:
+            return f"{head}; nothing is still running."
+        owed = sum(r.estimated_cost or 0.0 for r in going)
+        return (f"{head}; {len(going)} already sent to FLORA keep running and will be charged (about {usd(owed)}): "
+                "FLORA cannot cancel a run.")
 
     def resume(self, budget: float | object | None = _KEEP) -> Sweep:
         """Launch the variations never started (skipped, or queued by a session that died), within
@@ -449,13 +467,17 @@ class Sweep:
     def wait(self, timeout: float | None = None) -> Sweep:
         """Block until every run is done or skipped; FloraTimeout at the deadline."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.done:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise FloraTimeout(f"sweep {self.sweep_id} is not done after {timeout} s: {self.counts}; "
-                                   "it keeps running, call wait() again.")
-            with self._slot:
-                self._slot.wait(0.1)
-            self._sync()
+        try:
+            while not self.done:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise FloraTimeout(f"sweep {self.sweep_id} is not done after {timeout} s: {self.counts}; "
+                                       "it keeps running, call wait() again.")
+                with self._slot:
+                    self._slot.wait(0.1)
+                self._sync()
+        except KeyboardInterrupt:  # Ctrl-C stops the waiting, not the sweep: one line, no traceback
+            say(f"Stopped waiting for sweep {self.sweep_id}; it keeps launching and its runs keep being tracked "
+                "(sweep.stop() stops launching).")
         return self
 
     @property
