@@ -1,12 +1,16 @@
 """Parsing ``%flora`` / ``%%flora`` text into a Command. Pure: no session, no HTTP, no display.
 
-Every user mistake becomes an IPython ``UsageError`` with one clear line and a hint.
+Every user mistake becomes an IPython ``UsageError`` with one clear line and a hint. The whole line
+is read before anything is decided: an unclosed quote or bracket, a value of the wrong shape or an
+unknown option is refused naming its column, so a typo never swallows the options after it
+(``prompt=[a,b --dry-run`` once started a paid run with ``[a,b --dry-run`` as its prompt).
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import difflib
 import json
 import re
 from dataclasses import dataclass, field
@@ -14,7 +18,7 @@ from typing import Any, Callable, NoReturn
 
 from IPython.core.error import UsageError
 
-from ._ranges import problem
+from ._ranges import Range, problem
 
 __all__ = ["COMMANDS", "SIM_ONLY", "Command", "HelpShown", "expand", "parse", "parse_cell_inputs", "parse_value"]
 
@@ -27,11 +31,18 @@ class HelpShown(Exception):
         self.text = text
 
 
-def ranged(name: str, kind: type = float) -> Callable[[str], Any]:
-    """An argparse type: a number of ``kind`` in ``name``'s allowed range (``_ranges``), else a usage error."""
+def ranged(name: str, kind: type = float, allowed: Range | None = None) -> Callable[[str], Any]:
+    """An argparse type: a number of ``kind`` in ``name``'s allowed range (``_ranges``), else a usage error.
+
+    Text that is no number at all is refused with the range too (``--repeat two``: "must be a whole number").
+    """
     def convert(text: str) -> Any:
-        value = kind(text)  # not a number: argparse says "invalid int value: 'two'"
-        wrong = problem(name, value)
+        try:
+            value: Any = kind(text)
+        except ValueError:
+            value = text
+        wrong = problem(name, value) if allowed is None else (
+            None if allowed.admits(value) else f"{name} must be {allowed.words()}, got {value!r}")
         if wrong:
             # argparse names the flag ("argument --speed: ..."): say only what is allowed
             raise argparse.ArgumentTypeError(wrong.removeprefix(f"{name} ").replace(f"got {value!r}", f"got {text}"))
@@ -53,6 +64,16 @@ class _Parser(argparse.ArgumentParser):
     def print_help(self, file: Any = None) -> None:
         raise HelpShown(self.format_help())
 
+    def read(self, words: list[str]) -> tuple[argparse.Namespace, list[str]]:
+        """Options and ``key=value`` words in any order; what no argument takes comes back apart."""
+        if self.usage is None:  # the intermixed parse %-formats a usage of its own: escape the % of %flora
+            self.usage = self.format_usage().removeprefix("usage: ").rstrip("\n").replace("%", "%%")
+        return self.parse_known_intermixed_args(words)
+
+    def flags(self) -> list[str]:
+        """Every option this command takes (``--dry-run``, ``-o`` ...)."""
+        return [flag for action in self._actions for flag in action.option_strings]
+
 
 @dataclass
 class Command:
@@ -64,7 +85,8 @@ class Command:
 
 
 def _new(name: str, help_text: str) -> _Parser:
-    return _Parser(prog=f"%flora {name}", description=help_text, add_help=True)
+    # No abbreviations: ``--dry`` is an unknown option, never a guess at ``--dry-run``.
+    return _Parser(prog=f"%flora {name}", description=help_text, add_help=True, allow_abbrev=False)
 
 
 def _add_output(p: _Parser) -> None:
@@ -118,7 +140,7 @@ SIM_ONLY = {
     "latency": ("--latency", float, "seconds added to every request"),
     "rate_limit": ("--rate-limit", float, "requests per second per workspace"),
     "run_failure_rate": ("--run-failure-rate", float, "share of runs that fail"),
-    "credits": ("--credits", float, "USD balance of the simulated account"),
+    "credits": ("--credits", float, "set the simulated account's USD balance (without it, it keeps its own)"),
     "max_concurrent_runs": ("--max-concurrent-runs", int, "runs at once per workspace"),
     "no_persist": ("--no-persist", None, "a throwaway simulated account (not kept for later kernels)"),
 }
@@ -153,7 +175,7 @@ def _parsers() -> dict[str, _Parser]:
         "sweeps": _simple("sweeps", "The sweeps in the ledger: counts, spent, budget."),
         "runs": _simple(
             "runs", "The ledger as a DataFrame.", (("--sweep",), {"metavar": "ID"}),
-            (("--status",), {}), (("--technique",), {}), (("--last",), {"type": int, "metavar": "N"}),
+            (("--status",), {}), (("--technique",), {}), (("--last",), {"type": ranged("last", int, Range(1, whole=True)), "metavar": "N"}),
         ),
         "costs": _simple("costs", "Cost summary with a total row, in USD.",
                          (("--by",), {"default": "technique_name", "metavar": "COL[,COL]"}),
@@ -174,30 +196,48 @@ def _parsers() -> dict[str, _Parser]:
 COMMANDS = tuple(_parsers())
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _PAIR = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*=")
-# $name and {expr} as IPython expands them ($$, {{ and }} stay literal), but into one value each.
+# $name and {expr} as IPython expands them, but into one value each; $$, {{ and }} are a literal
+# $, { and } (markers too, so that an escaped brace is never read as an open one).
 _EXPANSION = re.compile(r"\$\$|\{\{|\}\}|\$([A-Za-z_][A-Za-z0-9_]*)|\{([^{}\n]+)\}")
 _MARK = re.compile("\ue000[0-9]+\ue001")
+_OPENERS = {"[": "]", "(": ")", "{": "}"}
+_CLOSERS = {"]": "[", ")": "(", "}": "{"}
+# An option inside a value: after a space, a bracket or a comma, outside quotes (``prompt=--wait`` is text).
+_FLAG_INSIDE = re.compile(r"(?:(?<=\s)|(?<=[\[(,]))(--[A-Za-z][\w-]*|-[oh])(?=$|[\s,\])}])")
+_QUOTED = re.compile(r"'(?:\\.|[^'\\])*'|\"(?:\\.|[^\"\\])*\"", re.S)
+_MAX_NESTING = 100
+_SHOWN = 48  # characters of a token shown in an error
 
 
-def expand(line: str, namespace: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+class Expansions(dict[str, Any]):
+    """The values of the markers ``expand`` put in a line, and (``sources``) the text each replaced."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sources: dict[str, str] = {}
+
+
+def expand(line: str, namespace: dict[str, Any]) -> tuple[str, Expansions]:
     """Replace ``$name`` / ``{expr}`` by markers that survive splitting; return the markers' values.
 
     A marker is one token whatever its value holds (spaces, quotes, ``=``, newlines), and a
     value given whole (``prompt=$p``) stays the object itself: a list still varies in a sweep.
     What cannot be evaluated stays as it was written, as in IPython.
     """
-    values: dict[str, Any] = {}
+    values = Expansions()
 
     def substitute(match: re.Match[str]) -> str:
         text, name, expr = match.group(0), match.group(1), match.group(2)
         if name is None and expr is None:
-            return text[0]
-        try:
-            value = namespace[name] if name else eval(expr, namespace)  # the user's own namespace, as IPython does
-        except Exception:
-            return text
+            value: Any = text[0]  # $$ -> $, {{ -> {, }} -> }
+        else:
+            try:
+                value = namespace[name] if name else eval(expr, namespace)  # the user's own namespace, as IPython does
+            except Exception:
+                return text
         mark = f"\ue000{len(values)}\ue001"
         values[mark] = value
+        values.sources[mark] = text
         return mark
 
     return _EXPANSION.sub(substitute, line), values
@@ -214,88 +254,276 @@ def _fill(value: Any, values: dict[str, Any]) -> Any:
     return _MARK.sub(lambda m: str(values.get(m.group(0), m.group(0))), value)
 
 
-def _split(line: str) -> list[str]:
+@dataclass(frozen=True)
+class _Token:
+    """One word of the line and the index of its first character (in the expanded line)."""
+
+    text: str
+    at: int
+
+
+class _Misread(Exception):
+    """The line cannot be read as written: what, where (an index in the expanded line), what to do."""
+
+    def __init__(self, problem: str, at: int, hint: str, token_at: int | None = None, token_end: int | None = None):
+        super().__init__(problem)
+        self.problem, self.at, self.hint = problem, at, hint
+        self.token_at = at if token_at is None else token_at
+        self.token_end = token_end  # None: to the end of the line
+
+
+_CLOSE_HINT = "Close it before the options, or quote text that holds brackets."
+_QUOTE_HINT = "Close it; text with an apostrophe takes the other quotes: prompt=\"it's\"."
+_STRAY_HINT = "Quote text that holds brackets: prompt=\"[draft] a fox\"."
+
+
+def _split(line: str) -> list[_Token]:
     """Split on spaces outside quotes and brackets, keeping the quotes (so "5" stays text).
 
-    A ``#`` that begins a word outside quotes starts a comment, as in Python (``prompt=#f00`` is a value).
+    The whole line is read first: an unclosed quote or bracket, or a closing bracket that closes
+    nothing, is refused where it is (it would swallow the options after it). A ``#`` that begins a
+    word outside quotes starts a comment, as in Python (``prompt=#f00`` is a value).
     """
-    tokens: list[str] = []
-    current, quote, depth = "", "", 0
-    for char in line:
+    tokens: list[_Token] = []
+    start: int | None = None
+    quote, quote_at, escaped = "", 0, False
+    opened: list[tuple[str, int]] = []
+    for i, char in enumerate(line):
         if quote:
-            quote = "" if char == quote else quote
-        elif char == "#" and not current and depth == 0:
-            break
+            escaped, quote = (False, quote) if escaped else (char == "\\", "" if char == quote else quote)
+            continue
+        if char.isspace() and not opened:
+            if start is not None:
+                tokens.append(_Token(line[start:i], start))
+            start = None
+            continue
+        if start is None:
+            if char == "#":
+                break
+            start = i
+        if char in "'\"":
+            quote, quote_at = char, i
+        elif char in _OPENERS:
+            opened.append((char, i))
+        elif char in _CLOSERS:
+            _close(opened, char, i, start, line)
+    if quote:
+        raise _Misread(f"a {quote} quote is not closed", quote_at, _QUOTE_HINT, start)
+    if opened:
+        raise _Misread(f"a {opened[0][0]} is not closed", opened[0][1], _CLOSE_HINT, start)
+    return tokens + ([_Token(line[start:], start)] if start is not None else [])
+
+
+def _close(opened: list[tuple[str, int]], char: str, at: int, start: int, line: str) -> None:
+    end = next((j for j in range(at, len(line)) if line[j].isspace()), len(line))
+    if not opened:
+        raise _Misread(f"a {char} closes nothing", at, _STRAY_HINT, start, end)
+    opener, _ = opened.pop()
+    if _OPENERS[opener] != char:
+        raise _Misread(f"a {char} stands where the {opener} before it needs a {_OPENERS[opener]}", at,
+                       _STRAY_HINT, start, end)
+
+
+def _closing(text: str) -> int:
+    """The index of the bracket that closes ``text[0]``, or -1 when none does (or another kind does)."""
+    opened: list[str] = []
+    quote, escaped = "", False
+    for i, char in enumerate(text):
+        if quote:
+            escaped, quote = (False, quote) if escaped else (char == "\\", "" if char == quote else quote)
         elif char in "'\"":
             quote = char
-        elif char == "[":
+        elif char in _OPENERS:
+            opened.append(char)
+        elif char in _CLOSERS:
+            if not opened or opened.pop() != _CLOSERS[char]:
+                return -1
+            if not opened:
+                return i
+    return -1
+
+
+def _items(inner: str) -> list[tuple[str, int]]:
+    """A list's inside split at its own commas (not those in quotes or nested brackets), with offsets."""
+    items, start, depth, quote, escaped = [], 0, 0, "", False
+    for i, char in enumerate(inner):
+        if quote:
+            escaped, quote = (False, quote) if escaped else (char == "\\", "" if char == quote else quote)
+        elif char in "'\"":
+            quote = char
+        elif char in _OPENERS:
             depth += 1
-        elif char == "]":
-            depth = max(0, depth - 1)
-        elif char.isspace() and depth == 0:
-            if current:
-                tokens.append(current)
-            current = ""
-            continue
-        current += char
-    if quote:
-        raise UsageError(f"%flora: a {quote} quote is not closed; check your quotes.")
-    return tokens + ([current] if current else [])
+        elif char in _CLOSERS:
+            depth -= 1
+        elif char == "," and depth == 0:
+            items.append((inner[start:i], start))
+            start = i + 1
+    return items + [(inner[start:], start)]
+
+
+def _literal(text: str) -> Any:
+    """``ast.literal_eval`` of the text, or ``_Misread`` (as the class itself) when it is not one."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, TypeError):
+        return _Misread
+
+
+def _read_value(raw: str, at: int, depth: int = 0) -> Any:
+    """A value as written in the line: a Python literal, a list of bare words, or text.
+
+    ``at`` is where ``raw`` starts in the line. A list is the whole value, its items are not empty,
+    and no option hides inside it (``prompt=[a, b --dry-run]``): each is refused where it is.
+    """
+    if depth == 0:
+        masked = _QUOTED.sub(lambda m: " " * len(m.group(0)), raw)
+        flag = _FLAG_INSIDE.search(masked)
+        if flag:
+            raise _Misread(f"{flag.group(1)} is inside a value", at + flag.start(1),
+                           "Close the value before the options, or quote text that holds it.", token_end=None)
+    value = _literal(raw)
+    if value is not _Misread:
+        return value
+    if not raw.startswith("["):
+        return raw
+    if depth >= _MAX_NESTING:
+        raise RecursionError
+    end = _closing(raw)
+    if end < 0:  # only in a cell body: a line's brackets were all checked by _split
+        raise _Misread("a [ is not closed", at, _CLOSE_HINT)
+    if end != len(raw) - 1:
+        raise _Misread("text follows the list's closing ]", at + end + 1,
+                       "A list is the whole value: prompt=[a, b]. Quote text that holds brackets.")
+    items = _items(raw[1:end]) if raw[1:end].strip() else []
+    if len(items) > 1 and not items[-1][0].strip():
+        items.pop()  # a trailing comma, as Python allows
+    values = []
+    for text, offset in items:
+        item, lead = text.strip(), len(text) - len(text.lstrip())
+        if not item:
+            raise _Misread("a list has an empty item", at + 1 + offset,
+                           "Remove the extra comma, or give empty text as \"\".")
+        values.append(_read_value(item, at + 1 + offset + lead, depth + 1))
+    return values
 
 
 def parse_value(text: str) -> Any:
-    """A Python literal when the text is one (numbers, quoted strings, lists), else the text."""
+    """A Python literal when the text is one (numbers, quoted strings, lists), else the text (never refused)."""
     text = text.strip()
     try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError):
-        pass
-    if text.startswith("[") and text.endswith("]"):  # [a, b] with bare words
-        inner = text[1:-1].strip()
-        return [parse_value(part) for part in inner.split(",")] if inner else []
-    return text
+        return _read_value(text, 0, depth=1)  # depth 1: a cell's line may hold "--" as text
+    except (_Misread, RecursionError):
+        return text
 
 
-def parse_pairs(pairs: list[str], what: str = "input", expanded: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``key=value`` tokens into a dict; a token without ``=`` is a usage error."""
+def parse_pairs(pairs: list[str] | list[_Token], what: str = "input", expanded: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``key=value`` tokens into a dict; a token without ``=`` or a value of the wrong shape is refused."""
     expanded = expanded or {}
+    sources: dict[str, str] = getattr(expanded, "sources", {})
     values: dict[str, Any] = {}
-    for token in pairs:
-        key, sep, raw = token.partition("=")
+    for item in pairs:
+        token = item if isinstance(item, _Token) else _Token(item, 0)
+        key, sep, raw = token.text.partition("=")
+        end = token.at + len(token.text)
         if not sep or not _KEY.match(key):
-            raise UsageError(f"%flora: expected {what} as key=value, got {token!r}. Quote values with spaces: "
-                             f'prompt="a red fox".')
+            raise _Misread(f"expected {what} as key=value, got {_shown(token.text, sources)!r}", token.at,
+                           'Quote values with spaces: prompt="a red fox".', token_end=end)
         if key in values:
-            raise UsageError(f"%flora: {what} {key!r} is given twice.")
-        values[key] = expanded[raw] if raw in expanded else _fill(parse_value(raw), expanded)
+            raise _Misread(f"{what} {key!r} is given twice", token.at, "Give each once.", token_end=end)
+        if raw in expanded:
+            values[key] = expanded[raw]
+            continue
+        try:
+            values[key] = _fill(_read_value(raw, token.at + len(key) + 1), expanded)
+        except _Misread as misread:
+            misread.token_at, misread.token_end = token.at, end
+            raise
     return values
+
+
+def _shown(text: str, sources: dict[str, Any]) -> str:
+    """Text of the expanded line as it was typed (markers back to ``$name`` / ``{expr}``), shortened."""
+    typed = _MARK.sub(lambda m: str(sources.get(m.group(0), m.group(0))), text)
+    return typed if len(typed) <= _SHOWN else typed[:_SHOWN - 3] + "..."
+
+
+def _column(line: str, at: int, sources: dict[str, str]) -> int:
+    """The index ``at`` of the expanded line as an index of the line as typed."""
+    return at + sum(len(sources.get(m.group(0), m.group(0))) - len(m.group(0)) for m in _MARK.finditer(line, 0, at))
+
+
+def _refusal(name: str, misread: _Misread, line: str, sources: dict[str, str], prefix: int) -> UsageError:
+    """One line: what is wrong, its column (counted from the % of %flora) and token, what to do."""
+    column = prefix + _column(line, misread.at, sources) + 1
+    shown = _shown(line[misread.token_at:misread.token_end], sources)
+    where = f"column {column}: {shown}" if shown else f"column {column}"
+    return UsageError(f"%flora{' ' + name if name else ''}: {misread.problem} ({where}); nothing was sent. {misread.hint}")
 
 
 def parse(line: str, cell: str | None = None, expanded: dict[str, Any] | None = None) -> Command:
     """Parse a ``%flora`` line (and the ``%%flora`` cell body, if any) into a Command.
 
-    ``expanded``: the values of the markers ``expand`` put in ``line``.
+    ``expanded``: the values of the markers ``expand`` put in ``line``. The whole line is read
+    before anything is decided; a mistake anywhere in it is a ``UsageError`` naming its column.
     """
     expanded = expanded or {}
-    tokens = [t if _PAIR.match(t) else str(_fill(t, expanded)) for t in _split(line)]
-    name = tokens[0] if tokens else "status"
+    sources: dict[str, str] = getattr(expanded, "sources", {})
+    prefix = len("%%flora " if cell is not None else "%flora ")
+    first = line.split(maxsplit=1)[0] if line.split() else "status"
+    name = first if first in COMMANDS else ""
+    try:
+        command = _parse(line, cell, expanded)
+    except _Misread as misread:
+        raise _refusal(name, misread, line, sources, prefix) from None
+    except RecursionError:
+        raise UsageError("%flora: a value is nested too deeply; pass such data from Python instead.") from None
+    return command
+
+
+def _parse(line: str, cell: str | None, expanded: dict[str, Any]) -> Command:
+    tokens = _split(line)
+    args = [t.text if _PAIR.match(t.text) else str(_fill(t.text, expanded)) for t in tokens]
+    name = args[0] if args else "status"
     parsers = _parsers()
     if name not in parsers:
         close = [c for c in COMMANDS if c.startswith(name[:2])] or list(COMMANDS)
         raise UsageError(f"%flora: unknown command {name!r}. Did you mean: {', '.join(close)}? See %flora?")
-    options = parsers[name].parse_args([_unquote_option(t) for t in tokens[1:]])
-    try:
-        inputs = parse_pairs(getattr(options, "pairs", []) or [], expanded=expanded)
-    except RecursionError:
-        raise UsageError("%flora: a value is nested too deeply; pass such data from Python instead.") from None
+    parser = parsers[name]
+    words = [_unquote_option(a) for a in args[1:]]
+    options, extras = parser.read(words)
+    if extras:
+        raise _unexpected(parser, name, extras[0], tokens[1 + words.index(extras[0])])
+    inputs = parse_pairs(_located(options.pairs, tokens[1:], words), expanded=expanded) \
+        if getattr(options, "pairs", None) else {}
     if cell is not None and cell.strip():
         if name not in ("run", "sweep"):
             raise UsageError(f"%%flora {name} takes no cell body; only %%flora run and %%flora sweep do.")
         inputs = {**parse_cell_inputs(cell), **inputs}
     if name == "sweep":
         _check_sweep_target(options)
-    options.labels = parse_pairs(getattr(options, "label", []) or [], "label", expanded)
+    labels = getattr(options, "label", []) or []
+    options.labels = parse_pairs(_located(labels, tokens[1:], words), "label", expanded)
     return Command(name, options, inputs)
+
+
+def _located(texts: list[str], tokens: list[_Token], words: list[str]) -> list[_Token]:
+    """The tokens argparse gave back as ``texts``, in order (so an error can name their column)."""
+    found, i = [], 0
+    for text in texts:
+        while i < len(words) and words[i] != text:
+            i += 1
+        found.append(tokens[i] if i < len(words) else _Token(text, 0))
+        i += 1
+    return found
+
+
+def _unexpected(parser: _Parser, name: str, extra: str, token: _Token) -> _Misread:
+    if not extra.startswith("-"):
+        return _Misread(f"{extra!r} is not expected here", token.at, f"See %flora {name} -h",
+                        token_end=token.at + len(token.text))
+    close = difflib.get_close_matches(extra.split("=", 1)[0], parser.flags(), n=1, cutoff=0.6)
+    hint = f"Did you mean {close[0]}? See %flora {name} -h" if close else f"See %flora {name} -h"
+    return _Misread(f"unknown option {extra}", token.at, hint, token_end=token.at + len(token.text))
 
 
 def _check_sweep_target(options: argparse.Namespace) -> None:

@@ -143,7 +143,7 @@ def test_stop_wait_resume(ip, capsys):
     ("%flora run tech_nope prompt=x", "NotFoundError: 404 not_found"),
     (f"%flora run {POSTER} prompt=[a,b]", "use %flora sweep"),
     (f"%flora run {POSTER} prompt=x --workspace ws_sim_private", "PermissionDeniedError: 403 forbidden"),
-    (f"%flora sweep {POSTER} prompt=[a] --repeat two", "invalid int value"),
+    (f"%flora sweep {POSTER} prompt=[a] --repeat two", "--repeat must be a whole number"),
     (f'%flora run {POSTER} prompt="unclosed', "quote is not closed"),
     ("%flora form tech_nope", "NotFoundError: 404 not_found"),
     ("%flora costs --by nope", "cannot group costs by"),
