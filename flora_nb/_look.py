@@ -18,6 +18,7 @@ __all__ = [
     "STYLE",
     "bar_html",
     "card_html",
+    "charged_so_far",
     "closed",
     "colour",
     "doubt_html",
@@ -150,16 +151,31 @@ def phase(run: Any, shown: float) -> str:
 
 
 def run_cost(run: Any) -> str:
-    """Estimated while live, the charge once known, $0 for skipped and refunded runs."""
+    """Estimated while live, the charge once known, $0 for skipped and refunded runs.
+
+    FLORA reports a charge late: a finished run whose charge has not come yet says "charge pending"
+    (with its estimate), never $0.
+    """
     if run.status in UNSTARTED:
         return "$0" if run.status == SKIPPED else f"est. {usd(run.estimated_cost)}"
     if not run.done:
         return f"est. {usd(run.estimated_cost)}" if run.estimated_cost is not None else "cost unknown"
     if run.charged_cost is None:
-        return "charge not final yet"
+        if run.status == FAILED or run.estimated_cost is None:
+            return "charge pending"
+        return f"charge pending (est. {usd(run.estimated_cost)})"
     if run.status == FAILED and run.charged_cost == 0:
         return "$0 (refunded)"
     return usd(run.charged_cost)
+
+
+def charged_so_far(charged: float | None, pending: int = 0) -> str:
+    """A sum of charges in words: "$0.08", "$0.08 + 2 pending", "2 charges pending"; never $0 for money to come."""
+    if not pending:
+        return usd(charged if charged is not None else 0.0)
+    if not charged:
+        return f"{pending} charge{'s' if pending != 1 else ''} pending"
+    return f"{usd(charged)} + {pending} pending"
 
 
 def health_note(session: Any) -> str:

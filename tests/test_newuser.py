@@ -377,13 +377,13 @@ def test_costs_compact_with_total_and_detail(ip):
     cell(ip, "%flora run jingle-writer prompt=sea --wait")
     fl = fnb.session()
     compact = fl.costs()
-    assert list(compact.columns) == ["runs", "completed", "failed", "charged_usd", "open_estimate_usd",
-                                     "usd_per_completed"]
+    assert list(compact.columns) == ["runs", "completed", "failed", "charged_usd", "pending_charges",
+                                     "open_estimate_usd", "usd_per_completed"]
     assert compact.index[-1] == "total" and compact.loc["total", "runs"] == 3
     assert compact.loc["total", "charged_usd"] == pytest.approx(compact["charged_usd"].iloc[:-1].sum())
     assert len(fl.costs(detail=True).columns) >= 13
     shown = cell(ip, "%flora costs")
-    assert shown.loc["total", "charged_usd"].startswith("$") and len(shown.columns) == 6
+    assert shown.loc["total", "charged_usd"].startswith("$") and len(shown.columns) == 7
     assert len(cell(ip, "%flora costs --detail").columns) >= 13
 
 
@@ -524,7 +524,7 @@ def test_simulator_state_keeps_credits_assets_and_keys(tmp_path):
             asset = client.create_asset(str(picture), workspace_id=sim.workspace_id)
         before = sim.stats()["credits_remaining"]
         port = sim.base_url
-    with FloraSimulator(speed=100.0, faults=faults, state_path=state) as again:
+    with FloraSimulator(speed=100.0, state_path=state) as again:  # no credits given: the balance is kept
         assert again.base_url == port  # the account's port was free: its URLs stay valid
         assert again.stats()["credits_remaining"] == before == pytest.approx(0.96)
         assert [r["run_id"] for r in again.run_records()] == [start.run_id]

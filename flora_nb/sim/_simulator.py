@@ -44,6 +44,8 @@ class FloraSimulator:
     be reassigned while serving; same ``seed`` + same request order -> same behaviour.
     ``clock_offset`` (seconds) puts the server's clock that far ahead of this machine's (run
     timestamps and the ``Date`` header), as a server whose clock is off would.
+    With ``state_path`` the account (runs, balance, keys, assets) continues from the file; its
+    balance is kept unless ``faults.credits`` is given, which sets it to that value.
     """
 
     def __init__(
@@ -251,6 +253,17 @@ class FloraSimulator:
     @faults.setter
     def faults(self, faults: Faults) -> None:
         self._world.set_faults(faults)
+
+    @property
+    def cost_lag(self) -> float:
+        """Seconds a final charge stays unknown after a run ends (FLORA reports ``charged_cost`` late)."""
+        return self._api.cost_lag
+
+    @cost_lag.setter
+    def cost_lag(self, seconds: float) -> None:
+        if not seconds >= 0:  # NaN too
+            raise ValueError(f"cost_lag must be >= 0, got {seconds!r}")
+        self._api.cost_lag = float(seconds)
 
     # -- server-side truth ------------------------------------------------------------------
 
