@@ -6,7 +6,7 @@
   worker's own ``tmp_path_factory`` base), its own simulators (port 0, held while serving) and its
   own ``tmp_path``s: no ledger, port or file is shared between workers;
 - the browser tests (JupyterLab + Chromium, the heaviest by far) run one after another on one
-  worker (``xdist_group("browser")``), beside the other workers; they carry the ``browser`` marker;
+  worker, beside the other workers (``pytest_xdist_make_scheduler``); they carry the ``browser`` marker;
 - tests sharing an expensive module fixture run on one worker, so it is built once;
 - the slowest modules are handed out first, so no worker starts a two-minute test at the end.
 """
@@ -67,7 +67,7 @@ def shared_client(shared_sim):
 # -------------------------------------------------------------------- parallel runs (pytest-xdist)
 
 BROWSER_MODULES = ("test_browser.py", "test_browser_form.py", "test_browser_notebooks.py", "test_newuser_browser.py")
-# Modules whose tests share one expensive module-scoped fixture: kept on one worker.
+# Modules whose tests share one expensive module-scoped fixture: kept on one worker, so it is built once.
 SHARED_FIXTURE_GROUPS = {"test_notebook.py": "executed-notebook"}
 # Handed out first, slowest first (whole modules, so a serial run keeps each module's tests together).
 SLOWEST_FIRST = ("test_binder.py", "test_sweep_rate_limit.py", "test_soak.py", "test_notebooks.py", "test_readme.py",
@@ -77,11 +77,34 @@ SLOWEST_FIRST = ("test_binder.py", "test_sweep_rate_limit.py", "test_soak.py", "
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        name = item.path.name
-        if name in BROWSER_MODULES:
+        if item.path.name in BROWSER_MODULES:
             item.add_marker(pytest.mark.browser)
-            item.add_marker(pytest.mark.xdist_group("browser"))
-        elif name in SHARED_FIXTURE_GROUPS:
-            item.add_marker(pytest.mark.xdist_group(SHARED_FIXTURE_GROUPS[name]))
     rank = {name: n for n, name in enumerate(SLOWEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
+def _group_of(nodeid: str) -> str:
+    """The unit of work a test is handed out in: the browser tests together, a shared fixture's tests together,
+    any other test alone."""
+    module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+    if module in BROWSER_MODULES:
+        return "browser"
+    return SHARED_FIXTURE_GROUPS.get(module, nodeid)
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: absent with -p no:xdist
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``--dist loadgroup`` with the groups of ``_group_of``, each handed out whole, biggest first.
+
+    (pytest-xdist's own ``xdist_group`` marker groups nothing under pytest 9: xdist 3.8 renames a test's
+    node id through an attribute pytest 9 no longer reads. Its scheduler for groups is kept as it is.)
+    """
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Grouped(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _group_of(nodeid)
+
+    return Grouped(config, log)
