@@ -56,11 +56,12 @@ from ._states import (
 from ._transitions import changes_for
 from ._window import StartWindow
 
-__all__ = ["LEASE_MARGIN", "RATE_LIMIT_PATIENCE", "RunEngine"]
+__all__ = ["LEASE_MARGIN", "RATE_LIMIT_PATIENCE", "RESUME_GRACE", "RunEngine"]
 
 log = logging.getLogger("flora_nb.session")
 
 LEASE_MARGIN = 1.0  # seconds a start's recorded window reaches past its current attempt's longest end
+RESUME_GRACE = 3.0  # seconds a resumed dead start waits for a better (exact) binding before a group one
 RATE_LIMIT_PATIENCE = 60.0  # seconds a single run's start keeps trying through 429s (sweeps: while running)
 
 
@@ -321,14 +322,14 @@ class RunEngine:
         wait = exc.retry_after if exc.retry_after is not None else 1.0
         self.client.throttle.pause(min(max(wait, 0.05), self.client.max_retry_wait))
 
-    def lost(self, run: Run, exc: BaseException, window: tuple[float, float]) -> None:
+    def lost(self, run: Run, exc: BaseException, window: tuple[float, float], grace: float | None = None) -> None:
         """FLORA may have created this run without our hearing of it: record the start's finite send
-        window (a resumed start keeps it) and look for the run; never resend."""
+        window (a resumed start keeps it) and look for the run; never resend. ``grace``: see ``Poller.reconcile``."""
         self.update(run, note=f"start answer lost: {type(exc).__name__}", error_code=LOST,
                      window_low=window[0], window_high=window[1],
                      error_message="The start's answer was lost; flora_nb is looking for the run on FLORA "
                                    "(it never starts a run twice).")
-        self.poller.reconcile(run)
+        self.poller.reconcile(run, grace)
 
     # ---------------------------------------------------------------- budget
 
@@ -618,7 +619,9 @@ class RunEngine:
             run = self.adopt(row)
             if row.run_id is None:  # lost, unconfirmed, or in flight when its session died: look (again)
                 start = self._as_start(row, now)  # not in flight anywhere: its window is finite
-                self.lost(run, RuntimeError("resumed"), (start.low, start.high))
+                # Its window closed long ago and its session is gone: waiting longer cannot make a binding
+                # more certain than the clock bounds already do, so decide within seconds, not a full grace.
+                self.lost(run, RuntimeError("resumed"), (start.low, start.high), grace=RESUME_GRACE)
             else:
                 self._forget_foreign_poll_urls(row)
                 run.apply_row(self._stored_row(row.local_id))

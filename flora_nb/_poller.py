@@ -186,14 +186,16 @@ class Poller:
             self._entries[_run_id(run)] = _Entry(run, due, ends=ends)
         self._wake.set()
 
-    def reconcile(self, run: Run) -> None:
+    def reconcile(self, run: Run, grace: float | None = None) -> None:
         """Look for the server-side run of a start whose answer was lost (its window is in the ledger).
 
-        It is given up on (``unconfirmed``) only ``grace`` seconds after its window has closed.
+        It is given up on (``unconfirmed``) only ``grace`` seconds (the poller's unless given) after its
+        window has closed; until then starts lost together are bound as a group only if nothing better comes.
         """
         window_left = max(0.0, (run.window_high or 0.0) - time.time())
+        wait = self.grace if grace is None else min(grace, self.grace)
         with self._lock:
-            self._intents[run.local_id] = _Intent(run, self._clock() + window_left + self.grace)
+            self._intents[run.local_id] = _Intent(run, self._clock() + window_left + wait)
         self._wake.set()
 
     @property
