@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ._budget import confirmation_needed
 from ._errors import ConfirmationRequired, InputError
+from ._ledger import canonical_json
 from ._models import Asset, Technique, Workspace
 from ._plan import plan_size
 from ._run import Run
@@ -86,6 +87,15 @@ class Starter:
         with self._lock:
             self._sweeps[made.sweep_id] = made
         return made.start()
+
+    def completed_before(self, technique: str, inputs: Mapping[str, Any], workspace: str | None = None) -> list[Run]:
+        """Completed, paid runs of this ledger with exactly these inputs (same technique and workspace),
+        oldest first: starting them again pays twice for the same thing (``reuse=True`` takes one)."""
+        tech = self.technique(technique)
+        space = workspace or self.workspace_id
+        done = self.engine.ledger.completed_inputs(self.engine.endpoint, space, tech.technique_id)
+        found = (self.engine.find_run(run_id) for run_id in done.get(canonical_json(dict(inputs)), []))
+        return [run for run in found if run is not None]
 
     def worst_price(self, tech: Technique) -> float | None:
         """The most one run of ``tech`` may cost (listed price, or the highest charge seen); None: unknown."""
