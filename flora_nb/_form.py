@@ -9,12 +9,14 @@ flight and re-enabled in ``finally``; every callback shows its errors inside the
 from __future__ import annotations
 
 import html
+import itertools
 import json
 import math
 import os
 import time
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 from urllib.parse import urlsplit
 
@@ -34,6 +36,7 @@ __all__ = ["BUILDERS", "FieldWidgets", "Form", "media_field", "text_field"]
 
 URL_TYPES = ("imageUrl", "videoUrl", "audioUrl", "documentUrl")
 ACCEPT = {"imageUrl": "image/*", "videoUrl": "video/*", "audioUrl": "audio/*", "documentUrl": ".pdf,application/pdf"}
+DOWNLOADS = "flora_outputs"  # the form's Download button saves here (the demo's folder too)
 DOUBLE_CLICK_SECONDS = 1.0  # a second click this soon after a start, with the same inputs, is ignored
 MAX_PANELS = 8  # panels kept visible below the form (every run stays in form.runs and the ledger)
 _CONSTRAINTS = {"specified_aspect_ratio": "aspect ratio {}", "specified_duration": "duration {} s",
@@ -185,7 +188,7 @@ class Form(w.VBox):
         self._busy = False
         self._build_controls()
         super().__init__([w.HTML(STYLE + FORM_STYLE), self._title(), *[f.box for f in self._parts.values()],
-                          self._settings, self.combine, self._run_row, self.message, self.panels])
+                          self._settings, self.combine, self._run_row, self.message, self.repeat_hint, self.panels])
         self.add_class("flora-form")
         self._wire()
         self._guard(self.refresh)
@@ -216,7 +219,12 @@ class Form(w.VBox):
         self.cost_label = w.HTML()
         self.stop_button = w.Button(description="Stop", icon="stop", disabled=True, layout=w.Layout(width="auto"),
                                     tooltip="stop launching the sweep (runs already on FLORA keep going and are charged)")
-        self._run_row = w.HBox([self.run_button, self.stop_button, self.cost_label], layout=w.Layout(align_items="center"))
+        self.download_button = w.Button(description="Download outputs", icon="download", layout=w.Layout(width="auto"),
+                                        tooltip=f"save the outputs of this form's runs into ./{DOWNLOADS}/ (beside the notebook)")
+        self._run_row = w.HBox([self.run_button, self.stop_button, self.cost_label, self.download_button],
+                               layout=w.Layout(align_items="center", flex_flow="row wrap"))
+        self.repeat_hint = w.VBox()  # "these inputs already ran": show it / run again (or reuse, for a sweep)
+        self._choice: tuple[str, str] | None = None  # (plan signature, "again" | "reuse") the user picked
         self._run_row.add_class("flora-row")
         self.panels = w.VBox(layout=w.Layout(margin="10px 0 0 0"))
 
@@ -252,6 +260,7 @@ class Form(w.VBox):
                 control.observe(refresh, names="value")
         self.run_button.on_click(self._guarded(lambda _: self.click()))
         self.stop_button.on_click(self._guarded(lambda _: self.stop()))
+        self.download_button.on_click(self._guarded(lambda _: self.download()))
 
     def __repr__(self) -> str:
         # The widget repr lists every child; a terminal (no widgets) gets one readable line instead.
@@ -385,7 +394,7 @@ class Form(w.VBox):
             self._say("Ignored a second click within a second of the last start with the same inputs "
                       "(it would have paid twice). Click again to start another.")
             return
-        if not self._confirmed(plan, now):
+        if not self._new_or_chosen(plan) or not self._confirmed(plan, now):
             return
         self._busy = True
         self.run_button.disabled = True
@@ -396,6 +405,56 @@ class Form(w.VBox):
             self._busy = False
             self.run_button.disabled = False
             self.refresh()
+
+    def _new_or_chosen(self, plan: _Plan) -> bool:
+        """Inputs that already completed in this ledger are not paid for again without a choice: a hint
+        offers the earlier run ("show it") or a new one ("run again"); for a sweep, reuse or run all."""
+        if self._choice is not None and self._choice[0] == plan.signature:
+            return True
+        tech = self.technique.technique_id
+        if plan.varied:
+            done = sum(1 for inputs in _variations(plan) if self.starter.completed_before(tech, inputs, plan.workspace))
+            if not done:
+                return True
+            self._offer(f"{done} of {plan.count} variations already completed in this ledger.",
+                        [("Reuse them", "reuse"), ("Run all again", "again")], plan)
+            return False
+        earlier = self.starter.completed_before(tech, plan.fixed, plan.workspace)
+        if not earlier:
+            return True
+        last = earlier[-1]
+        when = last.completed_at.strftime("%Y-%m-%d %H:%M UTC") if last.completed_at else "earlier"
+        self._offer(f"These inputs already ran: {last.id} ({usd(last.charged_cost)}, {when}).",
+                    [("Show it", last), ("Run again", "again")], plan)
+        return False
+
+    def _offer(self, text: str, choices: list[tuple[str, Any]], plan: _Plan) -> None:
+        buttons = []
+        for label, choice in choices:
+            button = w.Button(description=label, layout=w.Layout(width="auto"))
+            button.on_click(self._guarded(lambda _, c=choice: self._chose(c, plan)))
+            buttons.append(button)
+        note = w.HTML(f"<span class='flora-note'>{html.escape(text)} Nothing was started.</span>")
+        self.repeat_hint.children = (w.HBox([note, *buttons], layout=w.Layout(align_items="center",
+                                                                              flex_flow="row wrap")),)
+
+    def _chose(self, choice: Any, plan: _Plan) -> None:
+        self.repeat_hint.children = ()
+        if not isinstance(choice, str):  # "show it": the earlier run, no new spend
+            self._show(RunPanel(choice).widget)
+            self._say(f"Showing {choice.id}: nothing was started.", quiet=True)
+            return
+        self._choice = (plan.signature, choice)
+        self.click()
+
+    def download(self) -> list[Any]:
+        """Save the outputs of every completed run of this form into ``./flora_outputs/<technique>/``."""
+        folder = Path(DOWNLOADS) / (self.technique.slug or self.technique.technique_id)
+        done = [r for r in self.runs if r.status == "completed"]
+        paths = [p for run in done for p in run.download(folder)]
+        self._say(f"Saved {len(paths)} file(s) of {len(done)} run(s) to {folder}/." if paths
+                  else "Nothing to download yet: no run of this form has completed.", quiet=not paths)
+        return paths
 
     def stop(self) -> None:
         """Stop launching the form's sweep: queued variations become ``skipped``; says what it leaves."""
@@ -437,7 +496,7 @@ class Form(w.VBox):
             self._server_said(exc, plan)
             return
         self._last_start = (plan.signature, now)
-        self._armed = None
+        self._armed = self._choice = None
 
     def _start_run(self, plan: _Plan) -> None:
         price = self.technique.run_cost
@@ -451,8 +510,9 @@ class Form(w.VBox):
 
     def _start_sweep(self, plan: _Plan) -> None:
         grid, zipped = (None, plan.varied) if plan.mode == "zip" else (plan.varied, None)
+        reuse = self._choice == (plan.signature, "reuse")
         sweep = self.starter.sweep(self.technique.technique_id, grid=grid, zip=zipped, fixed=plan.fixed,
-                                   budget=plan.budget, workspace=plan.workspace, confirm=True)
+                                   budget=plan.budget, workspace=plan.workspace, confirm=True, reuse=reuse)
         self.sweep = sweep
         self.stop_button.disabled = False
         self.runs.extend(sweep.runs)
@@ -560,6 +620,13 @@ class Form(w.VBox):
 
     def _guarded(self, action: Callable[..., Any]) -> Callable[..., None]:
         return lambda *args: self._guard(lambda: action(*args))
+
+
+def _variations(plan: _Plan) -> list[dict[str, str]]:
+    """Every input dict a click would start (grid: each combination; zip: pairs in order)."""
+    names = list(plan.varied)
+    rows = zip(*plan.varied.values()) if plan.mode == "zip" else itertools.product(*plan.varied.values())
+    return [{**plan.fixed, **dict(zip(names, row))} for row in rows]
 
 
 def _count(varied: dict[str, list[str]], mode: str) -> tuple[int, list[str]]:
