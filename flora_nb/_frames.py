@@ -14,7 +14,7 @@ import pandas as pd
 
 from ._ledger import COLUMNS, PACKED, PACKED_COLUMNS, Ledger
 from ._models import RunState, Technique
-from ._states import ACTIVE, COMPLETED, OPEN, QUEUED, TERMINAL
+from ._states import ACTIVE, COMPLETED, INPUTS_DIFFER, OPEN, QUEUED, TERMINAL
 from ._states import STATUSES as _STATES
 
 __all__ = [
@@ -44,7 +44,7 @@ _DERIVED = ["queue_seconds", "run_seconds", "total_seconds"]
 # The ledger columns runs_frame reads (the others, e.g. idempotency keys and poll URLs, it never shows).
 FRAME_COLUMNS = tuple(c for c in COLUMNS if c not in ("endpoint", "idempotency_key", "intent_at", "poll_url",
                                                        "updated_at", "owner", "retry_of", "window_low",
-                                                       "window_high", "pairing", *PACKED_COLUMNS)) + (PACKED,)
+                                                       "window_high", *PACKED_COLUMNS)) + (PACKED,)
 RUN_COLUMNS = (["run_id", "sweep_id", "technique_id", "technique_name", "workspace_id", "project_id",
                 "status"] + _FLOATS + _TIMES + _DERIVED + ["error_code", "error_message", "output_urls",
                                                             "output_types", "rating", "note"])
@@ -96,7 +96,16 @@ def _runs_frame(raw_rows: Iterable[Sequence[Any]], columns: Sequence[str]) -> pd
     out["local_id"] = np.array(raw["local_id"], dtype="int64")
     out["reused_from"] = text["reused_from"]
     out["variation"] = pd.array(raw["variation"], dtype="Int64")
+    out["pairing"] = text["pairing"]  # how a lost start was bound: <NA> (answered), exact, or unknown among a group
+    out["outputs_doubtful"] = _doubtful(text["pairing"])
     return pd.DataFrame(out, index=pd.RangeIndex(n), copy=False)
+
+
+def _doubtful(pairing: Any) -> Any:
+    """True where a row's run may carry another start's inputs (bound in a group whose inputs differ)."""
+    series = pd.Series(pairing, dtype="string")
+    return (series.str.startswith("unknown") & series.str.contains(INPUTS_DIFFER, regex=False)).fillna(False).to_numpy(bool)
+
 
 
 def _text_column(name: str, values: Sequence[Any]) -> Any:
@@ -387,6 +396,9 @@ def compare_frame(frame: pd.DataFrame, varied: Sequence[str], values: str, index
     value = col(values)
     if value not in frame.columns:
         raise KeyError(f"no column {values!r} to compare; try charged_cost, rating, run_seconds, total_seconds, status")
+    if "outputs_doubtful" in frame.columns and frame["outputs_doubtful"].any():
+        # A row whose run may carry another variation's inputs would put its figures under the wrong cell.
+        frame = frame[~frame["outputs_doubtful"]]
     numeric = pd.api.types.is_numeric_dtype(frame[value])
     agg = aggfunc or ("mean" if numeric else "first")
     return frame.pivot_table(index=rows, columns=across or None, values=value, aggfunc=agg, observed=True,

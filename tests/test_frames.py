@@ -83,7 +83,7 @@ def _cells(column: pd.Series) -> list:
 
 def test_an_empty_ledger_gives_the_fixed_columns():
     frame = runs_frame([], FRAME_COLUMNS)
-    assert list(frame.columns) == RUN_COLUMNS + ["local_id", "reused_from", "variation"] and len(frame) == 0
+    assert list(frame.columns) == RUN_COLUMNS + ["local_id", "reused_from", "variation", "pairing", "outputs_doubtful"] and len(frame) == 0
     assert {c: str(frame[c].dtype) for c in DTYPES} == DTYPES
 
 

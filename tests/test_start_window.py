@@ -92,3 +92,16 @@ def test_a_start_left_over_in_a_group_is_never_told_to_pay_again():
     assert "run it again" not in grouped["error_message"] and "call fl.run" not in grouped["error_message"]
     exact = _resolution(None, Binding(5, None), None, None)
     assert "never received" in exact["error_message"]  # proved: the only start that could have made a run
+
+
+def test_frames_carry_the_pairing_and_compare_leaves_doubtful_rows_out(tmp_path):
+    with Flora.simulated(speed=100.0, ledger_path=tmp_path / "l.sqlite") as fl:
+        sweep = fl.sweep(POSTER, grid={"prompt": ["a", "b", "c"]}).wait(60)
+        doubtful = "unknown among local ids 1,2 (inputs differ: this row's run may carry another row's inputs)"
+        fl.ledger.update(sweep.runs[0].local_id, pairing=doubtful)
+        fl.ledger.update(sweep.runs[1].local_id, pairing="exact")
+        frame = fl.runs()
+        assert list(frame["outputs_doubtful"]) == [True, False, False]
+        assert frame["pairing"].iloc[1] == "exact" and frame["pairing"].isna().iloc[2]
+        compared = sweep.compare(values="charged_cost")
+        assert "a" not in compared.index and {"b", "c"} <= set(compared.index)  # never shown as a's own
