@@ -29,6 +29,7 @@ import ipywidgets as w
 from ._look import (
     STYLE,
     bar_html,
+    charged_so_far,
     closed,
     colour,
     doubt_html,
@@ -395,7 +396,7 @@ class SweepPanel:
         sweep = self.sweep
         all_ok = done == total and counts.get(COMPLETED, 0) == total
         parts = [f"<span class='{'flora-ok' if all_ok else ''}'>{done} / {total} done</span>",
-                 f"{usd(sweep.spent)} spent"]
+                 f"{charged_so_far(sweep.spent, sweep.pending_charges)} spent"]
         if counts.get(FAILED):
             parts.append(f"<span class='flora-error'>{counts['failed']} failed</span>")
         if counts.get(SKIPPED):

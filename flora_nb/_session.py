@@ -16,7 +16,7 @@ from ._client import FloraClient, setting
 from ._engine import RunEngine
 from ._errors import ConfigError, FloraError, InputError
 from ._ledger import Ledger, default_home
-from ._look import card_html, say, usd
+from ._look import card_html, charged_so_far, say
 from ._models import Asset, Technique, Workspace
 from ._owner import new_owner, retire
 from ._ranges import poll_interval_problem, problem
@@ -273,7 +273,7 @@ class Flora:
         rows = [("endpoint", f"{st['endpoint']}{' (simulator)' if st['simulator'] else ''}"),
                 ("workspace", str(workspace)), ("health", st["health"]),
                 ("runs", f"{st['tracked']} tracked, {st['unconfirmed_starts']} starts being confirmed"),
-                ("spent", f"{usd(st['spent_usd'])} charged"), ("poller", poller)]
+                ("spent", f"{charged_so_far(st['spent_usd'], st['pending_charges'])} charged"), ("poller", poller)]
         if st["poller_last_error"] and st["health"] != "ok":
             rows.append(("last error", st["poller_last_error"]))
         return rows + [("ledger", st["ledger"])]
@@ -467,6 +467,13 @@ class Flora:
         """``ok``, or what keeps the poller from FLORA (e.g. "FLORA unreachable, retrying")."""
         return self.engine.health
 
+    def _pending_charges(self) -> int:
+        """Runs FLORA finished whose charge is not reported yet (0 once the session is closed)."""
+        if self.engine.closed:
+            return 0
+        exposure = self.engine.exposure()
+        return max(0, exposure.pending - exposure.active)
+
     def status(self) -> dict[str, Any]:
         """Endpoint, workspace, runs tracked, spend and poller health."""
         stats = self.poller.stats
@@ -479,6 +486,7 @@ class Flora:
             "tracked": self.poller.tracked,
             "unconfirmed_starts": self.poller.pending_intents,
             "spent_usd": round(spent, 6),
+            "pending_charges": self._pending_charges(),
             "poller_running": stats.running,
             "poller_cycles": stats.cycles,
             "poller_errors": stats.errors,

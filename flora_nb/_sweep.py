@@ -22,13 +22,13 @@ from ._errors import (
     RateLimitError,
 )
 from ._hints import HINTS, RETRY_LATER, RETRYABLE, hint_for, normal_code
-from ._look import card_html, duration, say, usd
+from ._look import card_html, charged_so_far, duration, say, usd
 from ._models import Technique
 from ._owner import is_alive
 from ._paths import output_path
 from ._plan import Plan
 from ._run import Run
-from ._states import ACTIVE, COMPLETED, FAILED, LOST, QUEUED, SKIPPED, STARTING, UNCONFIRMED, UNSTARTED
+from ._states import ACTIVE, COMPLETED, FAILED, LOST, QUEUED, SKIPPED, STARTING, TERMINAL, UNCONFIRMED, UNSTARTED
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -497,6 +497,11 @@ class Sweep:
         return self._engine.exposure(sweep_id=self.sweep_id).charged
 
     @property
+    def pending_charges(self) -> int:
+        """Runs FLORA finished whose charge it has not reported yet (money still to come)."""
+        return sum(1 for r in self.runs if r.status in TERMINAL and r.charged_cost is None and not r.reused_from)
+
+    @property
     def reserved(self) -> float:
         """USD held against the budget for launched runs whose charge is not known yet."""
         return self._engine.exposure(sweep_id=self.sweep_id).reserved
@@ -596,7 +601,8 @@ class Sweep:
         rows = [
             ("sweep", self.sweep_id), ("technique", f"{self.technique.name} ({self.technique.technique_id})"),
             ("varied", ", ".join(self.varied) or "nothing (repeats)"), ("runs", f"{len(self.runs)}: {counts}"),
-            ("spent", usd(self.spent)), ("estimated remaining", usd(self.estimated_remaining)),
+            ("spent", charged_so_far(self.spent, self.pending_charges)),
+            ("estimated remaining", usd(self.estimated_remaining)),
             ("ETA", "done" if self.done else ("unknown" if eta is None else f"~{duration(eta)}")),
         ]
         if self.budget is not None:

@@ -137,3 +137,14 @@ def test_a_simulator_kept_in_a_file_sets_the_balance_only_when_credits_is_given(
         assert again.stats()["credits_remaining"] == 0.5
     with pytest.raises(ValueError, match="cost_lag"):
         FloraSimulator().cost_lag = math.nan
+
+
+def test_cards_and_panels_say_pending_not_zero_for_charges_still_to_come(tmp_path):
+    from flora_nb._display import SweepPanel
+
+    with fnb.Flora.simulated(speed=100.0, cost_lag=600.0, ledger_path=tmp_path / "l.sqlite") as fl:  # charges come late
+        sweep = fl.sweep("poster-studio", grid={"prompt": ["a", "b"]}).wait(60)
+        assert all(r.charged_cost is None for r in sweep.runs) and sweep.pending_charges == 2
+        assert "2 charges pending spent" in SweepPanel(sweep).render()
+        assert "2 charges pending" in dict(sweep._summary_rows())["spent"]
+        assert fl.status()["pending_charges"] == 2 and "2 charges pending charged" in fl._repr_html_()
