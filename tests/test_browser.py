@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-import nbformat
 import pytest
 import requests
 
@@ -50,6 +49,8 @@ def _free_port() -> int:
 
 
 def _write_notebook(root: Path) -> None:
+    import nbformat  # imported when used: nbformat's import costs ~3 s (jsonschema's format checkers), paid by every worker
+
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, root / "flora.ipynb")

@@ -12,7 +12,6 @@ import re
 import shutil
 from pathlib import Path
 
-import nbformat
 import pytest
 
 from tests.test_browser import ARGS, CHROMIUM, SHOTS, _run_all, running_lab, sync_api
@@ -37,6 +36,8 @@ def themed_lab(request, tmp_path):
     """One JupyterLab server per theme, with a notebook holding a form on the simulator."""
     root = tmp_path / "root"
     root.mkdir()
+    import nbformat  # imported when used: nbformat's import costs ~3 s (jsonschema's format checkers), paid by every worker
+
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, root / "form.ipynb")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
+
+if TYPE_CHECKING:
+    import nbformat
 
 CELLS = [
     "%load_ext flora_nb",
@@ -32,6 +34,9 @@ def _text(cell: nbformat.NotebookNode) -> str:
 
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
+    import nbformat  # imported when used: nbformat's import costs ~3 s (jsonschema's format checkers), paid by every worker
+    from nbclient import NotebookClient
+
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     workdir = tmp_path_factory.mktemp("nb")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
+
+if TYPE_CHECKING:
+    import nbformat
 
 from flora_nb.sim import FloraSimulator
 
@@ -16,6 +18,9 @@ MARKER_KEY = "sk_marker_4f1e9c0b7d2a"  # must appear nowhere in an executed note
 
 
 def execute(name: str, workdir: Path) -> nbformat.NotebookNode:
+    import nbformat  # imported when used: nbformat's import costs ~3 s (jsonschema's format checkers), paid by every worker
+    from nbclient import NotebookClient
+
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     # as a person saving the notebook would: after the displays showed every finished run's outputs
     nb.cells.append(nbformat.v4.new_code_cell("import flora_nb._display\nflora_nb._display.settle()"))
@@ -51,6 +56,8 @@ def keyed(tmp_path_factory):
 
 
 def test_every_notebook_is_committed_without_outputs():
+    import nbformat
+
     names = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
     assert names == ["01-quickstart.ipynb", "02-parameter-sweep.ipynb", "03-cost-analysis.ipynb"]
     for name in names:

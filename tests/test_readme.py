@@ -15,7 +15,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import nbformat
 import pytest
 
 from flora_nb.sim import FloraSimulator
@@ -57,6 +56,8 @@ def workdir(tmp_path, monkeypatch):
     for i, name in enumerate(FILES):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(png(bytes([i]) * 32))
+    import nbformat  # imported when used: nbformat's import costs ~3 s (jsonschema's format checkers), paid by every worker
+
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(MY_NOTEBOOK)]),
                    tmp_path / "my-notebook.ipynb")
     with FloraSimulator(speed=200.0, seed=5) as sim:
