@@ -69,17 +69,20 @@ def shared_client(shared_sim):
 BROWSER_MODULES = ("test_browser.py", "test_browser_form.py", "test_browser_notebooks.py", "test_newuser_browser.py")
 # Modules whose tests share one expensive module-scoped fixture: kept on one worker, so it is built once.
 SHARED_FIXTURE_GROUPS = {"test_notebook.py": "executed-notebook"}
-# Handed out first, slowest first (whole modules, so a serial run keeps each module's tests together).
-SLOWEST_FIRST = ("test_binder.py", "test_sweep_rate_limit.py", "test_soak.py", "test_notebooks.py", "test_readme.py",
-                 "test_binding_invariants.py", "test_kernel_kill.py", "test_durable_sweeps.py", "test_ledger.py",
-                 "test_sweep_crash.py", "test_crash.py", "test_magic.py", "test_newuser.py", "test_session.py")
+# Handed out first, in this order (whole modules, so a serial run keeps each module's tests together): the
+# slowest first, so none starts late. Right after the binder test (minutes), a module of instant tests: a worker
+# always holds the next test it will run, and what waits behind the binder test on its worker should be short.
+HANDED_OUT_FIRST = ("test_binder.py", "test_models.py", "test_sweep_rate_limit.py", "test_soak.py", "test_notebooks.py",
+                    "test_readme.py", "test_binding_invariants.py", "test_kernel_kill.py", "test_durable_sweeps.py",
+                    "test_ledger.py", "test_sweep_crash.py", "test_crash.py", "test_magic.py", "test_newuser.py",
+                    "test_session.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.name in BROWSER_MODULES:
             item.add_marker(pytest.mark.browser)
-    rank = {name: n for n, name in enumerate(SLOWEST_FIRST)}
+    rank = {name: n for n, name in enumerate(HANDED_OUT_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
 
 
@@ -106,5 +109,10 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     class Grouped(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             return _group_of(nodeid)
+
+        def _reschedule(self, node) -> None:  # one unit waiting per worker, not two: less stuck behind a long test
+            if not node.shutting_down and self.workqueue and self._pending_of(self.assigned_work[node]) > 1:
+                return
+            super()._reschedule(node)
 
     return Grouped(config, log)
