@@ -99,8 +99,8 @@ def _group_of(nodeid: str) -> str:
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """``--dist loadgroup`` with the groups of ``_group_of``, each handed out whole, biggest first.
 
-    (pytest-xdist's own ``xdist_group`` marker groups nothing under pytest 9: xdist 3.8 renames a test's
-    node id through an attribute pytest 9 no longer reads. Its scheduler for groups is kept as it is.)
+    The grouping is done here because pytest-xdist's own ``xdist_group`` marker groups nothing under
+    pytest 9 (xdist 3.8 tags a test's node id through an attribute pytest 9 no longer reads).
     """
     if config.getvalue("dist") != "loadgroup":
         return None
