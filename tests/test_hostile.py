@@ -321,7 +321,7 @@ def test_poll_answer_without_run_id_is_rescheduled_not_spun_on(api, tmp_path):
     with session_of(api, tmp_path, poll_interval=(30.0, 30.0)) as fl:
         # The poller's clock and sleeps on virtual time: a second of it passes as fast as the poller
         # lets it, and what it sends in that second depends on nothing but the waits it chooses.
-        second = PollerTime(fl.poller).window(1.0, snapshot=polls, start_when=lambda: polls() >= 1)
+        second = PollerTime(fl.poller, 1.0, snapshot=polls, start_when=lambda: polls() >= 1)
         fl.run(TECH, {"prompt": "x"})
         fl.poller.track(fl.tracked_runs()[0], first_poll_in=0.0)
         until(lambda: polls() >= 1, what="the first poll")

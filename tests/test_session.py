@@ -327,8 +327,7 @@ def test_poller_does_not_spin_on_unexpected_errors(fl, monkeypatch):
     # One second of the poller's own time, virtual: how many cycles fit in it depends only on the
     # waits the poller chooses, not on how busy the machine is.
     stats = fl.poller.stats  # what status() shows as poller_errors and poller_cycles
-    second = PollerTime(fl.poller).window(1.0, snapshot=lambda: {"poller_errors": stats.errors,
-                                                                 "poller_cycles": stats.cycles})
+    second = PollerTime(fl.poller, 1.0, snapshot=lambda: {"poller_errors": stats.errors, "poller_cycles": stats.cycles})
     monkeypatch.setattr(fl.engine, "record", broken)
     run = fl.run(tech.technique_id, prompt(tech))
     until(second.closed.is_set, what="a second of the poller's time to pass")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
 import pytest
@@ -128,10 +127,10 @@ class _FakeTime:
 class SimClock(FakeClock):
     """A simulator whose request handling runs on this fake clock: rate limiter, latency, ``Date``.
 
-    The simulator offers no clock of its own to pass in (see the report: ``FloraSimulator(clock=...)``
-    would make this class a one-liner), so this is the one place tests reach into it. Runs keep the
-    simulator's real clock; only what happens per request moves to the fake one, which starts at
-    the server's current time.
+    The simulator takes no clock from outside (a ``FloraSimulator(clock=...)`` hook would make this
+    class a one-liner), so this is the one place tests reach into it. Runs keep the simulator's real
+    clock; only what happens per request moves to the fake one, which starts at the server's current
+    time. For the test's length every simulator in the process pauses for latency on this clock.
     """
 
     def __init__(self, sim: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -143,36 +142,32 @@ class SimClock(FakeClock):
         monkeypatch.setattr(_server, "time", _FakeTime(self))
 
 
-@dataclass
-class Window(Generic[T]):
-    """What a ``PollerTime`` saw: ``seen`` is ``snapshot()`` taken when the window's time was up."""
+class PollerTime(Generic[T]):
+    """A stretch of a live poller's own time, run on virtual time; ``seen`` is what ``snapshot()`` gave at its end.
 
-    seen: T | None = None
-    closed: threading.Event = field(default_factory=threading.Event)
+    The poller's clock is replaced by a virtual one, and every ``wait(timeout)`` its loop makes
+    advances that clock by ``timeout`` and returns at once, unless something woke the poller (a new
+    run to track, ``stop()``): that wait returns at once too, as it would. So what the poller does in
+    a stretch of its own time (cycles, requests, errors) depends only on the waits it chooses, never
+    on how busy the machine is.
 
-
-class PollerTime:
-    """Runs a live poller on virtual time: its clock is fake and each of its sleeps passes at once.
-
-    Every ``wait(timeout)`` the poller's loop makes advances the clock by ``timeout`` and returns
-    at once, unless something woke the poller (a new run to track, ``stop()``): that wait returns
-    at once too, as it would. So the number of cycles, requests and errors in a stretch of the
-    poller's own time depends only on the waits it chooses, never on how busy the machine is.
-
-    ``window(seconds, snapshot, start_when)``: once ``start_when()`` holds, let ``seconds`` of
-    poller time pass, then record ``snapshot()`` (in the poller's thread, before the wait that
-    crosses the end) and hand the poller back to real time (the clock goes on from there).
+    Once ``start_when()`` holds, ``seconds`` of poller time pass; then ``snapshot()`` is taken (in the
+    poller's thread, before the wait that crosses the end), ``closed`` is set, and the poller is
+    handed back to real time (its clock goes on from there).
     """
 
-    def __init__(self, poller: Any) -> None:
-        self._poller = poller
-        self._event = poller._wake  # no hook to pass a clock or a wait to a session's poller: see the report
+    def __init__(self, poller: Any, seconds: float, snapshot: Callable[[], T],
+                 start_when: Callable[[], bool] = lambda: True) -> None:
+        self.seen: T | None = None
+        self.closed = threading.Event()
+        self._seconds, self._snapshot, self._start_when = seconds, snapshot, start_when
+        # A session's poller takes no clock or wait from outside (a product hook would replace these two lines).
+        self._event = poller._wake
         self._real_wait = self._event.wait
         self._virtual = time.monotonic()
+        self._started_at: float | None = None
         self._switched_at: float | None = None  # real monotonic time when handed back to real time
         self._lock = threading.Lock()
-        self._window: tuple[float, Callable[[], Any], Callable[[], bool], Window[Any]] | None = None
-        self._started_at: float | None = None
         poller._clock = self.clock
         self._event.wait = self._wait
 
@@ -182,31 +177,20 @@ class PollerTime:
                 return self._virtual
             return self._virtual + (time.monotonic() - self._switched_at)
 
-    def window(self, seconds: float, snapshot: Callable[[], T],
-               start_when: Callable[[], bool] = lambda: True) -> Window[T]:
-        found: Window[T] = Window()
-        with self._lock:
-            self._window = (seconds, snapshot, start_when, found)
-        return found
-
     def _wait(self, timeout: float | None = None) -> bool:
         if self._switched_at is not None or timeout is None or self._event.is_set():
             return self._real_wait(timeout)
-        with self._lock:
-            window = self._window
-        if window is not None:
-            seconds, snapshot, start_when, found = window
-            if self._started_at is None and start_when():
-                self._started_at = self._virtual
-            end = None if self._started_at is None else self._started_at + seconds
-            if end is not None and self._virtual + timeout >= end:
-                found.seen = snapshot()
-                with self._lock:
-                    left = self._virtual + timeout - end
-                    self._virtual = end
-                    self._switched_at = time.monotonic()
-                found.closed.set()
-                return self._real_wait(left)
+        if self._started_at is None and self._start_when():
+            self._started_at = self._virtual
+        end = None if self._started_at is None else self._started_at + self._seconds
+        if end is not None and self._virtual + timeout >= end:
+            self.seen = self._snapshot()
+            with self._lock:
+                left = self._virtual + timeout - end
+                self._virtual = end
+                self._switched_at = time.monotonic()
+            self.closed.set()
+            return self._real_wait(left)
         with self._lock:
             self._virtual += timeout
         return False
