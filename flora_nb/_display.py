@@ -352,9 +352,9 @@ class SweepPanel:
     def __init__(self, sweep: Sweep, *, clock: Clock = time.monotonic, schedule: Schedule = _TIMERS):
         self.sweep = sweep
         self.live = w.HTML(self.render())
-        self.stop_button = w.Button(description="Stop launching", icon="stop", disabled=sweep.done,
+        self.stop_button = w.Button(description="Stop launching", icon="stop",
                                     tooltip="queued variations are not started; runs already on FLORA keep going",
-                                    layout=w.Layout(width="auto", height="26px"))
+                                    layout=w.Layout(width="auto", height="26px", display="none" if sweep.done else ""))
         self.stop_button.on_click(lambda _: self.stop())
         self.stopped = w.HTML()
         self.widget = w.VBox([w.HTML(STYLE), self.live, w.HBox([self.stop_button, self.stopped])])
@@ -373,6 +373,7 @@ class SweepPanel:
         except Exception as exc:  # a closed session or a locked ledger: say so here, never in a traceback
             text, kind = f"Could not stop: {exc}", "flora-error"
         self.stop_button.disabled = True
+        self.stop_button.layout.display = "none"
         self.stopped.value = f"<span class='{kind}'>{html.escape(text)}</span>"
 
     def render(self) -> str:
@@ -430,6 +431,7 @@ class SweepPanel:
             self.live.value = self.render()
             if self.sweep.done and not self.stop_button.disabled:
                 self.stop_button.disabled = True  # nothing left to stop
+                self.stop_button.layout.display = "none"
 
 
 def _run_widget(run: Run) -> w.Widget:
