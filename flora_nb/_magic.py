@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import math
 import re
-from typing import TYPE_CHECKING, Any, Callable
+import weakref
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from traitlets import Bool, Float, Int, Tuple, Unicode
 
+from ._budget import limit_words
 from ._errors import FloraError, NotFoundError
-from ._look import say
-from ._magic_parse import SIM_ONLY, Command, HelpShown, expand, parse
+from ._look import run_cost, say
+from ._magic_parse import HELP, SIM_ONLY, Command, HelpShown, expand, parse
 
 if TYPE_CHECKING:
     from ._session import Flora
@@ -29,7 +34,18 @@ _MAGIC_TERMS: tuple[tuple[str, str], ...] = (
     (r"\(or pass api_key=\.\.\.\)", "(then %flora connect again)"),
     (r"\bpass api_key=\.\.\., ", ""),
     (r"\bpass api_key=\.\.\.", "set FLORA_API_KEY"),
+    (r"\b(?:fl\.)?spend_limits\(\)", "%flora limits"),
+    (r"\b(?:fl\.)?set_spend_limit\([^)]*\)", "%flora limit USD"),
+    (r"\b(?:sweep\.)?failures\(\)", "%flora failures SWEEP_ID"),
+    (r"\bretry_failed with their codes starts them anyway", "--retry-failed SWEEP_ID --codes A,B starts them anyway"),
+    (r"\b(?:sweep\.)?retry_failed\(codes=\[\.\.\.\]\)", "--retry-failed SWEEP_ID --codes A,B"),
+    (r"\b(?:sweep\.)?retry_failed\(\)", "%flora sweep --retry-failed SWEEP_ID"),
+    (r"\bcodes must be a list of FLORA error codes", "--codes takes FLORA error codes"),
     (r"\b(?:fl\.|sweep\.)?(techniques|workspaces|resume|runs|costs|history|wait|stop|sweeps)\(\)", r"%flora \1"),
+    (r"\bpass confirm=True \(in %flora: --yes\)", "add --yes"),
+    (r"\b(?:pass )?confirm=True\b", "--yes"),
+    (r"\bwith confirm_above \(None never asks\)", "with %config FloraMagics.confirm_above = USD (None never asks)"),
+    (r"(?<![.\w])confirm_above=", "%config FloraMagics.confirm_above = "),
     (r"\(Flora\(budget=None\)\)", "(%flora connect without --budget)"),
     (r"\bbudget=(?=[,.\s]|$)", "--budget"),
     (r"\breuse=True\b", "--reuse"),
@@ -57,38 +73,17 @@ def in_magic_terms(text: str) -> str:
         text = re.sub(pattern, replacement, text)
     return text
 
-HELP = """Run FLORA techniques from a notebook. Runs keep polling in the background.
 
-  %flora                                   the session's status card (fl = %flora gives the session,
-                                           the same as flora_nb.session() in Python)
-  %flora connect [--sim [--speed S] [--seed N] [--credits USD] [--no-persist] ...] [--base-url URL]
-                 [--workspace ws_...] [--budget USD]
-                                           (session budget; the current session stays if this fails)
-  %flora workspaces | techniques [QUERY] | show TECH
-  %flora run TECH key=value ... [--label k=v] [--workspace ws] [--wait] [-o VAR]
-  %%flora run TECH [options]               cell body: JSON, `key: value` lines, or the prompt text
-  %flora sweep TECH key=[a,b] key2=v ... [--zip] [--repeat N] [--max-concurrency N]
-                                           [--budget USD] [--dry-run] [--reuse] [-o VAR]
-  %flora sweep --resume SWEEP_ID [--budget USD] | --retry-failed SWEEP_ID   continue a sweep (spends)
-  %flora sweeps                            every sweep in the ledger: counts, spent, budget
-  %flora runs [--sweep ID] [--status S] [--last N] | costs [--by COL] [--detail] | history [--status S]
-  %flora form TECH | wait [ID] | stop [SWEEP] | resume      (ID / SWEEP: any sweep in the ledger)
+class _NotedFloat(Float):
+    """A Float trait that notes every time it is set, even to the value it holds: traitlets tells
+    observers of changes only, and ``%config FloraMagics.confirm_above = None`` is no change."""
 
-Values are Python literals when they parse as one (5, "text", [1, 2]) and plain text otherwise;
-$var and {expr} expand from your namespace to exactly one value, whatever it holds (spaces,
-quotes, newlines); a list stays a list. Each command has its own help: %flora run -h.
-
-Examples:
-  %flora connect --sim
-  %flora run poster-studio prompt="a lighthouse at dusk" -o r
-  %%flora run poster-studio
-  a lighthouse at dusk, risograph print
-  %flora sweep jingle-writer prompt=[sea,city] style=[jazz,punk] --budget 1 -o s
-  %flora costs --by technique_name,status
-
-Configure with %config FloraMagics.<option>: default_workspace, poll_interval, short_errors,
-default_max_concurrency, default_budget, simulator_speed.
-"""
+    def set(self, obj: Any, value: Any) -> None:
+        super().set(obj, value)
+        obj.__dict__.setdefault("_traits_set", set()).add(self.name)
+        noted = getattr(obj, "_trait_set", None)
+        if noted is not None:
+            noted(self.name)
 
 
 @magics_class
@@ -101,10 +96,36 @@ class FloraMagics(Magics):
     default_max_concurrency = Int(4, help="runs in flight per sweep").tag(config=True)
     default_budget = Float(None, allow_none=True, help="default sweep budget in USD").tag(config=True)
     simulator_speed = Float(20.0, help="speed of %flora connect --sim").tag(config=True)
+    confirm_above = _NotedFloat(
+        None, allow_none=True, min=0.0,
+        help="USD: a start that may spend more asks for --yes (None: never asks); applied to the session the "
+             "magics use, and to each later one; unset, a session keeps its own (FLORA_NB_CONFIRM_ABOVE, else 10)",
+    ).tag(config=True)
+
+    # the session the confirm_above setting was last applied to, and the value applied
+    _applied_to: weakref.ref[Flora] | None = None
+    _applied_value: float | None = None
 
     def __init__(self, shell: Any = None, **kwargs: Any):
         super().__init__(shell=shell, **kwargs)
         self.sweeps: dict[str, Any] = {}
+
+    def _trait_set(self, name: str) -> None:
+        if name == "confirm_above":
+            session = self.session
+            if session is not None:
+                self._apply_settings(session, force=True)
+
+    def _apply_settings(self, fl: Flora, force: bool = False) -> Flora:
+        """Put the confirm_above the user set (``%config``) on this session, once per session and value:
+        a later ``fl.confirm_above = ...`` in Python holds until the setting is set again. Unset: untouched."""
+        if "confirm_above" not in self.__dict__.get("_traits_set", ()):
+            return fl
+        same = self._applied_to is not None and self._applied_to() is fl and self._applied_value == self.confirm_above
+        if force or not same:
+            fl.confirm_above = self.confirm_above
+            self._applied_to, self._applied_value = weakref.ref(fl), self.confirm_above
+        return fl
 
     @property
     def session(self) -> Flora | None:
@@ -161,7 +182,7 @@ class FloraMagics(Magics):
             return Flora(workspace=self.default_workspace or None, poll_interval=self.poll_interval)
 
         try:
-            return current_session(factory=new)
+            return self._apply_settings(current_session(factory=new))
         except FloraError as exc:
             if not self.short_errors:
                 raise
@@ -185,7 +206,7 @@ class FloraMagics(Magics):
                 raise
             kept = "kept the current session" if old is not None else "no session was opened"
             raise UsageError(in_magic_terms(f"%flora connect failed, {kept}: {type(exc).__name__}: {exc}")) from None
-        current_session(new)
+        current_session(self._apply_settings(new))
         if old is not None and old is not new:
             old.close()
         return new
@@ -231,8 +252,27 @@ def _run(m: FloraMagics, c: Command) -> Any:
     inputs = _inputs_for(fl, c.options.technique, c.inputs)
     if any(isinstance(v, list) for v in inputs.values()):
         raise UsageError("%flora run: a list value starts several runs; use %flora sweep for that.")
-    run = fl.run(c.options.technique, inputs, workspace=c.options.workspace, labels=c.options.labels)
+    if not c.options.again:
+        _refuse_paying_twice(fl, c.options.technique, inputs, c.options.workspace)
+    run = fl.run(c.options.technique, inputs, workspace=c.options.workspace, labels=c.options.labels,
+                 confirm=c.options.yes)
     return _wait(run) if c.options.wait else run
+
+
+def _refuse_paying_twice(fl: Flora, technique: str, inputs: dict[str, Any], workspace: str | None) -> None:
+    """A UsageError (nothing sent) when a completed, paid run of the ledger had exactly these inputs."""
+    tech = fl.technique(technique)
+    # local files as the ledger knows them (their asset URL once uploaded); nothing is uploaded here
+    [resolved] = fl.starter.uploads.resolve(tech, [inputs], workspace or fl.workspace_id, upload=False)
+    earlier = fl.starter.completed_before(technique, resolved, workspace)
+    if not earlier:
+        return
+    last = earlier[-1]
+    when = f" on {last.completed_at:%Y-%m-%d at %H:%M} UTC" if last.completed_at is not None else ""
+    more = f" (and {len(earlier) - 1} more before it)" if len(earlier) > 1 else ""
+    raise UsageError(f"%flora run: {tech.name or tech.technique_id} already ran with exactly these inputs: run "
+                     f"{last.id} completed{when}, {run_cost(last)}{more}. Nothing was sent. "
+                     f"`%flora run ... --again` pays for a new one; `%flora show {last.id}` shows the earlier one.")
 
 
 def _sweep(m: FloraMagics, c: Command) -> Any:
@@ -242,15 +282,31 @@ def _sweep(m: FloraMagics, c: Command) -> Any:
     inputs = _inputs_for(fl, o.technique, c.inputs)
     varying = {k: v for k, v in inputs.items() if isinstance(v, list)}
     fixed = {k: v for k, v in inputs.items() if not isinstance(v, list)}
-    sweep = fl.sweep(
-        o.technique, grid=None if o.zip else varying, zip=varying if o.zip else None, fixed=fixed,
-        repeat=o.repeat, max_concurrency=_first(o.max_concurrency, m.default_max_concurrency),
-        budget=_first(o.budget, m.default_budget), labels=o.labels, reuse=o.reuse,
-        dry_run=o.dry_run, workspace=o.workspace,
-    )
+    spec = dict(grid=None if o.zip else varying, zip=varying if o.zip else None, fixed=fixed, repeat=o.repeat,
+                workspace=o.workspace)
+    budget = _first(o.budget, m.default_budget)
+    if not (o.reuse or o.dry_run):
+        _say_paid_before(fl, o.technique, spec, budget, o.yes)
+    sweep = fl.sweep(o.technique, **spec, max_concurrency=_first(o.max_concurrency, m.default_max_concurrency),
+                     budget=budget, labels=o.labels, reuse=o.reuse, dry_run=o.dry_run, confirm=o.yes)
     if not o.dry_run:
         m.sweeps[sweep.sweep_id] = sweep
     return sweep
+
+
+def _say_paid_before(fl: Flora, technique: str, spec: dict[str, Any], budget: float | None, confirm: bool) -> None:
+    """One line before a sweep starts when some of its runs already completed with the same inputs."""
+    from ._plan import plan_size
+
+    # the price question first, as the sweep asks it: a sweep refused for its size is never planned twice
+    runs = plan_size(spec["grid"], spec["zip"], None, spec["repeat"])
+    fl.starter.confirm_spend(fl.technique(technique), runs, confirm,
+                             budgeted=budget is not None or fl.budget is not None)
+    plan = fl.sweep(technique, **spec, dry_run=True)  # sends nothing, uploads nothing
+    paid = int(plan["reusable"].sum())
+    if paid:
+        say(f"{paid} of the {len(plan)} runs of this sweep already completed with the same inputs (paid for "
+            "before); starting anyway, paying again. --reuse takes them instead.")
 
 
 def _continue_sweep(m: FloraMagics, fl: Flora, o: Any) -> Any:
@@ -258,9 +314,22 @@ def _continue_sweep(m: FloraMagics, fl: Flora, o: Any) -> Any:
     if o.resume:
         sweep = sweep.resume(budget=o.budget) if o.budget is not None else sweep.resume()
     else:
-        sweep = sweep.retry_failed()
+        with _lines_in_magic_terms():
+            sweep = sweep.retry_failed(codes=o.codes)
     m.sweeps[sweep.sweep_id] = sweep
     return sweep
+
+
+@contextlib.contextmanager
+def _lines_in_magic_terms() -> Iterator[None]:
+    """What a Python call says (written for Python callers) said again with the magic's spellings."""
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(said):
+            yield
+    finally:
+        for line in said.getvalue().splitlines():
+            say(in_magic_terms(line))
 
 
 def _sweep_named(m: FloraMagics, name: str) -> Any:
@@ -343,7 +412,9 @@ def _history(m: FloraMagics, c: Command) -> Any:
 
 
 def _show(m: FloraMagics, c: Command) -> Any:
-    return m.fl().technique(c.options.technique)
+    fl = m.fl()
+    run = fl.find_run(c.options.technique)  # a run of the ledger by its id, else a technique
+    return run if run is not None else fl.technique(c.options.technique)
 
 
 def _form(m: FloraMagics, c: Command) -> Any:
@@ -372,17 +443,60 @@ def _wait_command(m: FloraMagics, c: Command) -> Any:
 
 
 def _stop(m: FloraMagics, c: Command) -> Any:
-    name = c.options.sweep or next(reversed(m.sweeps), None)
-    if name is None:
-        raise UsageError("%flora stop: no sweep started in this session; name one: %flora stop SWEEP_ID "
-                         "(see %flora sweeps).")
-    sweep = _sweep_named(m, name)
-    if sweep.done:
-        say(f"Sweep {sweep.sweep_id} had already finished ({_counts(sweep)}); nothing to stop.")
-        return None
-    sweep.stop()
-    say(f"Stopped launching {sweep.sweep_id}; runs already started keep running (FLORA cannot cancel them).")
+    names = c.options.sweep or [_last_sweep(m, "stop")]
+    sweeps = [_sweep_named(m, name) for name in dict.fromkeys(names)]  # every name found before any stops
+    for sweep in sweeps:
+        if sweep.done:
+            say(f"Sweep {sweep.sweep_id} had already finished ({_counts(sweep)}); nothing to stop.")
+        else:
+            say(sweep.stop(quiet=True).stop_summary())  # one line: never started, still running on FLORA
     return None
+
+
+def _last_sweep(m: FloraMagics, command: str) -> str:
+    name = next(reversed(m.sweeps), None)
+    if name is None:
+        raise UsageError(f"%flora {command}: no sweep started in this session; name one: %flora {command} "
+                         "SWEEP_ID (see %flora sweeps).")
+    return name
+
+
+def _failures(m: FloraMagics, c: Command) -> Any:
+    return _sweep_named(m, c.options.sweep or _last_sweep(m, "failures")).failures()
+
+
+def _limit(m: FloraMagics, c: Command) -> Any:
+    fl, o = m.fl(), c.options
+    if o.usd is not None:
+        fl.set_spend_limit(o.usd, period=o.period, technique=o.technique)
+        say(f"Set {limit_words(o.technique, o.period, o.usd)}, for every session using this ledger: a start "
+            "that does not fit is refused before anything is sent.")
+    else:
+        scope = fl.technique(o.technique).technique_id if o.technique else "all"
+        table = fl.spend_limits()
+        found = table[(table["technique"] == scope) & (table["period"] == (o.period or "in all"))]
+        if found.empty:
+            raise UsageError(f"%flora limit none: there is no spend limit{_per(o.period)} for "
+                             f"{o.technique or 'every technique'}; nothing changed. %flora limits shows them.")
+        fl.set_spend_limit(None, period=o.period, technique=o.technique)
+        say(f"Removed {limit_words(o.technique, o.period, float(found['limit'].iloc[0]))}.")
+    return _limits(m, c, quiet=True)
+
+
+def _per(period: str | None) -> str:
+    return {"day": " a day (UTC)", "month": " a month (UTC)"}.get(period or "", " in all")
+
+
+def _limits(m: FloraMagics, c: Command, quiet: bool = False) -> Any:
+    table = m.fl().spend_limits()
+    if table.empty:
+        if not quiet:
+            say("No spend limit is set; %flora limit USD [--period day|month] [--technique T] sets one.")
+        return None
+    shown = table.copy()
+    for column in ("limit", "spent", "held", "left"):  # money as %flora costs shows it
+        shown[column] = ["-" if math.isnan(value) else f"${value:,.4f}" for value in table[column]]
+    return shown
 
 
 def _counts(sweep: Any) -> str:
@@ -404,6 +518,9 @@ _COMMANDS: dict[str, Callable[[FloraMagics, Command], Any]] = {
     "run": _run,
     "sweep": _sweep,
     "sweeps": _frame("sweeps"),
+    "failures": _failures,
+    "limit": _limit,
+    "limits": _limits,
     "runs": _runs,
     "costs": _costs,
     "history": _history,

@@ -20,7 +20,53 @@ from IPython.core.error import UsageError
 
 from ._ranges import Range, problem
 
-__all__ = ["COMMANDS", "SIM_ONLY", "Command", "HelpShown", "expand", "parse", "parse_cell_inputs", "parse_value"]
+__all__ = ["COMMANDS", "HELP", "SIM_ONLY", "Command", "HelpShown", "expand", "parse", "parse_cell_inputs", "parse_value"]
+
+HELP = """Run FLORA techniques from a notebook. Runs keep polling in the background.
+
+  %flora                                   the session's status card (fl = %flora gives the session,
+                                           the same as flora_nb.session() in Python)
+  %flora connect [--sim [--speed S] [--seed N] [--credits USD] [--no-persist] ...] [--base-url URL]
+                 [--workspace ws_...] [--budget USD]
+                                           (session budget; the current session stays if this fails)
+  %flora workspaces | techniques [QUERY] | show TECH | show RUN_ID
+  %flora run TECH key=value ... [--label k=v] [--workspace ws] [--wait] [--yes] [--again] [-o VAR]
+  %%flora run TECH [options]               cell body: JSON, `key: value` lines, or the prompt text
+  %flora sweep TECH key=[a,b] key2=v ... [--zip] [--repeat N] [--max-concurrency N]
+                                           [--budget USD] [--dry-run] [--reuse] [--yes] [-o VAR]
+  %flora sweep --resume SWEEP_ID [--budget USD] | --retry-failed SWEEP_ID [--codes A,B]
+                                           continue a sweep (spends)
+  %flora sweeps                            every sweep in the ledger: counts, spent, budget
+  %flora failures [SWEEP_ID]               a sweep's failed runs, by what retrying can do
+  %flora runs [--sweep ID] [--status S] [--last N] | costs [--by COL] [--detail] | history [--status S]
+  %flora limit USD|none [--period day|month] [--technique T]   a spend limit kept in the ledger
+  %flora limits                            every spend limit: limit, spent, held, left
+  %flora form TECH | wait [ID] | stop [SWEEP_ID ...] | resume   (any sweep in the ledger)
+  %flora help [COMMAND]                    this text, or a command's own (the same as %flora run -h)
+
+Options that spend money, or save it:
+  --yes        run/sweep: start even when the price is above confirm_above (asked, else nothing is sent)
+  --again      run: pay for a new run although one with the same inputs already completed
+  --reuse      sweep: take completed runs with the same inputs instead of paying for them again
+  --codes A,B  sweep --retry-failed: retry the failures with these error codes, whatever their hint
+  --budget USD sweep: its runs together never spend more; connect: the whole session's
+
+Values are Python literals when they parse as one (5, "text", [1, 2]) and plain text otherwise;
+$var and {expr} expand from your namespace to exactly one value, whatever it holds (spaces,
+quotes, newlines); a list stays a list. Each command has its own help: %flora run -h.
+
+Examples:
+  %flora connect --sim
+  %flora run poster-studio prompt="a lighthouse at dusk" -o r
+  %%flora run poster-studio
+  a lighthouse at dusk, risograph print
+  %flora sweep jingle-writer prompt=[sea,city] style=[jazz,punk] --budget 1 -o s
+  %flora limit 5 --period day
+  %flora costs --by technique_name,status
+
+Configure with %config FloraMagics.<option>: default_workspace, poll_interval, short_errors,
+default_max_concurrency, default_budget, simulator_speed, confirm_above (USD; None never asks).
+"""
 
 
 class HelpShown(Exception):
@@ -55,7 +101,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse that raises UsageError instead of printing and exiting."""
 
     def error(self, message: str) -> NoReturn:
-        message = re.sub(r"^argument (--[\w-]+): must be", r"\1 must be", message)  # "--speed must be ..."
+        message = re.sub(r"^argument (\S+): (must be|takes)", r"\1 \2", message)  # "--speed must be ..."
         raise UsageError(f"%flora {self.prog.split()[-1]}: {message}. See %flora {self.prog.split()[-1]} -h")
 
     def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
@@ -100,8 +146,38 @@ def _run_parser() -> _Parser:
     p.add_argument("--label", action="append", default=[], metavar="k=v", help="a label (repeatable)")
     p.add_argument("--workspace", metavar="ws_...")
     p.add_argument("--wait", action="store_true", help="block until the run ends (Ctrl-C stops waiting only)")
+    _add_yes(p)
+    p.add_argument("--again", action="store_true",
+                   help="pay for a new run although one with exactly these inputs already completed")
     _add_output(p)
     return p
+
+
+def _add_yes(p: _Parser) -> None:
+    p.add_argument("--yes", action="store_true", help="start even when the price is above confirm_above "
+                   "(%%config FloraMagics.confirm_above); without it such a start is refused, nothing sent")
+
+
+def _codes(text: str) -> list[str]:
+    """``--codes A,B``: FLORA error codes, comma-separated (any case)."""
+    codes = [c.strip() for c in text.split(",") if c.strip()]
+    if not codes or not all(_CODE.match(c) for c in codes):
+        raise argparse.ArgumentTypeError(f"takes FLORA error codes separated by commas, such as "
+                                         f"GENERATION_NO_RESULT,GPU_PROVIDER_ERROR; got {text}")
+    return codes
+
+
+def _limit_usd(text: str) -> float | None:
+    """``%flora limit``'s amount: USD >= 0, or ``none`` to remove the limit."""
+    if text.strip().lower() in ("none", "off"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not Range(0.0).admits(value):
+        raise argparse.ArgumentTypeError(f"must be a number of USD >= 0, or none to remove the limit; got {text}")
+    return value
 
 
 def _sweep_parser() -> _Parser:
@@ -118,7 +194,22 @@ def _sweep_parser() -> _Parser:
     p.add_argument("--label", action="append", default=[], metavar="k=v")
     p.add_argument("--workspace", metavar="ws_...")
     p.add_argument("--resume", metavar="SWEEP_ID", help="launch the variations of a sweep never started (spends)")
-    p.add_argument("--retry-failed", metavar="SWEEP_ID", help="start a sweep's failed variations again (spends)")
+    p.add_argument("--retry-failed", metavar="SWEEP_ID", help="start again a sweep's failed variations that "
+                   "can succeed, by FLORA's hint (spends); %%flora failures SWEEP_ID lists them")
+    p.add_argument("--codes", type=_codes, metavar="A,B", help="with --retry-failed: retry the failures with "
+                   "these error codes instead, whatever their hint")
+    _add_yes(p)
+    _add_output(p)
+    return p
+
+
+def _limit_parser() -> _Parser:
+    p = _new("limit", "Set a spend limit kept in the ledger: every session and kernel using it stays within it "
+                      "(a start that does not fit is refused before anything is sent).")
+    p.add_argument("usd", type=_limit_usd, metavar="USD", help="the limit in USD, or none to remove it")
+    p.add_argument("--period", choices=("day", "month"), default=None,
+                   help="count what was started this UTC day or month (default: everything ever started)")
+    p.add_argument("--technique", metavar="T", help="only this technique (id or slug; default: all techniques)")
     _add_output(p)
     return p
 
@@ -169,10 +260,15 @@ def _parsers() -> dict[str, _Parser]:
         "connect": _connect_parser(),
         "workspaces": _simple("workspaces", "The workspaces your key can see."),
         "techniques": _simple("techniques", "The technique catalog.", (("query",), {"nargs": "*"})),
-        "show": _simple("show", "A technique card: inputs, types, required, cost.", (("technique",), {})),
+        "show": _simple("show", "A technique card (inputs, types, required, cost), or a run of the ledger.",
+                        (("technique",), {"metavar": "TECH|RUN_ID"})),
         "run": _run_parser(),
         "sweep": _sweep_parser(),
         "sweeps": _simple("sweeps", "The sweeps in the ledger: counts, spent, budget."),
+        "failures": _simple("failures", "A sweep's failed runs (default: the last one), grouped by FLORA's retry "
+                            "hint; %flora sweep --retry-failed SWEEP_ID retries those that can succeed.",
+                            (("sweep",), {"nargs": "?", "metavar": "SWEEP_ID",
+                                          "help": "any sweep of the ledger (default: the last one started here)"})),
         "runs": _simple(
             "runs", "The ledger as a DataFrame.", (("--sweep",), {"metavar": "ID"}),
             (("--status",), {}), (("--technique",), {}), (("--last",), {"type": ranged("last", int, Range(1, whole=True)), "metavar": "N"}),
@@ -183,18 +279,25 @@ def _parsers() -> dict[str, _Parser]:
         "history": _simple(
             "history", "Run history from FLORA itself.", (("--status",), {}), (("--technique",), {}),
         ),
+        "limit": _limit_parser(),
+        "limits": _simple("limits", "Every spend limit of the ledger: limit, spent, held for runs whose charge is "
+                          "not known yet, left (USD), pending runs."),
         "form": _simple("form", "An ipywidgets form for a technique.", (("technique",), {})),
         "wait": _simple("wait", "Block until a run or sweep (default: everything tracked) is done.",
                         (("target",), {"nargs": "?", "metavar": "ID"}),
                         (("--timeout",), {"type": ranged("timeout"), "default": None})),
-        "stop": _simple("stop", "Stop launching a sweep (default: the last one; any sweep in the ledger).",
-                        (("sweep",), {"nargs": "?"})),
+        "stop": _simple("stop", "Stop launching sweeps (default: the last one; any sweep in the ledger); says "
+                        "what was never started and what still runs on FLORA.",
+                        (("sweep",), {"nargs": "*", "metavar": "SWEEP_ID",
+                                      "help": "sweeps of the ledger to stop (default: the last one started here)"})),
         "resume": _simple("resume", "Re-attach to runs the ledger has not seen finish."),
     }
 
 
 COMMANDS = tuple(_parsers())
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+_CODE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_HELP_WORDS = ("help", "-h", "--help")
 _PAIR = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*=")
 # $name and {expr} as IPython expands them, but into one value each; $$, {{ and }} are a literal
 # $, { and } (markers too, so that an escaped brace is never read as an open one).
@@ -485,9 +588,11 @@ def _parse(line: str, cell: str | None, expanded: dict[str, Any]) -> Command:
     args = [t.text if _PAIR.match(t.text) else str(_fill(t.text, expanded)) for t in tokens]
     name = args[0] if args else "status"
     parsers = _parsers()
+    if name in _HELP_WORDS:
+        _help(parsers, args[1:])
     if name not in parsers:
         close = [c for c in COMMANDS if c.startswith(name[:2])] or list(COMMANDS)
-        raise UsageError(f"%flora: unknown command {name!r}. Did you mean: {', '.join(close)}? See %flora?")
+        raise UsageError(f"%flora: unknown command {name!r}. Did you mean: {', '.join(close)}? See %flora help")
     parser = parsers[name]
     words = [_unquote_option(a) for a in args[1:]]
     options, extras = parser.read(words)
@@ -504,6 +609,15 @@ def _parse(line: str, cell: str | None, expanded: dict[str, Any]) -> Command:
     labels = getattr(options, "label", []) or []
     options.labels = parse_pairs(_located(labels, tokens[1:], words), "label", expanded)
     return Command(name, options, inputs)
+
+
+def _help(parsers: dict[str, _Parser], args: list[str]) -> NoReturn:
+    """``%flora help``, ``%flora --help``: the whole help; ``%flora help run``: that command's."""
+    if not args:
+        raise HelpShown(HELP)
+    if len(args) > 1 or args[0] not in parsers:
+        raise UsageError(f"%flora help: give one command of {', '.join(COMMANDS)}; got {' '.join(args)}.")
+    raise HelpShown(parsers[args[0]].format_help())
 
 
 def _located(texts: list[str], tokens: list[_Token], words: list[str]) -> list[_Token]:
@@ -535,6 +649,9 @@ def _check_sweep_target(options: argparse.Namespace) -> None:
     if (options.resume or options.retry_failed) and (options.technique or options.pairs):
         raise UsageError("%flora sweep --resume/--retry-failed continues a recorded sweep: its plan is in the "
                          "ledger, so give only the SWEEP_ID (and --budget to change its budget).")
+    if options.codes and not options.retry_failed:
+        raise UsageError("%flora sweep: --codes chooses which failures --retry-failed SWEEP_ID starts again; "
+                         "give both (%flora failures SWEEP_ID lists the codes).")
 
 
 def _unquote_option(token: str) -> str:

@@ -196,7 +196,7 @@ def test_parser_never_crashes(text):
     except (UsageError, HelpShown):
         return
     assert command.name in ("status", "connect", "workspaces", "techniques", "show", "run", "sweep", "runs",
-                            "costs", "history", "form", "wait", "stop", "resume")
+                            "costs", "history", "form", "wait", "stop", "resume", "failures", "limit", "limits")
 
 
 @settings(max_examples=200, deadline=None)

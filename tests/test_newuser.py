@@ -221,7 +221,7 @@ def test_dollar_var_is_one_value(ip, value):
     cell(ip, f"%flora run {POSTER} prompt=$v_p --label note=$v_p -o r_d")
     run = ip.user_ns["r_d"]
     assert run.inputs == {"prompt": value} and run.labels == {"note": value}
-    cell(ip, f"%flora run {POSTER} prompt={{v_p}} -o r_e")
+    cell(ip, f"%flora run {POSTER} prompt={{v_p}} --again -o r_e")  # the same inputs: paying twice is a choice
     assert ip.user_ns["r_e"].inputs == {"prompt": value}
 
 
