@@ -49,10 +49,12 @@ def _kernel(sim: SimProcess, ledger: Path, tag: str, *extra: str) -> subprocess.
                             stdout=subprocess.PIPE, text=True)
 
 
-def _started(ledger: Path) -> int:
+def _started(ledger: Path, sweep_id: str | None = None, *, answered: bool = False) -> int:
+    """Rows past "queued" (of one sweep; with ``answered``, only starts FLORA's answer has bound to a run)."""
     store = Ledger(ledger)
     try:
-        return sum(1 for row in store.rows() if row.status != "queued")
+        return sum(1 for row in store.rows(sweep_id=sweep_id)
+                   if row.status != "queued" and (row.run_id is not None or not answered))
     finally:
         store.close()
 
@@ -79,13 +81,17 @@ def test_sigkill_at_random_moments_during_sweeps_then_resume_and_sweep_again(tmp
     ledger = tmp_path / "ledger.sqlite"
     with SimProcess(speed=50.0, seed=9, faults={"latency": 0.01, "drop_rate": 0.1}) as sim:
         for kill in range(8):
-            before = _started(ledger) if ledger.exists() else 0
             kernel = _kernel(sim, ledger, f"k{kill}")
-            while not kernel.stdout.readline().startswith("swp_"):  # its sweep is recorded and launching
+            while not (sweep_id := kernel.stdout.readline().strip()).startswith("swp_"):  # recorded and launching
                 pass
-            target = before + rng.randint(1, 10)
-            until(lambda target=target, kernel=kernel: _started(ledger) >= target or kernel.poll() is not None,
-                  what=f"{target} starts in the ledger", interval=0.005)
+            # Killed once 1-10 of its own starts have their answer, while the sweep's next ones are in flight.
+            # (Counting every row past "queued" counted the rows of the last kernel that this one's resume
+            # marked interrupted: it was killed at once, and some runs got no start to FLORA at all.)
+            target = rng.randint(1, 10)
+            until(lambda target=target, kernel=kernel, sweep_id=sweep_id:
+                  _started(ledger, sweep_id, answered=True) >= target or kernel.poll() is not None,
+                  what=f"{target} answered starts of kernel {kill}", interval=0.005)
+            assert kernel.poll() is None, f"kernel {kill} ended on its own"
             os.kill(kernel.pid, signal.SIGKILL)
             kernel.wait(10)
         report = _settle(sim, ledger)
