@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("form", {"_form"}),
     ("starts", {"_starts", "_sweep_store"}),
     ("handles", {"_sweep", "_uploads"}),
-    ("engine", {"_engine", "_poller", "_transitions", "_catalog"}),
+    ("engine", {"_engine", "_poller", "_transitions", "_catalog", "_window"}),
     ("run", {"_run"}),
     ("views", {"_display", "_frames", "_plots"}),
     ("store", {"_ledger", "_budget", "_owner", "_plan", "_validation", "_files", "_paths"}),
