@@ -63,6 +63,8 @@ KERNEL = textwrap.dedent("""
     from flora_nb import Flora
     key, base, ledger, tag = sys.argv[1:5]
     with Flora(api_key=key, base_url=base, ledger_path=ledger, poll_interval=(0.02, 0.05), confirm_above=None) as fl:
+        print("ready", flush=True)
+        sys.stdin.readline()  # both kernels sweep from the same moment, however long each took to start
         sweep = fl.sweep("tech_a1poster", grid={"prompt": [f"{tag}-{i:02d}" for i in range(20)]}, max_concurrency=4)
         sweep.wait(120)
         print(sum(1 for r in sweep.runs if r.id), flush=True)
@@ -76,7 +78,12 @@ def test_two_kernels_racing_never_pass_a_shared_limit_together(tmp_path):
         with Flora(api_key=sim.api_key, base_url=sim.base_url, ledger_path=ledger) as fl:
             fl.set_spend_limit(0.40)
         kernels = [subprocess.Popen([sys.executable, "-c", KERNEL, sim.api_key, sim.base_url, str(ledger), tag],
-                                    stdout=subprocess.PIPE, text=True) for tag in ("a", "b")]
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for tag in ("a", "b")]
+        # Started together (a kernel slow to import, on a busy machine, found the limit spent: "both got a share" failed).
+        assert [k.stdout.readline().strip() for k in kernels] == ["ready", "ready"]
+        for k in kernels:
+            k.stdin.write("go\n")
+            k.stdin.flush()
         outs = [k.communicate(timeout=150)[0] for k in kernels]
         assert all(k.returncode == 0 for k in kernels), outs
         stats, records = sim.stats(), sim.records()
