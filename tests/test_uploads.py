@@ -234,10 +234,13 @@ def test_magic_run_and_sweep_take_local_paths(tmp_path, monkeypatch):
         assert run.status == "completed" and run.inputs["product_image"] == fl.upload(Path("local.png")).url
         result = shell.run_cell(f"%flora sweep {RELIGHT} product_image=[local.png, {other}]")
         result.raise_error()
-        result.result.wait(timeout=60)
+        sweep = result.result.wait(timeout=60)
         sent = server_inputs(fl)
-        assert len(sent) == 3 and sent[1]["product_image"] == sent[0]["product_image"]
-        assert sent[2]["product_image"] == fl.upload(other).url and asset_posts(fl) == 2
+        # what FLORA received for each variation, in variation order (its two starts race to the server)
+        received = {r["run_id"]: r["inputs"]["product_image"] for r in fl.simulator.run_records()}
+        swept = [received[r.id] for r in sorted(sweep.runs, key=lambda r: r.variation)]
+        assert len(sent) == 3 and swept[0] == sent[0]["product_image"]
+        assert swept[1] == fl.upload(other).url and asset_posts(fl) == 2
     finally:
         if magics.session is not None:
             magics.session.close()
