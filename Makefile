@@ -34,7 +34,7 @@ check: $(VENV)/.installed-test
 	$(VENV)/bin/mypy flora_nb
 
 test: $(VENV)/.installed-test chromium check
-	$(PY) -m pytest -q -n 3 --dist loadgroup
+	$(PY) -m pytest -q -n 5 --dist loadgroup
 
 bench: $(VENV)/.installed-test
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
