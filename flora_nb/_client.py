@@ -244,7 +244,7 @@ class FloraClient:
     ) -> RunStart:
         """Start one technique run (``POST /runs/technique``); safe to retry with the same key.
 
-        ``on_attempt(t)`` is called just before each attempt is sent (``t``: ``time.time()``),
+        ``on_attempt(t)`` is called just before each attempt is sent (``t``: on ``self.clock``, see ``_clock.LocalClock``),
         ``on_unanswered()`` as soon as an attempt got no answer (before any retry waits).
         """
         body = {"technique_id": technique_id, "workspace_id": workspace_id, "inputs": dict(inputs)}
@@ -528,7 +528,7 @@ class FloraClient:
             if throttled:
                 self.throttle.acquire()
             if on_attempt is not None:
-                on_attempt(time.time())
+                on_attempt(self.clock.now())
             try:
                 response = self._send_once(method, url, kwargs, idempotency_key, attempt, **opts)
             except (FloraConnectionError, FloraTimeout) as exc:
@@ -565,7 +565,7 @@ class FloraClient:
             self._inflight[me] = limit
         try:
             with limit:
-                sent = time.time()
+                sent = self.clock.now()
                 response = self._session.request(method, url, headers=headers, timeout=self._timeouts(limit.seconds),
                                                  allow_redirects=False, stream=True, **kwargs)
                 if auth and self.same_origin(url):  # the API's own clock, not a CDN's or a media host's
@@ -594,7 +594,7 @@ class FloraClient:
     def _observe_date(self, sent: float, response: requests.Response) -> None:
         date = date_seconds(response.headers.get("date"))
         if date is not None:
-            self.clock.observe_date(sent, time.time(), date)
+            self.clock.observe_date(sent, self.clock.now(), date)
 
     def _timeouts(self, deadline: float) -> tuple[float, float]:
         connect, read = self.timeout if isinstance(self.timeout, tuple) else (self.timeout, self.timeout)

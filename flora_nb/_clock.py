@@ -3,7 +3,12 @@
 Two kinds of observation bound the offset, each a request sent at local time ``s`` and
 answered at ``r``: a start whose run the server stamped ``created_at = c`` puts the offset in
 ``[c - r, c - s]``; any answer's ``Date`` header (whole seconds, ``D``) puts it in
-``[D - r, D + 1 - s]``. Intersecting them pins the offset down. Until one has been seen the
+``[D - r, D + 1 - s]``. Intersecting them pins the offset down.
+
+"Our clock" is never the wall clock itself: a laptop waking or NTP fixing a VM steps the wall clock
+(an hour back, say), and a send window measured across the step would be inverted or misplaced.
+``LocalClock`` is monotonic, anchored to the wall clock once: durations on it are true whatever
+the wall clock does, and ``step()`` says how far the wall clock has moved away from it since. Until one has been seen the
 offset is unknown (``bounds()`` is None) and no lost start is matched by time. ``probe_times``
 plans requests that straddle the server's next second boundaries, so a session whose start
 answers were all lost still learns the offset to a few milliseconds from ``Date`` alone.
@@ -13,9 +18,11 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from email.utils import parsedate_tz
+from typing import Callable
 
-__all__ = ["ClockOffset", "date_seconds"]
+__all__ = ["ClockOffset", "LocalClock", "date_seconds"]
 
 _MS = 0.001  # server timestamps are whole milliseconds
 
@@ -35,10 +42,30 @@ def date_seconds(value: str | None) -> float | None:
         return None
 
 
-class ClockOffset:
-    """Thread-safe bounds on the server-minus-local clock offset, in seconds."""
+class LocalClock:
+    """Unix seconds on a line no wall-clock step moves: ``monotonic() + anchor``, anchored once.
 
-    def __init__(self) -> None:
+    ``anchor`` may be given (processes that share a ledger on one boot share one, so their windows
+    agree); ``wall`` and ``monotonic`` are the clocks read (tests pass fakes)."""
+
+    def __init__(self, anchor: float | None = None, *, wall: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._wall, self._monotonic = wall, monotonic
+        self.anchor = wall() - monotonic() if anchor is None else float(anchor)
+
+    def now(self) -> float:
+        return self._monotonic() + self.anchor
+
+    def step(self) -> float:
+        """How far the wall clock has moved from this clock since it was anchored (0 when no step)."""
+        return self._wall() - self.now()
+
+
+class ClockOffset:
+    """Thread-safe bounds on the server-minus-local clock offset, in seconds; ``now()`` is our clock."""
+
+    def __init__(self, local: LocalClock | None = None) -> None:
+        self.local = local or LocalClock()
         self._low: float | None = None
         self._high: float | None = None
         self._lock = threading.Lock()
@@ -61,6 +88,10 @@ class ClockOffset:
             new_low, new_high = max(self._low, low), min(self._high, high)
             # Bounds that cross mean a clock moved (NTP step): start again from this observation.
             self._low, self._high = (new_low, new_high) if new_low <= new_high else (low, high)
+
+    def now(self) -> float:
+        """Our clock (see ``LocalClock``): every send window and observation is measured on it."""
+        return self.local.now()
 
     def bounds(self) -> tuple[float, float] | None:
         """(low, high), or None while nothing has been observed (then nothing is matched by time)."""

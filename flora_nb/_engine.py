@@ -63,6 +63,10 @@ log = logging.getLogger("flora_nb.session")
 LEASE_MARGIN = 1.0  # seconds a start's recorded window reaches past its current attempt's longest end
 RESUME_GRACE = 3.0  # seconds a resumed dead start waits for a better (exact) binding before a group one
 RATE_LIMIT_PATIENCE = 60.0  # seconds a single run's start keeps trying through 429s (sweeps: while running)
+KEY_MEMORY = 7200.0  # seconds FLORA remembers an idempotency key: a duplicate's run was made within them
+MADE_NOTE = "FLORA made this start's run (it answered idempotency_duplicate)"  # an event note: proof kept in the ledger
+MADE_MESSAGE = ("FLORA said this start made a run (it answered a resend with 'duplicate key'), but which of its "
+                "runs it is has not been found yet; it was charged. fl.resume() looks again: do not start it again.")
 
 
 def _maybe_started(exc: APIError) -> bool:
@@ -214,7 +218,7 @@ class RunEngine:
         """Check the budget and the spend limits and mark the row ``starting`` with the start of its send
         window, in one ledger transaction (nothing sent): racing sessions never both take the last room."""
         with self._budget_lock:  # two starts of this session never both take the budget's last room
-            now = time.time()
+            now = self.clock.now()
             # window_high is a lease while we live: the server cannot act on this start after it
             # unless we extend it first (each attempt does); if we die, it is the window's end.
             changes = {"status": STARTING, "window_low": now if since is None else since,
@@ -249,7 +253,7 @@ class RunEngine:
         if is_money(start.charged_cost) and tech.run_cost is None:
             changes["estimated_cost"] = start.charged_cost
         self.update(run, note="started", **changes)
-        self._start_windows[run.local_id] = (sent_at, time.time())
+        self._start_windows[run.local_id] = (sent_at, self.clock.now())
         self.poller.track(run)
 
     def _window(self, workspace: str, technique_id: str) -> StartWindow:
@@ -267,7 +271,7 @@ class RunEngine:
         if waited is None:
             return False
         if waited and not resent:  # its POST goes out only now: a lost answer's window starts here
-            self.update(run, window_low=time.time())
+            self.update(run, window_low=self.clock.now())
         return True
 
     def _extend_window(self, run: Run, at: float) -> None:
@@ -280,22 +284,22 @@ class RunEngine:
               resent: bool = False, window: StartWindow | None = None) -> tuple[RunStart, float] | None:
         """POST the start: its answer and when the answered attempt went out; None when the answer
         was lost (then it is being reconciled). Ctrl-C during it leaves a lost start, then goes on."""
-        first = run.window_low if run.window_low is not None else time.time()
+        first = run.window_low if run.window_low is not None else self.clock.now()
         patience = time.monotonic() + RATE_LIMIT_PATIENCE
         while True:
-            sent_at = time.time()
+            sent_at = self.clock.now()
             try:
                 return self.client.start_technique_run(
                     tech.technique_id, run.workspace_id, run.inputs, idempotency_key=run.idempotency_key,
                     on_attempt=lambda at: self._extend_window(run, at),
                     on_unanswered=window.shrink if window is not None else None), sent_at
             except FloraConnectionError as exc:  # the server closed the connection: done with it
-                self.lost(run, exc, (first, time.time()))
+                self.lost(run, exc, (first, self.clock.now()))
             except FloraTimeout as exc:  # the server may still be working on it for a while
-                self.lost(run, exc, (first, time.time() + _read_timeout(self.client)))
+                self.lost(run, exc, (first, self.clock.now() + _read_timeout(self.client)))
             except RateLimitError as exc:
                 if _maybe_started(exc):
-                    self.lost(run, exc, (first, time.time()))
+                    self.lost(run, exc, (first, self.clock.now()))
                 elif keep_trying() if keep_trying is not None else time.monotonic() < patience:
                     self._hold_off(exc)  # the window keeps its start: a 5xx the client retried may have made the run
                     continue
@@ -304,15 +308,18 @@ class RunEngine:
                                  error_message="FLORA kept answering 429 (rate limited); this run was not started.")
                     raise
             except APIError as exc:
-                if _maybe_started(exc):
-                    self.lost(run, exc, (first, time.time()))
+                if isinstance(exc, IdempotencyDuplicateError):  # FLORA stored this key within its memory
+                    now = self.clock.now()
+                    self.lost(run, exc, (min(first, now - KEY_MEMORY), now))
+                elif _maybe_started(exc):
+                    self.lost(run, exc, (first, self.clock.now()))
                 else:
                     self.update(run, status=FAILED, error_code=exc.code, error_message=exc.message,
                                  charged_cost=0.0)
                     raise
             except BaseException as exc:  # Ctrl-C (or a bug) mid-POST: FLORA may still act on what was sent
                 if not self.closed:
-                    self.lost(run, exc, (first, time.time() + self.client.attempt_seconds))
+                    self.lost(run, exc, (first, self.clock.now() + self.client.attempt_seconds))
                 raise
             return None
 
@@ -325,7 +332,8 @@ class RunEngine:
     def lost(self, run: Run, exc: BaseException, window: tuple[float, float], grace: float | None = None) -> None:
         """FLORA may have created this run without our hearing of it: record the start's finite send
         window (a resumed start keeps it) and look for the run; never resend. ``grace``: see ``Poller.reconcile``."""
-        self.update(run, note=f"start answer lost: {type(exc).__name__}", error_code=LOST,
+        note = MADE_NOTE if isinstance(exc, IdempotencyDuplicateError) else f"start answer lost: {type(exc).__name__}"
+        self.update(run, note=note, error_code=LOST,
                      window_low=window[0], window_high=window[1],
                      error_message="The start's answer was lost; flora_nb is looking for the run on FLORA "
                                    "(it never starts a run twice).")
@@ -514,7 +522,11 @@ class RunEngine:
             high = row.window_high  # recorded when it was lost, or its last lease if its session died
         else:
             high = low + self._send_budget()  # a row from before windows were kept
-        return Start(row.local_id, low, high, canonical_json(row.inputs))
+        return Start(row.local_id, low, high, canonical_json(row.inputs), made=self._made(row))
+
+    def _made(self, row: LedgerRow) -> bool:
+        """Did FLORA say this start made a run (a duplicate-key answer to a resend, kept as an event)?"""
+        return any(e["note"] == MADE_NOTE for e in self.ledger.events(row.local_id))
 
     def _send_budget(self) -> float:
         """The longest one start can keep sending: every attempt, the waits between them, and FLORA's time."""
@@ -566,10 +578,8 @@ class RunEngine:
         row = self.ledger.get(run.local_id)
         if row is None or row.run_id is not None:
             return
-        self.update(
-            run, note="unconfirmed", error_code=UNCONFIRMED,
-            error_message=UNCONFIRMED_MESSAGE,
-        )
+        self.update(run, note="unconfirmed", error_code=UNCONFIRMED,
+                    error_message=MADE_MESSAGE if self._made(row) else UNCONFIRMED_MESSAGE)
 
     def known_run_ids(self) -> set[str]:
         """FLORA run ids some row of this endpoint already holds (any session)."""

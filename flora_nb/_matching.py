@@ -11,6 +11,9 @@ candidates. The rule, applied per connected group of (start, run) pairs that fit
 - a group with more runs than starts is left alone (a run we did not start is in it);
 - otherwise a run is bound to a start when every assignment that explains all the group's
   runs pairs them (an *exact* binding); a start that no such assignment gives a run made none;
+- a start FLORA said it made a run for (it answered a resend "duplicate key") never gets "none":
+  while some assignment leaves it without a run, its group waits (and is given up on, never
+  declared not received);
 - the starts left over can only be told apart as a group: the group's runs are bound to them in
   one consistent assignment, and each binding names its group (its pairing is unknown; when
   all the group's inputs are equal the inputs are right whatever the pairing).
@@ -35,6 +38,7 @@ class Start:
     low: float
     high: float
     inputs: str = "{}"  # canonical JSON: equal text, interchangeable starts
+    made: bool = False  # FLORA said this start made a run (a duplicate key): it never made none
 
 
 @dataclass(frozen=True)
@@ -114,11 +118,11 @@ def _decide(starts: list[Start], runs: list[Candidate], offset: tuple[float, flo
     matching = _cover(edges, {r.run_id for r in runs})
     if matching is None:
         return []  # no assignment explains every run: a run is not ours; decide nothing
-    exact: list[Start] = []
-    loose: list[Start] = []
-    for start in starts:
-        options = _options(start.local_id, edges, {r.run_id for r in runs})
-        (exact if len(options) == 1 else loose).append(start)
+    options = {s.local_id: _options(s.local_id, edges, {r.run_id for r in runs}) for s in starts}
+    if any(s.made and None in options[s.local_id] for s in starts):
+        return []  # a start FLORA made a run for might be left without one: wait, never say "not received"
+    exact = [s for s in starts if len(options[s.local_id]) == 1]
+    loose = [s for s in starts if len(options[s.local_id]) != 1]
     out = [Binding(s.local_id, matching.get(s.local_id)) for s in exact]
     if loose:
         same = len({s.inputs for s in loose}) == 1

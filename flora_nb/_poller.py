@@ -192,7 +192,7 @@ class Poller:
         It is given up on (``unconfirmed``) only ``grace`` seconds (the poller's unless given) after its
         window has closed; until then starts lost together are bound as a group only if nothing better comes.
         """
-        window_left = max(0.0, (run.window_high or 0.0) - time.time())
+        window_left = max(0.0, (run.window_high or 0.0) - self._client.clock.now())
         wait = self.grace if grace is None else min(grace, self.grace)
         with self._lock:
             self._intents[run.local_id] = _Intent(run, self._clock() + window_left + wait)
@@ -440,7 +440,7 @@ class Poller:
         self._forget_settled(group, {s.local_id for s in starts})
         if not starts:
             return
-        listed_at = time.time()
+        listed_at = self._client.clock.now()
         listed = self._history(workspace, technique, min(s.low for s in starts))
         self._worked()
         self._sharpen_clock(workspace)
@@ -481,8 +481,8 @@ class Poller:
         for _ in range(CLOCK_ROUNDS):
             if clock.width <= CLOCK_TARGET or self._stop.is_set():
                 break
-            for at in clock.probe_times(time.time(), CLOCK_PROBES):
-                if self._stop.wait(max(0.0, at - time.time())):
+            for at in clock.probe_times(clock.now(), CLOCK_PROBES):
+                if self._stop.wait(max(0.0, at - clock.now())):
                     return
                 self.stats.batch_requests += 1
                 self._client.request("GET", "/technique-runs", params={"workspace_id": workspace, "limit": 1},
