@@ -489,6 +489,11 @@ class RunEngine:
         for run in runs:
             run.apply_row(self._stored_row(run.local_id))
 
+    def reread(self, run: Run) -> None:
+        """Bring a handle up to date from the ledger (another session may have bound or finished its row);
+        a run another session bound is tracked here from now on."""
+        self.settled(run)
+
     def refresh(self, run: Run) -> None:
         """Poll FLORA for one run now and record what it says."""
         if run.id is None:
@@ -576,7 +581,8 @@ class RunEngine:
     def give_up(self, run: Run) -> None:
         """A lost start was not found within the grace period: say so, keep it for resume()."""
         row = self.ledger.get(run.local_id)
-        if row is None or row.run_id is not None:
+        if row is None or row.run_id is not None or row.status != STARTING:
+            self.settled(run)  # another session of this ledger bound it meanwhile: bring the handle up to date
             return
         self.update(run, note="unconfirmed", error_code=UNCONFIRMED,
                     error_message=MADE_MESSAGE if self._made(row) else UNCONFIRMED_MESSAGE)
