@@ -12,6 +12,7 @@ import logging
 import math
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -27,6 +28,7 @@ from ._errors import (
     InputError,
     InvalidResponseError,
     LedgerConflict,
+    LedgerError,
     RateLimitError,
     ServerError,
 )
@@ -112,6 +114,9 @@ class RunEngine:
         self._runs: dict[int, Run] = {}
         self._lock = threading.RLock()
         self._start_windows: dict[int, tuple[float, float]] = {}  # local id -> when its start was sent
+        # local id -> (changes, note): what FLORA answered that the ledger could not take yet (locked by
+        # another process): shown on the handle at once, written as soon as the ledger lets us.
+        self._kept: dict[int, tuple[dict[str, Any], str]] = {}
         self._windows: dict[tuple[str, str], StartWindow] = {}  # (workspace, technique) -> starts out at once
         self._budget_lock = threading.Lock()  # budget check + "starting": one start at a time; POSTs run in parallel
         self.poller = Poller(client, self, interval=poll_interval, grace=reconcile_grace)
@@ -123,6 +128,10 @@ class RunEngine:
         """Stop the poller; no start is sent after this (the facade closes client and ledger)."""
         self.closed = True
         self.poller.stop()
+        self.write_kept()  # a last try: answers the ledger refused while it was locked
+        if self._kept:
+            log.warning("flora_nb: %d run answer(s) could not be written to the ledger %s before closing; "
+                        "fl.resume() in a new session finds their runs", len(self._kept), self.ledger.path)
 
     @property
     def health(self) -> str:
@@ -252,9 +261,15 @@ class RunEngine:
                    "estimated_seconds": start.estimated_seconds, "project_id": start.project_id}
         if is_money(start.charged_cost) and tech.run_cost is None:
             changes["estimated_cost"] = start.charged_cost
-        self.update(run, note="started", **changes)
+        refused = self.keep(run, "started", changes)
         self._start_windows[run.local_id] = (sent_at, self.clock.now())
         self.poller.track(run)
+        if refused is not None:
+            raise LedgerError(
+                f"FLORA started run {start.run_id} (ledger row {run.local_id}) and may charge for it, but the ledger "
+                f"could not record it yet: {refused} flora_nb keeps the answer, writes it as soon as the ledger "
+                f"lets it and tracks the run meanwhile: fl.find_run({start.run_id!r}) is its handle. Do not start "
+                "it again: that would pay twice.") from refused
 
     def _window(self, workspace: str, technique_id: str) -> StartWindow:
         with self._lock:
@@ -489,6 +504,46 @@ class RunEngine:
         for run in runs:
             run.apply_row(self._stored_row(run.local_id))
 
+    def keep(self, run: Run, note: str, changes: Mapping[str, Any]) -> LedgerError | None:
+        """Write what FLORA answered for a run; if the ledger refuses it now (another process holds its lock
+        past the busy timeout), keep it: the handle shows it at once and ``write_kept`` writes it later.
+        Returns the refusal, or None when it was written."""
+        with self._lock:
+            waiting = run.local_id in self._kept
+        if not waiting:
+            try:
+                self.update(run, note=note, **changes)
+                return None
+            except LedgerError as exc:
+                refused = exc
+        else:
+            refused = LedgerError("an earlier answer for this run is still waiting for the ledger.")
+        with self._lock:
+            kept, first_note = self._kept.get(run.local_id, ({}, note))
+            self._kept[run.local_id] = ({**kept, **changes}, first_note)
+        run.apply_row(replace(run.snapshot, **changes, updated_at=time.time()))
+        return refused
+
+    def write_kept(self) -> None:
+        """Write the answers the ledger refused before, oldest first; stop at the first refusal (still locked)."""
+        with self._lock:
+            kept = sorted(self._kept.items())
+        for local_id, (changes, note) in kept:
+            try:
+                self.ledger.update(local_id, note=f"{note} (written late: the ledger was locked)", **changes)
+            except LedgerError:
+                return
+            with self._lock:
+                if self._kept.get(local_id, (None,))[0] is changes:
+                    del self._kept[local_id]
+            run = self._runs.get(local_id)
+            if run is not None:
+                run.apply_row(self._stored_row(local_id))
+
+    def kept_run_ids(self) -> set[str]:
+        with self._lock:
+            return {c["run_id"] for c, _ in self._kept.values() if c.get("run_id")}
+
     def reread(self, run: Run) -> None:
         """Bring a handle up to date from the ledger (another session may have bound or finished its row);
         a run another session bound is tracked here from now on."""
@@ -505,8 +560,14 @@ class RunEngine:
     def record(self, pairs: Sequence[tuple[Run, RunState]]) -> None:
         """Write what polls saw (one transaction), then update the Run handles."""
         self._learn_clock(pairs)
+        self.write_kept()
         batch = [(run, changes_for(run.snapshot, state)) for run, state in pairs]
         batch = [(run, ch) for run, ch in batch if ch]
+        with self._lock:
+            waiting = [(run, ch) for run, ch in batch if run.local_id in self._kept]
+        for run, ch in waiting:  # written after what is still waiting for the ledger, never before it
+            self.keep(run, "polled", ch)
+        batch = [(run, ch) for run, ch in batch if (run, ch) not in waiting]
         if not batch:
             return
         rows = self.ledger.write_back([(run.snapshot, ch) for run, ch in batch])  # rows as written: no read per run
@@ -516,8 +577,12 @@ class RunEngine:
 
     def unresolved_starts(self, workspace: str, technique: str) -> list[Start]:
         """Every start of this endpoint's ledger (any session, any process) not yet bound to a run."""
+        self.write_kept()
         now = time.time()
-        return [self._as_start(row, now) for row in self.ledger.open_starts(self.endpoint, workspace, technique)]
+        with self._lock:
+            answered = set(self._kept)  # their run is known here: never in flight, never a start to bind
+        rows = self.ledger.open_starts(self.endpoint, workspace, technique)
+        return [self._as_start(row, now) for row in rows if row.local_id not in answered]
 
     def _as_start(self, row: LedgerRow, now: float) -> Start:
         low = row.window_low if row.window_low is not None else self._began(row)
@@ -589,7 +654,7 @@ class RunEngine:
 
     def known_run_ids(self) -> set[str]:
         """FLORA run ids some row of this endpoint already holds (any session)."""
-        return self.ledger.known_run_ids(self.endpoint)
+        return self.ledger.known_run_ids(self.endpoint) | self.kept_run_ids()
 
     def clock_bounds(self) -> tuple[float, float] | None:
         """Bounds on the server's clock minus ours (None until learnt)."""
@@ -604,8 +669,10 @@ class RunEngine:
     def starts_in_flight(self, workspace: str, technique: str) -> bool:
         """Is any session (this one included) still waiting for a start's answer?"""
         now = time.time()
+        with self._lock:
+            answered = set(self._kept)
         rows = self.ledger.open_starts(self.endpoint, workspace, technique)
-        return any(row.error_code is None and _owner_busy(row, now) for row in rows)
+        return any(row.error_code is None and row.local_id not in answered and _owner_busy(row, now) for row in rows)
 
     def health_changed(self, health: str) -> None:
         """Poller sink: the health changed; tell the live displays of tracked runs (they read ``health``)."""
