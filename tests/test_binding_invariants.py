@@ -8,6 +8,7 @@ process of its own.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -233,3 +234,48 @@ def test_a_resumed_dead_start_followed_by_a_sweep_of_the_same_technique(tmp_path
         report = _settle(sim, ledger)
     assert report.ok, report
     assert report.rows == 13 and report.server_runs == 12 and report.not_received == 1
+
+
+# Two live kernels at once: several techniques, identical inputs repeated, mixed durations, 40% of answers lost.
+LIVE_KERNEL = textwrap.dedent("""
+    import json, sys
+    from flora_nb import Flora
+    key, base, ledger, tag = sys.argv[1:5]
+    fl = Flora(api_key=key, base_url=base, ledger_path=ledger, poll_interval=(0.02, 0.05), reconcile_grace=1.0)
+    fl.client.timeout = (1.0, 2.0)
+    print("ready", flush=True)
+    sys.stdin.readline()  # both kernels start sweeping at one signal
+    sweeps = [
+        fl.sweep("tech_a1poster", grid={"prompt": [f"{tag}-p{i}" for i in range(5)]}, repeat=2, max_concurrency=4),
+        fl.sweep("tech_h8jingle", grid={"prompt": ["same", "same again"]}, repeat=3, max_concurrency=3),
+        fl.sweep("tech_g7brandbook", grid={"brand_name": ["Acme"]}, repeat=3, max_concurrency=2),
+    ]
+    for sweep in sweeps:
+        sweep.wait(120)
+    stuck = [r.local_id for s in sweeps for r in s.runs if not r.done]
+    print(json.dumps({"sweeps_done": [s.done for s in sweeps], "stuck": stuck}), flush=True)
+    fl.close()
+""")
+
+
+def test_two_live_kernels_sweeping_several_techniques_with_lost_answers(tmp_path):
+    """No handle is left behind: each kernel's own sweeps and runs end done, whichever kernel bound them."""
+    ledger = tmp_path / "ledger.sqlite"
+    with SimProcess(speed=50.0, seed=11, faults={"latency": 0.01, "drop_rate": 0.4, "duration_jitter": 0.5}) as sim:
+        kernels = [subprocess.Popen([sys.executable, "-c", LIVE_KERNEL, sim.api_key, sim.base_url, str(ledger), tag],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for tag in ("a", "b")]
+        for kernel in kernels:
+            assert kernel.stdout.readline().strip() == "ready"
+        for kernel in kernels:
+            kernel.stdin.write("go\n")
+            kernel.stdin.flush()
+        results = [json.loads(kernel.stdout.readline()) for kernel in kernels]
+        for kernel in kernels:
+            kernel.wait(30)
+        stats = sim.stats()
+        report = _settle(sim, ledger)
+    assert stats["drops"] > 0, "some start answers were dropped"
+    for result in results:
+        assert result == {"sweeps_done": [True, True, True], "stuck": []}, result
+    assert report.ok, report
+    assert report.rows == 2 * (10 + 6 + 3) == report.server_runs
