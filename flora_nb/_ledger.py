@@ -9,8 +9,10 @@ ones. The API key is never stored.
 from __future__ import annotations
 
 import json
+import logging
 import operator
 import os
+import shlex
 import sqlite3
 import sys
 import threading
@@ -19,11 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from ._errors import LedgerConflict, LedgerError
+from ._errors import InputError, LedgerConflict, LedgerError
+from ._models import storable
 from ._paths import private_dir
+from ._validation import check_text, text_problem
 
 __all__ = ["COLUMNS", "PACKED", "PACKED_COLUMNS", "UPLOAD_COLUMNS", "Ledger", "LedgerRow", "canonical_json",
            "default_home", "default_ledger_path"]
+
+log = logging.getLogger("flora_nb.ledger")
 
 SCHEMA_VERSION = 6  # == len(_MIGRATIONS)
 
@@ -167,6 +173,9 @@ def default_ledger_path() -> Path:
     return default_home() / "ledger.sqlite"
 
 
+BUSY_SECONDS = 30.0  # how long a write waits for another session's (or process's) write to end
+
+
 @dataclass(slots=True)
 class LedgerRow:
     """One run as the ledger holds it (JSON columns decoded); slotted: a session keeps one per tracked run."""
@@ -238,18 +247,30 @@ class Ledger:
             raise LedgerError(f"the ledger {self.path} could not be opened: {exc.strerror or exc}; point the "
                               "session's ledger path, or FLORA_NB_HOME, at a file in a folder you can write.") from exc
         self._lock = threading.RLock()
+        self.rows_not_written = 0  # poll results write_back could not store even row by row (logged)
         try:
-            self._db = sqlite3.connect(str(self.path), timeout=30.0, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA busy_timeout=30000")
-            _use_wal(self._db)
-            self._db.execute("PRAGMA synchronous=NORMAL")
-        except sqlite3.Error as exc:  # not a database, unreadable, on a full disk
+            self._db = sqlite3.connect(str(self.path), timeout=BUSY_SECONDS, check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as exc:
             raise _failure(exc, "opened", self.path) from exc
         try:
+            self._prepare()
             self._migrate()
-        except BaseException:  # refused (a newer schema) or failed: leave no connection open
+        except BaseException:  # damaged, refused (a newer schema) or failed: leave no connection open
             self._db.close()
             raise
+
+    def _prepare(self) -> None:
+        """WAL, patience with other sessions, and a check of every page before anything is written."""
+        try:
+            self._db.execute(f"PRAGMA busy_timeout={int(BUSY_SECONDS * 1000)}")
+            _use_wal(self._db)
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            # A damaged page would otherwise surface mid-session, after runs were started (0.25 s per 100k runs).
+            found = [row[0] for row in self._db.execute("PRAGMA quick_check")]
+        except sqlite3.Error as exc:  # not a database, damaged, unreadable, on a full disk
+            raise _failure(exc, "opened", self.path) from exc
+        if found != ["ok"]:
+            raise _damaged(self.path, "; ".join(found[:3]), "opened")
 
     @staticmethod
     def _create_private(path: Path) -> None:
@@ -274,8 +295,8 @@ class Ledger:
 
     # ------------------------------------------------------------------ writing
 
-    def _write(self) -> _Transaction:
-        return _Transaction(self._db, self._lock, self.path)
+    def _write(self, raw_values: bool = False) -> _Transaction:
+        return _Transaction(self._db, self._lock, self.path, raw_values)
 
     def _read(self) -> _Read:
         return _Read(self._db, self._lock, self.path)
@@ -293,13 +314,9 @@ class Ledger:
         """
         now = time.time()
         ids = []
+        rows = [_intent_values(intent) for intent in intents]  # every one checked before any is written
         with self._write() as db:
-            for intent in intents:
-                unknown = set(intent) - _UPDATABLE - {"endpoint", "idempotency_key"}
-                if unknown:
-                    raise ValueError(f"not ledger columns: {sorted(unknown)}")
-                values = {"status": "starting", "inputs": {}, "labels": {}, **intent}
-                values = {k: (_dumps(v) if k in _JSON_COLUMNS else v) for k, v in values.items()}
+            for values in rows:
                 values.update(intent_at=now, updated_at=now)
                 names = ", ".join(values)
                 cur = db.execute(f"INSERT INTO runs ({names}) VALUES ({','.join('?' * len(values))})",
@@ -328,11 +345,35 @@ class Ledger:
         One query reads what each row is now (in the same transaction); rows changing the same
         columns are written by one ``executemany``. A row that is still the one given (the same
         ``updated_at`` and the columns other writers change) is derived from it in Python; only a
-        row someone else wrote meanwhile is read back whole.
+        row someone else wrote meanwhile is read back whole. If a value SQLite cannot take fails the
+        batch, the rows are written one by one (``_write_back_each``): one bad row never blocks a batch.
         """
+        try:
+            return self._write_back(changes)
+        except Exception as exc:
+            if not _bad_value(exc):
+                raise
+        return self._write_back_each(changes)
+
+    def _write_back_each(self, changes: Sequence[tuple[LedgerRow, Mapping[str, Any]]]) -> dict[int, LedgerRow]:
+        """``write_back`` one row at a time, text made storable (U+FFFD): one bad row never blocks the others.
+        A row SQLite still refuses is left as it was, counted in ``rows_not_written`` and logged."""
+        found: dict[int, LedgerRow] = {}
+        for old, fields in changes:
+            try:
+                found.update(self._write_back([(old, storable(dict(fields)))]))
+            except Exception as exc:
+                if not _bad_value(exc):
+                    raise
+                self.rows_not_written += 1
+                log.warning("flora_nb: run %s: a poll's result could not be stored in %s (%s)", old.run_id or
+                            old.local_id, self.path, exc)
+        return found
+
+    def _write_back(self, changes: Sequence[tuple[LedgerRow, Mapping[str, Any]]]) -> dict[int, LedgerRow]:
         now, known = time.time(), {old.local_id: old for old, _ in changes}
         found: dict[int, LedgerRow] = {}
-        with self._write() as db:
+        with self._write(raw_values=True) as db:
             ids = list(known)
             current = dict(_select_in(db, _VERSION_SQL, ids, lambda r: (r[0], r[1:])))
             if len(ids) < len(changes):  # a row changed twice in one batch: in order, and read back whole
@@ -352,6 +393,7 @@ class Ledger:
 
     def set_rating(self, local_id: int, rating: float | None, note: str | None) -> None:
         """Store the user's rating and note of a run; no status event, no other column touched."""
+        check_text("the note", note)
         with self._write() as db:
             cur = db.execute("UPDATE runs SET rating = ?, note = ?, updated_at = ? WHERE local_id = ?",
                              (rating, note, time.time(), local_id))
@@ -360,7 +402,7 @@ class Ledger:
 
     def remember_upload(self, **upload: Any) -> None:
         """Record (or replace) the asset a content hash became on an endpoint and workspace."""
-        values = tuple(upload[name] for name in UPLOAD_COLUMNS)
+        values = tuple(storable(upload[name]) for name in UPLOAD_COLUMNS)  # a file name may hold surrogate escapes
         with self._write() as db:
             db.execute(f"INSERT OR REPLACE INTO uploads ({', '.join(UPLOAD_COLUMNS)}) "
                        f"VALUES ({','.join('?' * len(UPLOAD_COLUMNS))})", values)
@@ -459,6 +501,7 @@ class Ledger:
     def set_spend_limit(self, endpoint: str, usd: float | None, period: str | None, technique_id: str | None) -> None:
         """Set (or with ``usd=None`` remove) the limit of one scope."""
         key = (endpoint, technique_id or "", period or "")
+        check_text("the technique", technique_id)
         with self._write() as db:
             if usd is None:
                 db.execute("DELETE FROM spend_limits WHERE endpoint = ? AND technique_id = ? AND period = ?", key)
@@ -496,6 +539,7 @@ class Ledger:
 
     def add_sweep(self, **sweep: Any) -> None:
         """Record a sweep's plan (``plan`` is a JSON-able dict) before any of its runs is queued."""
+        check_text("the sweep's labels", (sweep.get("plan") or {}).get("labels"))
         values = {**sweep, "plan": _dumps(sweep.get("plan") or {})}
         names = ", ".join(values)
         with self._write() as db:
@@ -611,8 +655,9 @@ class Ledger:
 class _Read:
     """``with`` block holding the ledger lock for reads; a SQLite failure becomes a ``LedgerError``."""
 
-    def __init__(self, db: sqlite3.Connection, lock: threading.RLock, path: Path):
+    def __init__(self, db: sqlite3.Connection, lock: threading.RLock, path: Path, raw_values: bool = False):
         self.db, self.lock, self.path = db, lock, path
+        self.raw_values = raw_values  # a value SQLite cannot take is raised as it is (write_back handles it)
 
     def __enter__(self) -> sqlite3.Connection:
         self.lock.acquire()
@@ -620,8 +665,7 @@ class _Read:
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, *rest: Any) -> None:
         self.lock.release()
-        if isinstance(exc, sqlite3.Error):
-            raise _failure(exc, "read", self.path) from exc
+        _translate(exc, "read", self.path, self.raw_values)
 
 
 class _Transaction(_Read):
@@ -645,10 +689,44 @@ class _Transaction(_Read):
             raise _failure(failure, "written", self.path) from failure
         finally:
             self.lock.release()
-        if isinstance(exc, sqlite3.IntegrityError):  # the ledger says which rule, never a raw sqlite3 error
-            raise LedgerConflict(f"ledger rule broken: {exc}") from exc
-        if isinstance(exc, sqlite3.Error):
-            raise _failure(exc, "written", self.path) from exc
+        _translate(exc, "written", self.path, self.raw_values)
+
+
+def _translate(exc: BaseException | None, doing: str, path: Path, raw_values: bool) -> None:
+    """Raise the ledger's own error for what failed in a ``with`` block; anything else goes on as it is."""
+    if exc is None or (raw_values and _bad_value(exc)):
+        return
+    if isinstance(exc, sqlite3.IntegrityError):  # the ledger says which rule, never a raw sqlite3 error
+        raise LedgerConflict(f"ledger rule broken: {exc}") from exc
+    if isinstance(exc, sqlite3.Error):
+        raise _failure(exc, doing, path) from exc
+    problem = text_problem(ascii(exc.object[:60]), exc.object) if isinstance(exc, UnicodeEncodeError) else None
+    if problem:  # text a caller gave (a filter, a name) that UTF-8 cannot hold: never a raw UnicodeEncodeError
+        raise InputError(f"{problem}; the ledger was not changed.") from exc
+
+
+def _bad_value(exc: BaseException) -> bool:
+    """A value SQLite cannot take (text UTF-8 cannot hold, an int too large, an unsupported type): a row's fault."""
+    return isinstance(exc, (UnicodeError, OverflowError, sqlite3.InterfaceError)) or (
+        isinstance(exc, sqlite3.ProgrammingError) and str(exc).startswith("Error binding parameter"))
+
+
+def _intent_values(intent: Mapping[str, Any]) -> dict[str, Any]:
+    """An intent's column values (JSON columns as text); user text UTF-8 cannot hold is an ``InputError``."""
+    unknown = set(intent) - _UPDATABLE - {"endpoint", "idempotency_key"}
+    if unknown:
+        raise ValueError(f"not ledger columns: {sorted(unknown)}")
+    values = {"status": "starting", "inputs": {}, "labels": {}, **intent}
+    values = {k: (_dumps(v) if k in _JSON_COLUMNS else storable(v)) for k, v in values.items()}
+    for name in _USER_TEXT:
+        # JSON text is ASCII: "\ud" starts any character past U+FFFF (or a lone surrogate): only then look closer.
+        if name in intent and (name not in _JSON_COLUMNS or "\\ud" in values[name]):
+            check_text(name, intent[name])
+    return values
+
+
+# What a user gives that an intent keeps: refused when UTF-8 cannot hold it (the rest is made storable).
+_USER_TEXT = ("inputs", "labels", "workspace_id")
 
 
 def _use_wal(db: sqlite3.Connection, patience: float = 30.0) -> None:
@@ -670,11 +748,26 @@ def _failure(exc: sqlite3.Error, doing: str, path: Path) -> LedgerError:
     if isinstance(exc, sqlite3.ProgrammingError) and "closed" in str(exc):
         return LedgerError(f"the ledger {path} could not be {doing}: its session was closed; "
                            "connect a new session to use it again.")
-    if "not a database" in str(exc):
-        return LedgerError(f"{path} is not a flora_nb ledger (not a SQLite database); move it away or choose "
-                           "another file as the session's ledger path (or FLORA_NB_HOME).")
+    name = getattr(exc, "sqlite_errorname", "")  # Python 3.11+; the message otherwise
+    if name == "SQLITE_NOTADB" or "not a database" in str(exc):
+        return _damaged(path, "SQLite cannot read it as a database: a damaged ledger, or another kind of file",
+                        doing, head=f"{path} is not a flora_nb ledger")
+    if name.startswith("SQLITE_CORRUPT") or "malformed" in str(exc):
+        return _damaged(path, str(exc), doing)
     return LedgerError(f"the ledger {path} could not be {doing}: {exc}. Check that the file and its folder are "
                        "writable and the disk is not full; other sessions on it wait up to 30 s for each other.")
+
+
+def _damaged(path: Path, detail: str, doing: str, head: str = "") -> LedgerError:
+    """The error for a damaged ledger file: what it is, where, and what to do (never "is the disk full?")."""
+    done = ("nothing was started or sent" if doing == "opened" else
+            f"it could not be {doing}; close the session (fl.close()) before anything else")
+    quoted, rescued = shlex.quote(str(path)), shlex.quote(str(path.with_name(path.stem + "-recovered.sqlite")))
+    return LedgerError(
+        f"{head or f'the ledger {path} is damaged'} ({detail}); {done}. To go on: move the file aside (with any "
+        f"{path.name}-wal and {path.name}-shm beside it) and a new, empty ledger starts there; or restore a copy "
+        f"from a backup; or rescue what SQLite can still read with  sqlite3 {quoted} .recover | sqlite3 {rescued}  "
+        "and pass that file as the session's ledger path (ledger_path=...), or put it where the damaged one was.")
 
 
 def _summaries(plans: dict[str, dict[str, Any]], runs: Sequence[tuple[Any, ...]]) -> list[dict[str, Any]]:
@@ -799,7 +892,8 @@ def _apply(db: sqlite3.Connection, local_id: int, fields: Mapping[str, Any], now
     unknown = set(fields) - _UPDATABLE
     if unknown:
         raise ValueError(f"not ledger columns: {sorted(unknown)}")
-    values = {k: (_dumps(v) if k in _JSON_COLUMNS else v) for k, v in fields.items()}
+    # Text here is the server's or flora_nb's own (user text is checked where it enters): made storable.
+    values = {k: (_dumps(v) if k in _JSON_COLUMNS else storable(v)) for k, v in fields.items()}
     values["updated_at"] = now
     if before is _UNREAD:  # (status, charged_cost) before this change, unless the caller read a batch at once
         before = db.execute("SELECT status, charged_cost FROM runs WHERE local_id = ?", (local_id,)).fetchone()

@@ -26,8 +26,10 @@ __all__ = [
     "Technique",
     "TechniqueInput",
     "Workspace",
+    "lone_surrogate",
     "parse_timestamp",
     "snake_keys",
+    "storable",
 ]
 
 log = logging.getLogger("flora_nb.models")
@@ -35,6 +37,32 @@ log = logging.getLogger("flora_nb.models")
 RunStatus = Literal["pending", "running", "completed", "failed"]
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
+# Half of a UTF-16 pair, alone: JSON may spell one ("\\ud800") and Python keeps it in a str, but no
+# UTF-8 text (the ledger, a request body, a file) can hold it. A valid pair is one character once parsed.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def lone_surrogate(value: Any) -> str | None:
+    """The first lone surrogate in ``value``'s text (in lists and dicts too, keys included), or None."""
+    if isinstance(value, str):
+        found = None if value.isascii() else _SURROGATE.search(value)
+        return found.group() if found else None
+    if isinstance(value, Mapping):
+        value = [*value.keys(), *value.values()]
+    if isinstance(value, (list, tuple)):
+        return next((s for s in map(lone_surrogate, value) if s is not None), None)
+    return None
+
+
+def storable(value: Any) -> Any:
+    """``value`` with every lone surrogate in its text (in lists and dicts too) made U+FFFD: text UTF-8 holds."""
+    if isinstance(value, str):
+        return value if value.isascii() else _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [storable(v) for v in value]
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    return value
 
 
 def _snake(name: str) -> str:
@@ -129,7 +157,7 @@ def _text(d: Mapping[str, Any], name: str, where: str = "", default: str | None 
         return default
     if not isinstance(value, str):
         raise _invalid(f"{where}{name}", "is not a string", value)
-    return value
+    return storable(value)  # server text is kept, made storable where it is parsed
 
 
 def _ident(d: Mapping[str, Any], names: tuple[str, ...], where: str, required: bool = True) -> str:
@@ -161,7 +189,7 @@ def _items(value: Any, field: str) -> list[Any]:
 
 def _split(data: Any, known: tuple[str, ...], where: str = "answer") -> tuple[dict[str, Any], dict[str, Any]]:
     norm = snake_keys(_mapping(data, where))
-    extra = {k: v for k, v in norm.items() if k not in known}
+    extra = {storable(k): storable(v) for k, v in norm.items() if k not in known}
     return norm, extra
 
 
@@ -329,8 +357,40 @@ def _technique_ref(d: Mapping[str, Any], where: str) -> tuple[str | None, str | 
     return _ident(d, ("technique_id",), where, required=False) or None, None
 
 
-def _outputs(value: Any) -> tuple[Output, ...]:
-    return tuple(Output.from_api(o, f"outputs[{n}]") for n, o in enumerate(_items(value, "outputs")))
+def _outputs(value: Any) -> tuple[tuple[Output, ...], tuple[str, ...]]:
+    """A run's outputs, and what was wrong with any malformed entry: one bad output never rejects the
+    run (its status and charge matter more), it is kept with a marked id or dropped, and said so."""
+    kept: list[Output] = []
+    problems: list[str] = []
+    for n, item in enumerate(_items(value, "outputs")):
+        output, problem = _output(item, f"outputs[{n}]")
+        if output is not None:
+            kept.append(output)
+        if problem:
+            problems.append(problem)
+    return tuple(kept), tuple(problems)
+
+
+def _output(item: Any, where: str) -> tuple[Output | None, str | None]:
+    """One output entry, else the same entry with its id marked (an id is only a label), else nothing."""
+    try:
+        return Output.from_api(item, where), None
+    except InvalidResponseError as exc:
+        problem = exc.message
+    try:
+        d = snake_keys(_mapping(item, where))
+        marked = Output.from_api({**d, "output_id": _marked_id(d), "id": None}, where)
+    except InvalidResponseError as worse:  # not only its id: nothing of it can be used
+        return None, f"{worse.message} That output was dropped."
+    return marked, f"{problem} That output was kept as {marked.output_id!r}."
+
+
+def _marked_id(d: Mapping[str, Any]) -> str:
+    """An output's id made printable (U+FFFD for what is not) and short; "" for what is not text at all."""
+    value = d.get("output_id") if d.get("output_id") not in (None, "") else d.get("id")
+    if not isinstance(value, str):
+        return ""
+    return "".join(c if c.isprintable() else "\ufffd" for c in value[:256])
 
 
 @dataclass(frozen=True)
@@ -385,6 +445,7 @@ class RunState:
     workspace_id: str | None = None
     technique_id: str | None = None
     technique_name: str | None = None
+    problems: tuple[str, ...] = ()  # what was wrong with parts FLORA sent that were dropped or marked
     extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -398,8 +459,12 @@ class RunState:
                  "outputs", "poll_url", "project_id", "workspace_id", "technique")
         d, extra = _split(data, known, "run")
         tech_id, tech_name = _technique_ref(d, "")
+        run_id = _ident(d, ("run_id", "technique_run_id", "id"), "")
+        outputs, problems = _outputs(d.get("outputs"))
+        if problems:  # logged, never printed: the flora_nb logger has only a NullHandler
+            log.warning("flora_nb: run %s: %s", run_id, " ".join(problems))
         return cls(
-            run_id=_ident(d, ("run_id", "technique_run_id", "id"), ""),
+            run_id=run_id,
             status=(_text(d, "status") or "pending").lower(),
             progress=_number(d, "progress", "") or 0.0,
             created_at=parse_timestamp(d.get("created_at"), "created_at"),
@@ -408,12 +473,13 @@ class RunState:
             charged_cost=_charge(d.get("charged_cost")),
             error_code=_text(d, "error_code", default=None),
             error_message=_text(d, "error_message", default=None),
-            outputs=_outputs(d.get("outputs")),
+            outputs=outputs,
             poll_url=_text(d, "poll_url", default=None) or None,
             project_id=_ident(d, ("project_id",), "", required=False) or None,
             workspace_id=_ident(d, ("workspace_id",), "", required=False) or None,
             technique_id=tech_id,
             technique_name=tech_name,
+            problems=problems,
             extra=extra,
         )
 

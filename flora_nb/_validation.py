@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
+from ._errors import InputError
 from ._files import file_problem, local_path
-from ._models import Technique
+from ._models import Technique, lone_surrogate
 
-__all__ = ["check_inputs", "looks_like_url_or_asset"]
+__all__ = ["check_inputs", "check_text", "looks_like_url_or_asset", "text_problem"]
 
 _URL_TYPES = frozenset({"imageUrl", "videoUrl", "audioUrl", "documentUrl"})
 
@@ -50,7 +51,7 @@ def _value_problem(name: str, kind: str, value: Any, required: bool) -> str | No
     if kind in _URL_TYPES and not looks_like_url_or_asset(value):
         return (f"input {name!r} ({kind}) must be an http(s) URL, an asset_ id or the path of an existing "
                 f"local file, got {value!r}")
-    return None
+    return text_problem(f"input {name!r}", value)  # sent to FLORA as it is: refused, never changed
 
 
 def _non_string_problem(input_id: str, input_type: str, value: Any) -> str | None:
@@ -61,3 +62,24 @@ def _non_string_problem(input_id: str, input_type: str, value: Any) -> str | Non
             return f"input {input_id!r} is {value!r}; send a finite number or a string"
         return None
     return f"input {input_id!r} ({input_type}) must be a string, got {type(value).__name__}"
+
+
+def text_problem(what: str, value: Any) -> str | None:
+    """Why ``value`` (text, or lists and dicts of it) is not text flora_nb can store or send, or None.
+
+    A lone surrogate (``"\\ud800"``) is a valid Python ``str`` but no UTF-8 text: user text holding one
+    is refused, never changed behind the user's back (server text is made storable instead, U+FFFD).
+    """
+    found = lone_surrogate(value)
+    if found is None:
+        return None
+    return (f"{what} holds {found!a}, half of a UTF-16 surrogate pair on its own: not text the ledger or "
+            "FLORA can take. Remove it, or decode the source with errors='replace' (bytes decoded with "
+            "errors='surrogateescape' and some copy-pastes leave such characters)")
+
+
+def check_text(what: str, value: Any) -> None:
+    """Refuse (``InputError``, before it is stored) user text the ledger cannot store."""
+    problem = text_problem(what, value)
+    if problem:
+        raise InputError(f"{problem}. Nothing was stored and no run was started.")
