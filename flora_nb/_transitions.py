@@ -42,6 +42,8 @@ def changes_for(row: LedgerRow, state: RunState) -> dict[str, Any]:
         new["error_message"] = state.error_message or row.error_message
     if state.outputs and agrees:
         new["outputs"] = [{"output_id": o.output_id, "type": o.type, "url": o.url} for o in state.outputs]
+    if state.problems and agrees and status != "failed":  # said on the run: its outputs are not all as FLORA sent them
+        new["error_message"] = "Some outputs FLORA sent were malformed: " + " ".join(state.problems)
     for name in ("poll_url", "project_id"):
         if getattr(row, name) is None and getattr(state, name):
             new[name] = getattr(state, name)

@@ -44,6 +44,7 @@ def test_a_run_with_one_malformed_output_keeps_its_status_and_charge(api, tmp_pa
                                                                                  ("img\ufffdnul", "b.png")]
         stored = fl.ledger.get(run.local_id)
         assert (stored.status, stored.charged_cost, len(stored.outputs)) == ("completed", 0.25, 2)
+        assert run.error_message.startswith("Some outputs FLORA sent were malformed") and "img" in run.error_message
         saved = run.outputs[1].save(tmp_path)  # the marked id still names a safe file in the folder
         assert saved.parent == tmp_path and "\x00" not in saved.name and saved.read_bytes() == b"\x89PNG fake"
         state = fl.client.get_run(run.id)  # what the poll parsed says what it dropped and marked

@@ -15,7 +15,6 @@ import pytest
 
 import flora_nb as fnb
 from flora_nb import Flora
-from flora_nb._errors import LedgerError
 from flora_nb._ledger import Ledger
 from flora_nb.sim import Faults, FloraSimulator
 from tests.invariants import check
@@ -64,7 +63,7 @@ def test_an_answer_the_locked_ledger_refuses_is_kept_written_and_tracked(tmp_pat
                    poll_interval=(0.02, 0.05), reconcile_grace=1.0) as fl:
             tech = fl.technique(POSTER)
             monkeypatch.setattr(fnb.FloraClient, "_send_once", lock_while_answered)
-            with pytest.raises(LedgerError) as caught:
+            with pytest.raises(fnb.LedgerError) as caught:
                 fl.run(tech.technique_id, {"prompt": "locked"})
             monkeypatch.setattr(fnb.FloraClient, "_send_once", send_once)
             (record,) = sim.run_records()

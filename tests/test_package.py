@@ -10,7 +10,7 @@ import flora_nb
 PUBLIC = [
     "APIError", "Asset", "AuthenticationError", "BudgetExceededError", "ConfigError", "ConfirmationRequired", "Flora", "FloraClient",
     "FloraConnectionError", "FloraError", "FloraTimeout", "Form", "IdempotencyDuplicateError", "InputError",
-    "InsufficientCreditsError", "InvalidResponseError", "NotFoundError", "Output", "PermissionDeniedError",
+    "InsufficientCreditsError", "InvalidResponseError", "LedgerError", "NotFoundError", "Output", "PermissionDeniedError",
     "RateLimitError",
     "Run", "RunFailedError", "RunOutput", "RunStart", "RunState", "ServerError", "StartUnconfirmedError", "Sweep", "Technique", "TechniqueInput",
     "UnsafeURLError", "ValidationError", "Workspace", "__version__", "session",
