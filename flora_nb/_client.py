@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import functools
+import json
 import logging
 import math
 import mimetypes
@@ -54,6 +55,9 @@ MAX_UPLOAD_BYTES = 4 * 1024 * 1024
 MAX_ANSWER_BYTES = 16 * 1024 * 1024  # no FLORA answer is near this; a bigger one is not FLORA
 MAX_MEDIA_BYTES = 4 * 1024**3
 MAX_PAGES = 1000  # 100,000 runs of history at 100 a page
+MAX_LISTING_SECONDS = 300.0  # one listing, all its pages: a server that pages on and on is stopped
+# How list items are told apart when a page may repeat earlier ones (anything else: by its whole JSON).
+_ITEM_IDS = ("run_id", "technique_id", "asset_id", "workspace_id", "id")
 MAX_REDIRECTS = 5  # media only: API calls never follow a redirect
 HIDDEN = "<hidden>"
 _RETRY_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
@@ -152,6 +156,7 @@ class FloraClient:
         self.deadline = float(deadline)
         self.poll_deadline = min(self.deadline, POLL_DEADLINE)
         self.max_pages = MAX_PAGES
+        self.max_listing_seconds = MAX_LISTING_SECONDS
         self.max_answer_bytes = MAX_ANSWER_BYTES
         self.invalid_answers = 0  # malformed items skipped in list pages (shown by Flora.status())
         self.last_invalid: str | None = None
@@ -282,16 +287,16 @@ class FloraClient:
         return state
 
     def technique_runs(self, page_size: int = _PAGE_LIMIT, *, max_pages: int | None = None,
-                       **filters: Any) -> Iterator[RunState]:
+                       retries: int | None = None, **filters: Any) -> Iterator[RunState]:
         """Technique run history, newest first, across all pages (stop iterating to stop paging).
 
         Filters: ``workspace_id``, ``project_id``, ``technique_id``, ``status``. Malformed items
-        are skipped and counted in ``invalid_answers``.
+        are skipped and counted in ``invalid_answers``. ``retries``: per page (``max_retries`` unless given).
         """
         params = {k: v for k, v in filters.items() if v is not None}
         params["limit"] = page_size
         pages = self.paginate("/technique-runs", "technique_runs", params, max_pages=max_pages,
-                              deadline=self.poll_deadline)
+                              deadline=self.poll_deadline, retries=retries)
         yield from self._valid(pages, RunState.from_api)
 
     def _valid(self, items: Iterable[Any], parse: Callable[[Any], _T]) -> Iterator[_T]:
@@ -432,16 +437,23 @@ class FloraClient:
     # ----------------------------------------------------------------- plumbing
 
     def paginate(self, path: str, items_key: str, params: Mapping[str, Any] | None = None, *,
-                 max_pages: int | None = None, deadline: float | None = None) -> Iterator[Any]:
+                 max_pages: int | None = None, deadline: float | None = None, retries: int | None = None,
+                 max_seconds: float | None = None, clock: Callable[[], float] = time.monotonic) -> Iterator[Any]:
         """Follow ``meta.next_cursor`` page by page, yielding raw items.
 
-        Stops with ``InvalidResponseError`` on a cursor seen before or past ``max_pages`` pages
-        (default ``self.max_pages``): a server must not make a client page forever.
+        A server must not make a client page forever: ``InvalidResponseError`` on a cursor seen before,
+        on a page that brings no item not seen before, past ``max_pages`` pages (default
+        ``self.max_pages``), or when the listing takes longer than ``max_seconds`` (default
+        ``self.max_listing_seconds``, on ``clock``).
         """
         query = {k: v for k, v in (params or {}).items() if v is not None}
-        cap, seen = max_pages or self.max_pages, set()
+        cap = max_pages or self.max_pages
+        seen: set[str] = set()  # cursors
+        known: set[str] = set()  # items, by _item_id
+        limit = self.max_listing_seconds if max_seconds is None else max_seconds
+        ends = clock() + limit
         for page in range(1, cap + 1):
-            body = self.request("GET", path, params=query, deadline=deadline)
+            body = self.request("GET", path, params=query, deadline=deadline, retries=retries)
             items = _list(body, items_key)
             yield from items
             meta = body.get("meta")
@@ -449,14 +461,20 @@ class FloraClient:
             if not items or not cursor:
                 return
             if not isinstance(cursor, str) or cursor in seen:
-                raise InvalidResponseError(
-                    f"GET {path}: FLORA sent the page cursor {_shown_url(cursor)} again; stopped paging "
-                    f"after {page} pages (the pages would never end).", field="meta.next_cursor", status=200)
+                raise _endless(path, f"FLORA sent the page cursor {_shown_url(cursor)} again; stopped paging "
+                                     f"after {page} pages (the pages would never end).")
+            fresh = {_item_id(item) for item in items} - known
+            if not fresh:  # a new cursor to the same items again: it would never end either
+                raise _endless(path, f"page {page} brought nothing not seen before, yet FLORA sent a next "
+                                     f"page cursor; stopped paging after {page} pages (the pages would never end).")
+            if clock() >= ends:
+                raise _endless(path, f"still paging after {limit:g} s ({page} pages); stopped paging. Narrow the "
+                                     "filters (workspace, technique, status) or raise client.max_listing_seconds.")
+            known |= fresh
             seen.add(cursor)
             query = {**query, "cursor": cursor}
-        raise InvalidResponseError(
-            f"GET {path}: more than {cap} pages; stopped paging. Narrow the filters (workspace, technique, "
-            "status) or raise client.max_pages.", field="meta.next_cursor", status=200)
+        raise _endless(path, f"more than {cap} pages; stopped paging. Narrow the filters (workspace, technique, "
+                             "status) or raise client.max_pages.")
 
     def request(
         self,
@@ -469,10 +487,12 @@ class FloraClient:
         data: Any = None,
         idempotency_key: str | None = None,
         deadline: float | None = None,
+        retries: int | None = None,
         on_attempt: Callable[[float], None] | None = None,
         on_unanswered: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
-        """Send one API request (with retries) and return its JSON body; raise on errors.
+        """Send one API request (with retries, ``self.max_retries`` unless given) and return its JSON
+        body; raise on errors.
 
         Redirects are not followed: a 3xx is an ``InvalidResponseError`` saying where it pointed.
         """
@@ -480,7 +500,7 @@ class FloraClient:
         url = self._absolute(path_or_url)
         response = self._send_with_retries(method, url, kwargs, idempotency_key=idempotency_key,
                                            deadline=deadline or self.deadline, cap=self.max_answer_bytes,
-                                           on_attempt=on_attempt, on_unanswered=on_unanswered)
+                                           retries=retries, on_attempt=on_attempt, on_unanswered=on_unanswered)
         if response.is_redirect or 300 <= response.status_code < 400:
             where = self._scrub(response.headers.get("location") or "nowhere")
             error = InvalidResponseError(
@@ -515,11 +535,12 @@ class FloraClient:
 
     def _send_with_retries(
         self, method: str, url: str, kwargs: dict, *, idempotency_key: str | None, throttled: bool = True,
-        on_attempt: Callable[[float], None] | None = None, on_unanswered: Callable[[], None] | None = None,
-        **opts: Any,
+        retries: int | None = None, on_attempt: Callable[[float], None] | None = None,
+        on_unanswered: Callable[[], None] | None = None, **opts: Any,
     ) -> requests.Response:
         # A POST is only safe to repeat because the server dedupes it by its idempotency key.
         retryable = method.upper() in ("GET", "HEAD") or bool(idempotency_key)
+        most = self.max_retries if retries is None else max(0, retries)
         attempt, unanswered = 0, False
         cancel = getattr(self._local, "cancel", None)
         while True:
@@ -534,7 +555,7 @@ class FloraClient:
             except (FloraConnectionError, FloraTimeout) as exc:
                 if on_unanswered is not None:
                     on_unanswered()
-                if not retryable or attempt >= self.max_retries or (cancel is not None and cancel.is_set()):
+                if not retryable or attempt >= most or (cancel is not None and cancel.is_set()):
                     raise
                 unanswered = True
                 wait = self._backoff(attempt)
@@ -542,7 +563,7 @@ class FloraClient:
             else:
                 # An attempt that got no answer may have been acted on: the final error must say so.
                 response.flora_unanswered_attempt = unanswered  # type: ignore[attr-defined]
-                if response.status_code not in _RETRY_STATUSES or not retryable or attempt >= self.max_retries:
+                if response.status_code not in _RETRY_STATUSES or not retryable or attempt >= most:
                     return response
                 wait = self._retry_wait(response, attempt)
                 log.info("flora_nb: %s %s -> %d; retry %d in %.2fs", method, _path(url), response.status_code, attempt + 1, wait)
@@ -735,6 +756,21 @@ def _read_body(response: requests.Response, cap: int, sink: IO[bytes] | None, me
     response._content = b"".join(chunks)
     response._content_consumed = True  # type: ignore[attr-defined]
     response.flora_size = size  # type: ignore[attr-defined]
+
+
+def _endless(path: str, why: str) -> InvalidResponseError:
+    """The one error of a listing that would not end (so the poller can fall back to single polls)."""
+    return InvalidResponseError(f"GET {path}: {why}", field="meta.next_cursor", status=200)
+
+
+def _item_id(item: Any) -> str:
+    """What tells one list item from another: its id, else its whole JSON."""
+    if isinstance(item, dict):
+        for key in _ITEM_IDS:
+            value = item.get(key)
+            if isinstance(value, str) and value:
+                return f"{key}={value}"
+    return json.dumps(item, sort_keys=True, default=str)
 
 
 def _list(body: dict[str, Any], key: str) -> list[Any]:
