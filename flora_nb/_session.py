@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ._form import Form
+    from ._sweep_plan import SweepPlan
     from .sim import FloraSimulator
 
 __all__ = ["Flora", "current_session", "open_session"]
@@ -348,17 +349,20 @@ class Flora:
               fixed: Mapping[str, Any] | None = None, variations: Sequence[Mapping[str, Any]] | None = None,
               repeat: int = 1, max_concurrency: int = 4, budget: float | None = None,
               labels: Mapping[str, Any] | None = None, reuse: bool = False, *, dry_run: Literal[True],
-              workspace: str | None = None, confirm: bool = False) -> pd.DataFrame: ...
+              workspace: str | None = None, confirm: bool = False) -> pd.DataFrame | SweepPlan: ...
 
     def sweep(self, technique: str, grid: Mapping[str, Any] | None = None, zip: Mapping[str, Any] | None = None,
               fixed: Mapping[str, Any] | None = None, variations: Sequence[Mapping[str, Any]] | None = None,
               repeat: int = 1, max_concurrency: int = 4, budget: float | None = None,
               labels: Mapping[str, Any] | None = None, reuse: bool = False, dry_run: bool = False,
-              workspace: str | None = None, confirm: bool = False) -> Sweep | pd.DataFrame:
+              workspace: str | None = None, confirm: bool = False) -> Sweep | pd.DataFrame | SweepPlan:
         """Run every variation of ``technique``: priced and validated before anything starts.
 
-        Returns a running ``Sweep``, or with ``dry_run=True`` the plan as a DataFrame. A sweep whose
-        worst-case price is above ``confirm_above`` raises ConfirmationRequired unless ``confirm=True``.
+        Returns a running ``Sweep``, or with ``dry_run=True`` the plan: a DataFrame up to 100,000 runs,
+        past that a ``SweepPlan`` (each planned run built when read: ``len``, ``plan[i]``, ``head(n)``,
+        ``to_dataframe(start, stop)``, ``plan["reusable"]``). A sweep is counted from its grid first:
+        more than 1,000,000 runs is an InputError. A sweep whose worst-case price is above
+        ``confirm_above`` raises ConfirmationRequired unless ``confirm=True``.
         """
         return self.starter.sweep(technique, grid=grid, zip=zip, fixed=fixed, variations=variations,
                                   repeat=repeat, max_concurrency=max_concurrency, budget=budget, labels=labels,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence, overload
 
 from ._budget import confirmation_needed
 from ._errors import ConfirmationRequired, InputError
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ._engine import RunEngine
+    from ._sweep_plan import SweepPlan
 
 __all__ = ["Starter"]
 
@@ -70,12 +71,34 @@ class Starter:
         [values] = self.uploads.resolve(tech, [values], space)  # local files become asset URLs
         return self.engine.start(tech, values, space, dict(labels or {}))
 
+    @overload
+    def sweep(self, technique: str, grid: Mapping[str, Any] | None = None, zip: Mapping[str, Any] | None = None,
+              fixed: Mapping[str, Any] | None = None, variations: Sequence[Mapping[str, Any]] | None = None,
+              repeat: int = 1, max_concurrency: int = 4, budget: float | None = None,
+              labels: Mapping[str, Any] | None = None, reuse: bool = False, dry_run: Literal[False] = False,
+              workspace: str | None = None, confirm: bool = False) -> Sweep: ...
+
+    @overload
+    def sweep(self, technique: str, grid: Mapping[str, Any] | None = None, zip: Mapping[str, Any] | None = None,
+              fixed: Mapping[str, Any] | None = None, variations: Sequence[Mapping[str, Any]] | None = None,
+              repeat: int = 1, max_concurrency: int = 4, budget: float | None = None,
+              labels: Mapping[str, Any] | None = None, reuse: bool = False, *, dry_run: Literal[True],
+              workspace: str | None = None, confirm: bool = False) -> pd.DataFrame | SweepPlan: ...
+
+    @overload
     def sweep(self, technique: str, grid: Mapping[str, Any] | None = None, zip: Mapping[str, Any] | None = None,
               fixed: Mapping[str, Any] | None = None, variations: Sequence[Mapping[str, Any]] | None = None,
               repeat: int = 1, max_concurrency: int = 4, budget: float | None = None,
               labels: Mapping[str, Any] | None = None, reuse: bool = False, dry_run: bool = False,
-              workspace: str | None = None, confirm: bool = False) -> Sweep | pd.DataFrame:
-        """Price and validate every variation, then launch them (``dry_run``: the plan as a DataFrame)."""
+              workspace: str | None = None, confirm: bool = False) -> Sweep | pd.DataFrame | SweepPlan: ...
+
+    def sweep(self, technique: str, grid: Mapping[str, Any] | None = None, zip: Mapping[str, Any] | None = None,
+              fixed: Mapping[str, Any] | None = None, variations: Sequence[Mapping[str, Any]] | None = None,
+              repeat: int = 1, max_concurrency: int = 4, budget: float | None = None,
+              labels: Mapping[str, Any] | None = None, reuse: bool = False, dry_run: bool = False,
+              workspace: str | None = None, confirm: bool = False) -> Sweep | pd.DataFrame | SweepPlan:
+        """Price and validate every variation, then launch them (``dry_run``: the plan, as a DataFrame up to
+        ``FRAME_UP_TO`` runs, else as a ``SweepPlan`` built on demand)."""
         if not dry_run:  # counted from the grid's shape: a huge sweep is refused before it is built
             self.confirm_spend(self.technique(technique), plan_size(grid, zip, variations, repeat), confirm,
                                budgeted=budget is not None or self.engine.budget is not None)

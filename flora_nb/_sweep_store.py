@@ -9,12 +9,14 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from ._budget import is_money
 from ._errors import BudgetExceededError, InputError
-from ._ledger import LedgerRow, canonical_json
+from ._ledger import LedgerRow
 from ._models import Technique
-from ._plan import Plan, expand, plan_size, validate, varied_keys
+from ._plan import Plan, reuse_of, shape_of, validate, varied_keys
 from ._ranges import problem
 from ._states import COMPLETED, SKIPPED
 from ._sweep import Sweep, check_price
+from ._sweep_plan import FRAME_UP_TO, SweepPlan
+from ._uploads import MEDIA_TYPES
 
 if TYPE_CHECKING:
     from ._engine import RunEngine
@@ -26,45 +28,55 @@ __all__ = ["load_sweep", "start_sweep"]
 def start_sweep(engine: RunEngine, uploads: Uploader, technique: str, *, grid: Any, zip: Any, fixed: Any, variations: Any,
                 repeat: int, max_concurrency: int, budget: float | None, labels: Any, reuse: bool,
                 dry_run: bool, workspace: str | None) -> Any:
-    """Plan, validate, price and (unless ``dry_run``) record and queue a sweep (``sweep.start()`` launches it)."""
+    """Plan, validate, price and (unless ``dry_run``) record and queue a sweep (``sweep.start()`` launches it).
+
+    Everything up to the refusals is read from the grid's shape, never from built variations: a dry
+    run past ``FRAME_UP_TO`` runs returns a ``SweepPlan`` that builds each run only when it is read.
+    """
     wrong = problem("max_concurrency", max_concurrency) or (None if isinstance(max_concurrency, int) else
                                                           f"max_concurrency must be a whole number, got {max_concurrency!r}")
     if wrong:
         raise InputError(f"{wrong}.")
     if budget is not None and not is_money(budget):
         raise InputError(f"budget must be a number of USD >= 0, got {budget!r}; or None for no budget.")
-    size = plan_size(grid, zip, variations, repeat)  # counted from the shape: nothing built yet
+    shape = shape_of(grid, zip, variations, fixed, repeat)  # counted (at most MAX_RUNS) and checked: nothing built
     tech = engine.catalog.technique(technique)
     check_price(tech, budget, engine.budget)
-    cost = tech.run_cost or 0.0
-    if budget is not None and not reuse and not dry_run:
-        _check_budget(size * cost, budget, size, tech)  # priced from the count, before anything is built or sent
-    plan = expand(grid=grid, zip=zip, variations=variations, fixed=fixed, repeat=repeat)
-    validate(plan, tech)
+    if not reuse and not dry_run:
+        _check_spend(engine, tech, shape.runs, budget)  # priced from the count, before anything is built or sent
+    validate(shape, tech)
     workspace = workspace or engine.catalog.workspace_id
     # Each distinct local file is uploaded once, before anything is queued (a dry run sends nothing).
-    plan.inputs = uploads.resolve(tech, plan.inputs, workspace, upload=not dry_run)
-    taken = _reuse_per_run(engine, tech, workspace, [canonical_json(i) for i in plan.inputs])
+    media = {i.id for i in tech.inputs if i.type in MEDIA_TYPES}
+    shape = shape.resolved(lambda parts: uploads.resolve(tech, parts, workspace, upload=not dry_run), media)
+    done = engine.ledger.completed_inputs(engine.endpoint, workspace, tech.technique_id)
+    planned = SweepPlan(shape, tech, workspace, reuse_of(shape, done), take=reuse)
     if dry_run:
-        from ._frames import plan_frame
+        return planned if len(planned) > FRAME_UP_TO else planned.to_dataframe()
+    if reuse:
+        _check_spend(engine, tech, planned.runs_to_pay, budget)
+    plan = shape.expand()
+    taken = [planned.reuse.taken(i) for i in range(len(plan))]
+    sweep_id = f"swp_{uuid.uuid4().hex[:12]}"
+    labels = dict(labels or {})
+    _record(engine, sweep_id, tech, workspace, plan, budget=budget, max_concurrency=max_concurrency, labels=labels,
+            reuse=reuse, spec={"grid": grid, "zip": zip, "variations": variations})
+    runs = engine.queue(tech, workspace, _planned_rows(engine, plan, sweep_id, labels, taken if reuse else
+                                                       [None] * len(plan)))
+    sweep = Sweep(engine, tech, plan, runs, sweep_id, max_concurrency, budget, workspace)
+    sweep.reusable = planned.reusable_runs
+    return sweep
 
-        return plan_frame(plan, tech, workspace, taken if reuse else [None] * len(plan), [t is not None for t in taken])
-    chosen = taken if reuse else [None] * len(plan)
-    to_pay = sum(1 for t in chosen if t is None)
+
+def _check_spend(engine: RunEngine, tech: Technique, to_pay: int, budget: float | None) -> None:
+    """BudgetExceededError when ``to_pay`` runs at the listed price do not fit the sweep's or the session's budget."""
+    cost = tech.run_cost or 0.0
     if budget is not None:
         _check_budget(to_pay * cost, budget, to_pay, tech)
     if engine.budget is not None:  # every start must fit the session budget: say so before any
         left = max(0.0, engine.budget - engine.exposure(owner=engine.owner).committed)
         _check_budget(to_pay * cost, left, to_pay, tech, f"what is left of the session budget of "
                                                           f"${engine.budget:.2f} (${left:.2f})")
-    sweep_id = f"swp_{uuid.uuid4().hex[:12]}"
-    labels = dict(labels or {})
-    _record(engine, sweep_id, tech, workspace, plan, budget=budget, max_concurrency=max_concurrency, labels=labels,
-            reuse=reuse, spec={"grid": grid, "zip": zip, "variations": variations})
-    runs = engine.queue(tech, workspace, _planned_rows(engine, plan, sweep_id, labels, chosen))
-    sweep = Sweep(engine, tech, plan, runs, sweep_id, max_concurrency, budget, workspace)
-    sweep.reusable = sum(1 for t in taken if t is not None)
-    return sweep
 
 
 def _check_budget(estimate: float, budget: float, runs: int, tech: Technique, what: str = "") -> None:
@@ -75,21 +87,6 @@ def _check_budget(estimate: float, budget: float, runs: int, tech: Technique, wh
             "or use reuse=True.",
             estimate=estimate, budget=budget,
         )
-
-
-def _reuse_per_run(engine: RunEngine, tech: Technique, workspace: str, keys: Sequence[str]) -> list[str | None]:
-    """Per planned run, a completed ledger run with identical inputs it could take; each used once."""
-    done = engine.ledger.completed_inputs(engine.endpoint, workspace, tech.technique_id)
-    used: collections.Counter[str] = collections.Counter()
-    taken: list[str | None] = []
-    for key in keys:
-        pool = done.get(key, [])
-        if used[key] < len(pool):
-            taken.append(pool[used[key]])
-            used[key] += 1
-        else:
-            taken.append(None)
-    return taken
 
 
 def _record(engine: RunEngine, sweep_id: str, tech: Technique, workspace: str, plan: Plan, *, budget: float | None,

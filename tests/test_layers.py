@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("facade", {"_session"}),
     ("form", {"_form"}),
     ("starts", {"_starts", "_sweep_store"}),
-    ("handles", {"_sweep", "_uploads"}),
+    ("handles", {"_sweep", "_sweep_plan", "_uploads"}),
     ("engine", {"_engine", "_poller", "_transitions", "_catalog", "_window"}),
     ("run", {"_run"}),
     ("views", {"_display", "_frames", "_plots"}),
