@@ -287,16 +287,16 @@ class FloraClient:
         return state
 
     def technique_runs(self, page_size: int = _PAGE_LIMIT, *, max_pages: int | None = None,
-                       retries: int | None = None, **filters: Any) -> Iterator[RunState]:
+                       retry_unanswered: bool = True, **filters: Any) -> Iterator[RunState]:
         """Technique run history, newest first, across all pages (stop iterating to stop paging).
 
         Filters: ``workspace_id``, ``project_id``, ``technique_id``, ``status``. Malformed items
-        are skipped and counted in ``invalid_answers``. ``retries``: per page (``max_retries`` unless given).
+        are skipped and counted in ``invalid_answers``. ``retry_unanswered``: see ``request``.
         """
         params = {k: v for k, v in filters.items() if v is not None}
         params["limit"] = page_size
         pages = self.paginate("/technique-runs", "technique_runs", params, max_pages=max_pages,
-                              deadline=self.poll_deadline, retries=retries)
+                              deadline=self.poll_deadline, retry_unanswered=retry_unanswered)
         yield from self._valid(pages, RunState.from_api)
 
     def _valid(self, items: Iterable[Any], parse: Callable[[Any], _T]) -> Iterator[_T]:
@@ -437,7 +437,7 @@ class FloraClient:
     # ----------------------------------------------------------------- plumbing
 
     def paginate(self, path: str, items_key: str, params: Mapping[str, Any] | None = None, *,
-                 max_pages: int | None = None, deadline: float | None = None, retries: int | None = None,
+                 max_pages: int | None = None, deadline: float | None = None, retry_unanswered: bool = True,
                  max_seconds: float | None = None, clock: Callable[[], float] = time.monotonic) -> Iterator[Any]:
         """Follow ``meta.next_cursor`` page by page, yielding raw items.
 
@@ -453,7 +453,8 @@ class FloraClient:
         limit = self.max_listing_seconds if max_seconds is None else max_seconds
         ends = clock() + limit
         for page in range(1, cap + 1):
-            body = self.request("GET", path, params=query, deadline=deadline, retries=retries)
+            body = self.request("GET", path, params=query, deadline=deadline,
+                                retry_unanswered=retry_unanswered)
             items = _list(body, items_key)
             yield from items
             meta = body.get("meta")
@@ -487,12 +488,13 @@ class FloraClient:
         data: Any = None,
         idempotency_key: str | None = None,
         deadline: float | None = None,
-        retries: int | None = None,
+        retry_unanswered: bool = True,
         on_attempt: Callable[[float], None] | None = None,
         on_unanswered: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
-        """Send one API request (with retries, ``self.max_retries`` unless given) and return its JSON
-        body; raise on errors.
+        """Send one API request (with retries) and return its JSON body; raise on errors.
+
+        ``retry_unanswered=False``: an attempt that got no answer (timed out, cut off) is not retried.
 
         Redirects are not followed: a 3xx is an ``InvalidResponseError`` saying where it pointed.
         """
@@ -500,7 +502,8 @@ class FloraClient:
         url = self._absolute(path_or_url)
         response = self._send_with_retries(method, url, kwargs, idempotency_key=idempotency_key,
                                            deadline=deadline or self.deadline, cap=self.max_answer_bytes,
-                                           retries=retries, on_attempt=on_attempt, on_unanswered=on_unanswered)
+                                           retry_unanswered=retry_unanswered, on_attempt=on_attempt,
+                                           on_unanswered=on_unanswered)
         if response.is_redirect or 300 <= response.status_code < 400:
             where = self._scrub(response.headers.get("location") or "nowhere")
             error = InvalidResponseError(
@@ -535,12 +538,11 @@ class FloraClient:
 
     def _send_with_retries(
         self, method: str, url: str, kwargs: dict, *, idempotency_key: str | None, throttled: bool = True,
-        retries: int | None = None, on_attempt: Callable[[float], None] | None = None,
+        retry_unanswered: bool = True, on_attempt: Callable[[float], None] | None = None,
         on_unanswered: Callable[[], None] | None = None, **opts: Any,
     ) -> requests.Response:
         # A POST is only safe to repeat because the server dedupes it by its idempotency key.
         retryable = method.upper() in ("GET", "HEAD") or bool(idempotency_key)
-        most = self.max_retries if retries is None else max(0, retries)
         attempt, unanswered = 0, False
         cancel = getattr(self._local, "cancel", None)
         while True:
@@ -555,7 +557,8 @@ class FloraClient:
             except (FloraConnectionError, FloraTimeout) as exc:
                 if on_unanswered is not None:
                     on_unanswered()
-                if not retryable or attempt >= most or (cancel is not None and cancel.is_set()):
+                if (not retryable or not retry_unanswered or attempt >= self.max_retries
+                        or (cancel is not None and cancel.is_set())):
                     raise
                 unanswered = True
                 wait = self._backoff(attempt)
@@ -563,7 +566,7 @@ class FloraClient:
             else:
                 # An attempt that got no answer may have been acted on: the final error must say so.
                 response.flora_unanswered_attempt = unanswered  # type: ignore[attr-defined]
-                if response.status_code not in _RETRY_STATUSES or not retryable or attempt >= most:
+                if response.status_code not in _RETRY_STATUSES or not retryable or attempt >= self.max_retries:
                     return response
                 wait = self._retry_wait(response, attempt)
                 log.info("flora_nb: %s %s -> %d; retry %d in %.2fs", method, _path(url), response.status_code, attempt + 1, wait)

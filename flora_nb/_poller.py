@@ -20,8 +20,8 @@ from ._errors import (
     FloraConnectionError,
     FloraError,
     FloraTimeout,
-    InvalidResponseError,
     PermissionDeniedError,
+    RateLimitError,
 )
 from ._matching import Start
 from ._models import RunState
@@ -45,6 +45,9 @@ CLOCK_ROUNDS = 3
 HISTORY_MARGIN = 30.0  # batch polls page back this far past the oldest due run (clocks may differ)
 PAGE_SIZE = 100
 BATCH_MAX_PAGES = 50  # a batch poll pages back at most this far, then single polls take over
+# A batch poll that fails (too slow, cut off, an error, a malformed page) is not retried: single polls take
+# over at once, and the batch route of that workspace is left alone for a while (doubling up to the longest).
+BATCH_BACKOFF = (30.0, 600.0)
 # Cadence, as shares of the poll interval's low end (2 s against FLORA): a run past its predicted end
 # is looked at every FAST_SHARE x 2 s = 1 s (one batch covers them all, so the lag stays under a
 # second at the cost of one request per second per workspace, not per run); while it runs, a long
@@ -65,7 +68,7 @@ class PollerStats:
     cycles: int = 0
     batch_requests: int = 0
     single_requests: int = 0
-    batch_fallbacks: int = 0  # batch polls given up (endless or malformed pages): single polls instead
+    batch_fallbacks: int = 0  # batch polls given up (slow, failed, endless or malformed pages): single polls instead
     reconciled: int = 0
     errors: int = 0
     listener_errors: int = 0
@@ -155,6 +158,7 @@ class Poller:
         self._entries: dict[str, _Entry] = {}
         self._intents: dict[int, _Intent] = {}
         self._sharpened = float("inf")  # the clock's uncertainty after the last sampling by Date headers
+        self._batch_off: dict[str, tuple[float, float]] = {}  # workspace -> (batch route left alone until, backoff)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -282,7 +286,7 @@ class Poller:
         seen: dict[str, RunState] = {}
         failed = False
         try:
-            if fresh and (len(due) > 1 or self._tracked_in(workspace) > 1):
+            if fresh and (len(due) > 1 or self._tracked_in(workspace) > 1) and self._batch_open(workspace):
                 seen = self._batch_or_nothing(workspace, fresh)
             for entry in due:
                 if entry.run.id not in seen and not self._stop.is_set():
@@ -300,13 +304,28 @@ class Poller:
             self._postpone([e for e in due if e.run.id not in seen])
 
     def _batch_or_nothing(self, workspace: str, due: list[_Entry]) -> dict[str, RunState]:
-        """A batch poll; on endless or malformed pages, nothing (single polls take over)."""
+        """A batch poll; when it fails in any way but a rate limit, nothing (single polls take over)."""
         try:
-            return self._batch(workspace, due)
-        except InvalidResponseError as exc:
+            seen = self._batch(workspace, due)
+        except RateLimitError:
+            raise  # single polls would only add to it: the whole cycle waits as FLORA asked
+        except FloraError as exc:  # too slow (a trickling proxy), cut off, refused, endless or malformed pages
             self.stats.batch_fallbacks += 1
+            self._back_off(workspace)
             self._failed(exc)
             return {}
+        self._batch_off.pop(workspace, None)
+        return seen
+
+    def _batch_open(self, workspace: str) -> bool:
+        """Is the batch route of ``workspace`` worth a try (not backed off after a failure)?"""
+        until, _ = self._batch_off.get(workspace, (0.0, 0.0))
+        return self._clock() >= until
+
+    def _back_off(self, workspace: str) -> None:
+        _, last = self._batch_off.get(workspace, (0.0, 0.0))
+        backoff = min(last * 2, BATCH_BACKOFF[1]) if last else BATCH_BACKOFF[0]
+        self._batch_off[workspace] = (self._clock() + backoff, backoff)
 
     def _tracked_in(self, workspace: str) -> int:
         with self._lock:
@@ -321,7 +340,9 @@ class Poller:
         seen: dict[str, RunState] = {}
         pages_before = self.stats.batch_requests
         pages = min(self._client.max_pages, BATCH_MAX_PAGES)
-        history = self._client.technique_runs(page_size=PAGE_SIZE, max_pages=pages, workspace_id=workspace)
+        # A page that gets no answer in time (a slow proxy) is not tried again: single polls take over at once.
+        history = self._client.technique_runs(page_size=PAGE_SIZE, max_pages=pages, retry_unanswered=False,
+                                              workspace_id=workspace)
         for index, state in enumerate(history):
             if index % PAGE_SIZE == 0:
                 self.stats.batch_requests += 1
