@@ -203,6 +203,12 @@ class Poller:
         self._wake.set()
 
     @property
+    def alive(self) -> bool:
+        """Is the poller's thread running (started and not ended)?"""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    @property
     def tracked(self) -> int:
         with self._lock:
             return len(self._entries)
@@ -216,13 +222,16 @@ class Poller:
 
     def _loop(self) -> None:
         self._client.cancel_with(self._stop)  # close() ends a request of this thread at once
-        while not self._stop.is_set():
-            try:
-                self._cycle()
-            except Exception as exc:  # never die: count it, show it in status(), go on
-                self._failed(exc)
-                self._wake.wait(self.interval[1])  # and never spin on a failure that repeats
-            self._sleep_until_due()
+        try:
+            while not self._stop.is_set():
+                try:
+                    self._cycle()
+                except BaseException as exc:  # never die (a SystemExit raised in a cycle neither): count it, go on
+                    self._failed(exc)
+                    self._wake.wait(self.interval[1])  # and never spin on a failure that repeats
+                self._sleep_until_due()
+        finally:
+            self.stats.running = False  # status() and health say so, whatever ended the thread
 
     def _failed(self, exc: BaseException) -> None:
         # Shown by status() and the live displays; the log record reaches only handlers the user

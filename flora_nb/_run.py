@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as _dt
 import hashlib
@@ -13,6 +14,7 @@ import shutil
 import tempfile
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Protocol
 
@@ -28,6 +30,7 @@ log = logging.getLogger("flora_nb.run")
 
 MAX_NOTE_CHARS = 2000
 _MAKING = threading.Lock()  # makes each run's Condition once
+LISTENER_IDLE = 10.0  # a listener thread with nothing to tell for this long ends (the next change starts one)
 
 
 class RunHost(Protocol):
@@ -54,6 +57,10 @@ class RunHost(Protocol):
 
     def listener_failed(self, callback: Any) -> None:
         """A change listener raised: count it; tracking goes on."""
+        ...
+
+    def reread(self, run: Run) -> None:
+        """Bring ``run`` up to date from the ledger (another session may have bound or finished its row)."""
         ...
 
 
@@ -379,11 +386,30 @@ class Run:
             with cond:
                 self._take(row)
                 cond.notify_all()
-        for callback in self._listeners:  # a tuple: a listener added meanwhile waits for the next change
+        listeners = self._listeners  # a tuple: a listener added meanwhile waits for the next change
+        if not listeners:
+            return
+        if threading.current_thread() is threading.main_thread():
+            self._tell(listeners)  # the notebook's own call (rate(), refresh()): told before it returns
+        else:  # the poller, a sweep's launcher, a listener: never held up by a slow or failing listener
+            _listener_thread(self._engine).put(lambda: self._tell_from_thread(listeners))
+
+    def _tell(self, listeners: tuple[Callable[[Run], Any], ...]) -> None:
+        for callback in listeners:
             try:
                 callback(self)
-            except Exception:  # a broken widget must not stop tracking
+            except Exception:  # a broken widget must not stop anything (in the main thread, Ctrl-C still does)
                 self._engine.listener_failed(callback)
+
+    def _tell_from_thread(self, listeners: tuple[Callable[[Run], Any], ...]) -> None:
+        for callback in listeners:
+            try:
+                callback(self)
+            except BaseException:  # even SystemExit: it must not end the thread that tells the others
+                try:
+                    self._engine.listener_failed(callback)
+                except BaseException:  # nor may counting it
+                    log.debug("flora_nb: counting a failed listener failed", exc_info=True)
 
     def _take(self, row: LedgerRow) -> None:
         current = self._row
@@ -393,7 +419,13 @@ class Run:
         self._row = row
 
     def on_change(self, callback: Callable[[Run], Any]) -> Callable[[Run], Any]:
-        """Call ``callback(run)`` after every change (from the poller thread)."""
+        """Call ``callback(run)`` after every change.
+
+        A change seen in the background (by the poller, a sweep's launcher) is told from the session's
+        listener thread, in order: a slow callback delays only later callbacks, never tracking; one that
+        raises (even ``SystemExit``) is counted in ``listener_errors``. It may start a run and ``wait()``
+        for it ("when A finishes, start B"). A change made in the main thread (``rate()``) is told at once.
+        """
         with self._changed:
             self._listeners = (*self._listeners, callback)
         return callback
@@ -478,6 +510,55 @@ class Run:
             f"<div><code>{esc(self.id or 'not started')}</code> {bar}{esc(self._summary())}"
             f"{'<br>outputs: ' + outs if outs else ''}{error}</div>"
         )
+
+
+class _ListenerThread:
+    """Tells run listeners of one host (a session's engine) from one daemon thread, in the order of the
+    changes; it ends after ``LISTENER_IDLE`` s with nothing to tell, and the next change starts another."""
+
+    def __init__(self) -> None:
+        self._jobs: collections.deque[Callable[[], None]] = collections.deque()
+        self._lock = threading.Condition(threading.Lock())
+        self._running = False
+
+    def put(self, job: Callable[[], None]) -> None:
+        """Run ``job`` (which catches what it raises) on the thread, after the jobs before it."""
+        with self._lock:
+            self._jobs.append(job)
+            if self._running:
+                self._lock.notify()
+                return
+            self._running = True
+        try:
+            threading.Thread(target=self._serve, name="flora_nb-listeners", daemon=True).start()
+        except RuntimeError:  # no new threads (the interpreter is shutting down): nothing is told
+            with self._lock:
+                self._running = False
+                self._jobs.clear()
+
+    def _serve(self) -> None:
+        while True:
+            with self._lock:
+                if not self._jobs:
+                    self._lock.wait(LISTENER_IDLE)
+                if not self._jobs:
+                    self._running = False
+                    return
+                job = self._jobs.popleft()
+            job()
+
+
+_THREADS: weakref.WeakKeyDictionary[Any, _ListenerThread] = weakref.WeakKeyDictionary()
+_THREADS_LOCK = threading.Lock()
+
+
+def _listener_thread(host: Any) -> _ListenerThread:
+    """The listener thread of ``host`` (made on first use; gone with the host)."""
+    with _THREADS_LOCK:
+        found = _THREADS.get(host)
+        if found is None:
+            found = _THREADS[host] = _ListenerThread()
+        return found
 
 
 def _check_stars(stars: Any) -> float | None:

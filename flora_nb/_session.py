@@ -268,7 +268,7 @@ class Flora:
                 workspace = self.workspace_id
             except FloraError as exc:
                 workspace = f"not chosen ({exc})"
-        poller = (f"{'running' if st['poller_running'] else 'stopped'}, {st['poller_cycles']} cycles, "
+        poller = (f"{'running' if st['poller_running'] and st['poller_alive'] else 'stopped'}, {st['poller_cycles']} cycles, "
                   f"{st['poller_errors']} errors, requests {st['requests_batch']} batch / {st['requests_single']} "
                   f"single, {st['reconciled']} reconciled")
         rows = [("endpoint", f"{st['endpoint']}{' (simulator)' if st['simulator'] else ''}"),
@@ -492,6 +492,7 @@ class Flora:
             "spent_usd": round(spent, 6),
             "pending_charges": self._pending_charges(),
             "poller_running": stats.running,
+            "poller_alive": self.poller.alive,  # its thread, seen now (False once it ended, whatever ended it)
             "poller_cycles": stats.cycles,
             "poller_errors": stats.errors,
             "poller_last_error": stats.last_error,
