@@ -31,6 +31,10 @@ log = logging.getLogger("flora_nb.run")
 MAX_NOTE_CHARS = 2000
 _MAKING = threading.Lock()  # makes each run's Condition once
 LISTENER_IDLE = 10.0  # a listener thread with nothing to tell for this long ends (the next change starts one)
+# A start with no run id that nothing changed for this long is read again from the ledger (at most this
+# often) when someone asks whether it is done: another session or process may have bound or finished it.
+REREAD_EVERY = 0.5
+_monotonic = time.monotonic  # the handle's clock for those reads (tests put a fake one here)
 
 
 class RunHost(Protocol):
@@ -136,6 +140,7 @@ class Run:
     # tracked runs never need one. Listeners are a tuple replaced on change, shared while empty.
     _cond: threading.Condition | None = None
     _listeners: tuple[Callable[[Run], Any], ...] = ()
+    _looked_at = float("-inf")  # monotonic time of the last change taken or ledger read
 
     def __init__(self, engine: RunHost, row: LedgerRow):
         self._engine = engine
@@ -332,7 +337,30 @@ class Run:
     @property
     def done(self) -> bool:
         """True once nothing more will happen by itself: completed, failed, skipped or unconfirmed."""
+        if self._row.status in DONE or self.unconfirmed:
+            return True
+        self._look_again()
         return self._row.status in DONE or self.unconfirmed
+
+    def _look_again(self) -> None:
+        """A start with no run id that nothing changed for ``REREAD_EVERY`` s: read its row again (another
+        session may have bound or finished it, and this session may not be looking for it)."""
+        row = self._row
+        if row.status != STARTING or row.run_id is not None:
+            return  # a run with an id is polled; queued rows wait for their own launcher
+        now = _monotonic()
+        if now - self._looked_at < REREAD_EVERY:
+            return
+        cond = self._changed
+        if not cond.acquire(blocking=False):
+            return  # a change is being taken right now: that is news enough
+        try:  # under the run's lock: a change taken meanwhile is never overwritten by an older read
+            self._looked_at = now
+            self._engine.reread(self)
+        except Exception as exc:  # a locked or closed ledger: the next look tries again
+            log.debug("flora_nb: reading run %s again failed: %s", self.local_id, exc)
+        finally:
+            cond.release()
 
     @property
     def rating(self) -> float | None:
@@ -417,6 +445,8 @@ class Run:
             # A poll read before rate() wrote, applied after it: keep the newer rating.
             row = dataclasses.replace(row, rating=current.rating, note=current.note)
         self._row = row
+        if row.status == STARTING:  # only a start's handle ever reads its row again (see _look_again)
+            self._looked_at = _monotonic()
 
     def on_change(self, callback: Callable[[Run], Any]) -> Callable[[Run], Any]:
         """Call ``callback(run)`` after every change.
@@ -436,7 +466,11 @@ class Run:
         return self
 
     def wait(self, timeout: float | None = None) -> Run:
-        """Block until the run is done; FloraTimeout at the deadline. Ctrl-C stops the wait only."""
+        """Block until the run is done; FloraTimeout at the deadline. Ctrl-C stops the wait only.
+
+        A start with no run id is read again from the ledger now and then (see ``done``), so a run
+        another session bound and finished ends the wait too.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             self._wait_until_done(deadline, timeout)
