@@ -17,10 +17,19 @@
    variations, on a ledger that already holds 100,000 completed runs (--history); median of R
    calls after a warm-up; target < 1 s. Baselines: itertools.product into a list of dicts, and
    pandas.DataFrame of that list.
+3. Saved account (issue 20): a sweep of N runs (--cpu-runs, default 300 and 4,000) of a 1 FLORA-s
+   technique at speed 100, max_concurrency=50, no server limits, on Flora.simulated() as every
+   tutorial and demo uses it: its account saved to disk (in a temp FLORA_NB_HOME). Process CPU
+   (this process: the session and its in-process simulator) per run and wall time, from the
+   first start to the last run seen done; and how often the account's file was written. Baseline,
+   same run: the same sweep with persist=False. Target: what saving adds stays flat from 300 to
+   4,000 runs (the saved/unsaved CPU ratio at 4,000 within 1.2x of the ratio at 300; before the
+   fix it went from 2.4 to 6.6). The unsaved CPU per run grows with the sweep on its own (the
+   session, not the saving).
 
 Usage: python benchmarks/bench_sweep.py [--runs N] [--prefix K] [--speed S] [--duration D]
-       [--concurrency 10,20] [--grid G] [--repeat R] [--parts tp]
-   e.g. a quick pass: --runs 60 --prefix 5 --grid 30
+       [--concurrency 10,20] [--grid G] [--repeat R] [--cpu-runs 300,4000] [--parts tps]
+   e.g. a quick pass: --runs 60 --prefix 5 --grid 30 --cpu-runs 100,500
 """
 
 from __future__ import annotations
@@ -224,6 +233,42 @@ def throughput(n: int, k: int, speed: float, duration: float, concurrencies: lis
               f" requests {res.stats['requests_by_route']}")
 
 
+def saved_sweep(n: int, persist: bool, home: Path, seed: int = 0) -> tuple[float, float, int]:
+    """(process CPU s, wall s, file writes) of an n-run sweep on Flora.simulated(persist=persist)."""
+    name = f"cpu_{n}_{seed}_{int(persist)}"
+    fl = Flora.simulated(speed=100.0, seed=seed, catalog=catalog(1.0), persist=persist, name=name,
+                         ledger_path=home / f"{name}.sqlite")
+    try:
+        assert fl.simulator is not None and (fl.simulator.state_path is not None) == persist
+        cpu, began = time.process_time(), time.perf_counter()
+        sweep = fl.sweep(TECH, grid={"prompt": [f"poster {i}" for i in range(n)]}, max_concurrency=50)
+        sweep.wait(timeout=600 + n)
+        wall, cpu = time.perf_counter() - began, time.process_time() - cpu
+        assert sweep.counts == {"completed": n}, sweep.counts
+        saver = fl.simulator._saver  # how often the account's file was written (None: not saved)
+        return cpu, wall, saver.writes if saver is not None else 0
+    finally:
+        fl.close()
+
+
+def saved_account(sizes: list[int], home: Path) -> None:
+    print("\nSaved account: sweeps of 1 FLORA-s runs, speed 100, max_concurrency=50, on Flora.simulated();"
+          " process CPU (session + in-process simulator) per run")
+    ratio: dict[int, float] = {}
+    for n in sizes:
+        base_cpu, base_wall, _ = saved_sweep(n, False, home)
+        cpu, wall, writes = saved_sweep(n, True, home)
+        ratio[n] = cpu / base_cpu
+        print(f"  {n:>6,} runs  unsaved (persist=False, baseline): {base_cpu / n * 1000:6.2f} ms/run, wall {base_wall:6.1f} s")
+        print(f"  {n:>6,} runs  saved (the default)              : {cpu / n * 1000:6.2f} ms/run, wall {wall:6.1f} s"
+              f"   ratio saved/unsaved: CPU {cpu / base_cpu:4.2f}, wall {wall / base_wall:4.2f}"
+              f"   file written {writes} times")
+    first, last = sizes[0], sizes[-1]
+    growth = ratio[last] / ratio[first]
+    print(f"  what saving adds, saved/unsaved CPU ratio: {ratio[first]:4.2f} at {first:,} runs, {ratio[last]:4.2f} at"
+          f" {last:,}: growth {growth:4.2f}   (target flat, <= 1.2: {'met' if growth <= 1.2 else 'MISSED'})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--runs", type=int, default=300, help="variations in the throughput sweep")
@@ -233,7 +278,8 @@ def main() -> None:
     parser.add_argument("--concurrency", default="10,20", help="comma-separated max_concurrency values")
     parser.add_argument("--grid", type=int, default=100, help="values per input in the planning grid")
     parser.add_argument("--repeat", type=int, default=5, help="timed repeats of each planning step")
-    parser.add_argument("--parts", default="tp", help="t = throughput, p = planning")
+    parser.add_argument("--parts", default="tps", help="t = throughput, p = planning, s = saved account")
+    parser.add_argument("--cpu-runs", default="300,4000", help="comma-separated sweep sizes of the saved-account part")
     parser.add_argument("--samples", type=int, default=3, help="samples of each of our configurations (>= 3)")
     parser.add_argument("--history", type=int, default=100_000, help="completed runs in the planning ledger")
     args = parser.parse_args()
@@ -243,6 +289,8 @@ def main() -> None:
                        [int(c) for c in args.concurrency.split(",")], home, max(3, args.samples))
         if "p" in args.parts:
             planning(args.grid, args.repeat, home, args.history)
+        if "s" in args.parts:
+            saved_account([int(n) for n in args.cpu_runs.split(",")], home)
 
 
 if __name__ == "__main__":

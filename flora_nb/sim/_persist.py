@@ -3,16 +3,24 @@
 One process at a time serves an account: the file has a lock beside it. Within one process a
 new simulator of the same account takes the account over from the old one (``%flora connect
 --sim`` twice), and the old one stops writing.
+
+The file is rewritten whole, so it is not rewritten on every change: a ``Saver`` thread writes
+it at most once per ``SAVE_INTERVAL`` (1 s) and always when the simulator stops or the process
+exits normally. A process killed outright (kill -9) loses at most the last ~second of changes.
 """
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
 import os
 import tempfile
 import threading
+import weakref
+from collections.abc import Callable
 from pathlib import Path
+from time import monotonic
 from typing import Any
 
 try:
@@ -20,13 +28,16 @@ try:
 except ImportError:  # Windows: no advisory locks; one kernel at a time is then up to the user
     fcntl = None  # type: ignore[assignment]
 
+from .._states import TERMINAL
 from ._assets import Asset
 
-__all__ = ["StateBusy", "StateFile"]
+__all__ = ["SAVE_INTERVAL", "Saver", "StateBusy", "StateFile"]
 
 VERSION = 1
+SAVE_INTERVAL = 1.0  # seconds between two full writes at most: what a killed process may lose
 _HOLDERS: dict[str, StateFile] = {}
-_HOLDERS_LOCK = threading.Lock()
+_HOLDERS_LOCK = threading.Lock()  # also held for a write's rename, so a taken-over file is never overwritten
+_SAVERS: weakref.WeakSet[Saver] = weakref.WeakSet()
 
 
 class StateBusy(RuntimeError):
@@ -40,7 +51,10 @@ class StateFile:
         self.path = Path(path).expanduser().absolute()
         self.assets_dir = self.path.with_suffix(".assets")
         self._fd: int | None = None
-        self._write = threading.Lock()
+        self.saver: Saver | None = None  # this account's writer, once a simulator serves it
+        # JSON text of terminal runs by id (they never change): encoded once, reused by every later write.
+        self.encoded: dict[str, str] = {}
+        self._key_texts: dict[tuple[Any, ...], str] = {}  # the same for idempotency keys (until they expire)
 
     @property
     def active(self) -> bool:
@@ -48,6 +62,10 @@ class StateFile:
 
     def read(self) -> dict[str, Any] | None:
         """The saved account, or None for a new one (an unreadable file is kept aside, not lost)."""
+        with _HOLDERS_LOCK:
+            holder = _HOLDERS.get(str(self.path))
+        if holder is not None and holder is not self and holder.saver is not None:
+            holder.saver.flush()  # a simulator of this process serves it: read its latest changes too
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -78,16 +96,49 @@ class StateFile:
             if _HOLDERS.get(str(self.path)) is self:
                 del _HOLDERS[str(self.path)]
 
-    def save(self, data: dict[str, Any]) -> None:
-        """Write atomically (a killed kernel never leaves half a file)."""
+    def save(self, data: dict[str, Any]) -> bool:
+        """Write atomically (a killed kernel never leaves half a file); False when not serving it."""
         if self._fd is None:
-            return
-        with self._write:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".part")
+            return False
+        text = self._encode(data)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".part")
+        try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump({"version": VERSION, **data}, handle)
-            os.replace(tmp, self.path)
+                handle.write(text)
+            with _HOLDERS_LOCK:  # taken over since the check above: the new holder's file stays
+                if self._fd is not None:
+                    os.replace(tmp, self.path)
+                    return True
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return False
+
+    def _encode(self, data: dict[str, Any]) -> str:
+        """The file's text: ``data`` with the world's runs and keys spliced in, each encoded once."""
+        world = dict(data["world"])
+        runs = ", ".join([self._run_text(run) for run in world.pop("runs")])
+        keys = ", ".join(self._keys_text(world.pop("idempotency")))
+        rest = {key: value for key, value in data.items() if key != "world"}
+        # json.dumps(), not json.dump(): dump() encodes in Python, dumps() in one C call per item.
+        return (json.dumps({"version": VERSION, **rest})[:-1] + ', "world": ' + json.dumps(world)[:-1]
+                + ', "runs": [' + runs + '], "idempotency": [' + keys + "]}}")
+
+    def _run_text(self, run: str | dict[str, Any]) -> str:
+        if isinstance(run, str):  # encoded by an earlier write
+            return run
+        text = json.dumps(run)
+        if run.get("status") in TERMINAL:
+            self.encoded[run["run_id"]] = text
+        return text
+
+    def _keys_text(self, rows: list[list[Any]]) -> list[str]:
+        known, self._key_texts = self._key_texts, {}  # expired keys drop out
+        for row in rows:
+            scope = tuple(row)
+            self._key_texts[scope] = known.get(scope) or json.dumps(row)
+        return list(self._key_texts.values())
 
     def save_asset(self, asset: Asset) -> None:
         if self._fd is not None and asset.data is not None:
@@ -103,6 +154,98 @@ class StateFile:
             stored = self.assets_dir / str(row.get("asset_id"))
             found.append(Asset(**row, data=stored.read_bytes() if stored.is_file() else None))
         return found
+
+
+class Saver:
+    """Writes one account's file from a daemon thread: at most once per ``interval``, off the world's lock.
+
+    ``changed()`` only marks the account as changed (cheap: the world calls it under its lock).
+    The thread then takes ``snapshot()`` (which holds the world's lock just to copy the state) once
+    a write is due, and encodes and writes it outside that lock. ``close()`` writes what is left,
+    so a simulator stopped normally loses nothing; a process killed outright (kill -9) loses at
+    most the changes of the last ~``interval`` seconds. The thread never prints: a failed write is
+    kept in ``error`` and tried again a second later, and ``close()`` raises it if it still fails.
+    """
+
+    def __init__(self, state: StateFile, snapshot: Callable[[], dict[str, Any]],
+                 interval: float = SAVE_INTERVAL) -> None:
+        self._state, self._snapshot, self._interval = state, snapshot, interval
+        self._cond = threading.Condition()
+        self._writing = threading.Lock()  # one write at a time: flush() waits for the thread's
+        self._thread: threading.Thread | None = None
+        self._dirty = False
+        self._last: float | None = None  # monotonic() when the last write began
+        self.writes = 0
+        self.error: Exception | None = None
+        state.saver = self
+        _SAVERS.add(self)
+
+    def changed(self) -> None:
+        """The account changed: write it when the next write is due."""
+        with self._cond:
+            self._dirty = True
+            if self._thread is None and self._state.active:
+                self._thread = threading.Thread(target=self._run, name=f"flora-sim-save:{self._state.path.stem}",
+                                                daemon=True)
+                self._thread.start()
+            self._cond.notify()  # the thread looks at the clock again: a write may be due now
+
+    def flush(self) -> None:
+        """Write now if anything changed since the last write (after any write under way)."""
+        with self._writing:
+            with self._cond:
+                if not self._dirty:
+                    return
+                self._dirty, self._last = False, monotonic()
+            try:
+                written = self._state.save(self._snapshot())
+            except BaseException:
+                with self._cond:
+                    self._dirty = True  # still to write
+                raise
+            self.writes += 1 if written else 0  # not counted: another simulator took the account over
+
+    def close(self) -> None:
+        """Stop the thread and write what is left (raises if that write fails)."""
+        while True:
+            with self._cond:
+                thread, self._thread = self._thread, None
+                self._cond.notify_all()
+            if thread is None:
+                break
+            thread.join()
+        self.flush()
+
+    def _run(self) -> None:
+        while self._due():
+            try:
+                self.flush()
+                self.error = None
+            except Exception as exc:  # kept for close() to raise: this thread never prints
+                self.error = exc
+
+    def _due(self) -> bool:
+        """Wait until there is something to write and the interval since the last write has passed."""
+        me = threading.current_thread()
+        with self._cond:
+            while self._thread is me:
+                wait = None
+                if self._dirty:
+                    wait = 0.0 if self._last is None else self._last + self._interval - monotonic()
+                    if wait <= 0:
+                        return True
+                self._cond.wait(wait)  # changed() wakes it early, to look at the clock again
+            return False
+
+
+@atexit.register
+def _flush_all() -> None:
+    """A process ending without stopping its simulators still writes their last changes."""
+    for saver in list(_SAVERS):
+        try:
+            saver.flush()
+        except OSError:
+            pass  # the file's directory is gone (a temp dir removed): nothing to keep it in
 
 
 def _lock(path: Path) -> int:

@@ -12,7 +12,7 @@ from ._accounts import Accounts
 from ._assets import PROCESSING_SECONDS, AssetStore
 from ._catalog import Catalog
 from ._faults import Faults
-from ._persist import StateFile
+from ._persist import Saver, StateFile
 from ._routes import API_PREFIX, POLL_URL_STYLES, Api
 from ._server import App, SimServer
 from ._state import Clock, World, to_ms
@@ -45,7 +45,9 @@ class FloraSimulator:
     ``clock_offset`` (seconds) puts the server's clock that far ahead of this machine's (run
     timestamps and the ``Date`` header), as a server whose clock is off would.
     With ``state_path`` the account (runs, balance, keys, assets) continues from the file; its
-    balance is kept unless ``faults.credits`` is given, which sets it to that value.
+    balance is kept unless ``faults.credits`` is given, which sets it to that value. The file is
+    written from a background thread at most once a second and on ``stop()``: a process killed
+    outright loses at most the last ~second of the account's changes.
     """
 
     def __init__(
@@ -95,6 +97,7 @@ class FloraSimulator:
         self._thread: threading.Thread | None = None
         self._lifecycle = threading.Lock()
         self._state = StateFile(state_path) if state_path is not None else None
+        self._saver: Saver | None = None
         self._saved_origin = ""
         self._preferred_port = port
         if self._state is not None:
@@ -110,21 +113,24 @@ class FloraSimulator:
                 self._api.assets.add(asset)
             self._saved_origin = str(data.get("origin") or "")
             self._preferred_port = self._port or int(data.get("port") or 0)
-        self._world.on_change = self._save
+        # Changes only mark the account; the saver writes it whole at most once a second, off the
+        # world's lock (a write per start made a long sweep quadratic: each rewrote every run).
+        self._saver = Saver(state, self._snapshot)
+        self._world.on_change = self._saver.changed
         self._api.assets.on_add = self._save_asset
 
-    def _save(self) -> None:
-        if self._state is None or not self._state.active:
-            return
+    def _snapshot(self) -> dict[str, Any]:
+        """The account as the file keeps it (called by the saver, outside the world's lock)."""
+        assert self._state is not None
         with self._world.lock:  # one consistent picture of runs, balance and keys
-            world = self._world.snapshot()
+            world = self._world.snapshot(self._state.encoded)
         assets = self._state.asset_rows(self._api.assets.snapshot())
-        self._state.save({"port": self._port, "origin": self._api.origin, "world": world, "assets": assets})
+        return {"port": self._port, "origin": self._api.origin, "world": world, "assets": assets}
 
     def _save_asset(self, asset: Any) -> None:
-        if self._state is not None and self._state.active:
-            self._state.save_asset(asset)
-            self._save()
+        if self._state is not None and self._saver is not None and self._state.active:
+            self._state.save_asset(asset)  # the bytes now (an upload is rare); its row with the next write
+            self._saver.changed()
 
     @property
     def state_path(self) -> str | None:
@@ -174,25 +180,31 @@ class FloraSimulator:
         if self._state is None:
             return
         if self._saved_origin and self._saved_origin != self._api.origin:
+            self._state.encoded.clear()  # their poll_urls change
             self._world.rebase(self._saved_origin, self._api.origin)
             self._api.assets.rebase(self._saved_origin, self._api.origin)
         self._saved_origin = self._api.origin
-        self._save()
+        if self._saver is not None:
+            self._saver.changed()
 
     def stop(self) -> None:
-        """Stop serving and cut open connections; a no-op when not serving."""
+        """Stop serving and cut open connections; then write the saved account's last changes and let it go."""
         with self._lifecycle:
             server, thread = self._server, self._thread
             self._server = self._thread = None
-        if self._state is not None:
-            self._state.release()  # a later process (kernel) may continue the account now
-        if server is None:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+            server.close_connections()
+            if thread is not None:
+                thread.join(timeout=5)
+        if self._state is None:
             return
-        server.shutdown()
-        server.server_close()
-        server.close_connections()
-        if thread is not None:
-            thread.join(timeout=5)
+        try:
+            if self._saver is not None:
+                self._saver.close()  # nothing created before stop() is lost
+        finally:
+            self._state.release()  # a later process (kernel) may continue the account now
 
     def __enter__(self) -> FloraSimulator:
         return self.start()

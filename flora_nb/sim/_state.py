@@ -17,7 +17,7 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -293,15 +293,21 @@ class World:
 
     # -- persistence -------------------------------------------------------------------
 
-    def snapshot(self) -> dict[str, Any]:
-        """Everything needed to continue this world later (JSON-ready); advances to now first."""
+    def snapshot(self, encoded: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Everything needed to continue this world later (JSON-ready); advances to now first.
+
+        A run found in ``encoded`` (JSON text by run id: terminal runs, which never change, as the
+        saver encoded them before) is given as that text, so a snapshot under the lock stays cheap.
+        """
+        encoded = encoded or {}
         with self.lock:
             now = self.advance()
             ledger = self._ledger
             return {
                 "saved_at": now, "pending_seconds": self._pending, "credits_setting": self._faults.credits,
                 "balance": ledger.balance, "credit_epoch": ledger.credit_epoch, "charged_total": ledger.charged_total,
-                "rng": _jsonable(self._rng.getstate()), "runs": [_run_state(run) for run in self._order],
+                "rng": _jsonable(self._rng.getstate()),
+                "runs": [encoded.get(run.run_id) or _run_state(run) for run in self._order],
                 "idempotency": self.idempotency.snapshot(),
             }
 
@@ -454,6 +460,7 @@ _RUN_FIELDS = ("run_id", "workspace_id", "project_id", "inputs", "poll_url", "id
 
 def _run_state(run: Run) -> dict[str, Any]:
     data = {name: getattr(run, name) for name in _RUN_FIELDS}
+    data["inputs"] = dict(run.inputs)  # encoded outside the lock: a copy, not the run's own dict
     data["technique_id"] = run.spec.technique_id
     data["failure"] = None if run.failure is None else vars(run.failure).copy()
     return data
