@@ -7,8 +7,10 @@ answered at ``r``: a start whose run the server stamped ``created_at = c`` puts 
 
 "Our clock" is never the wall clock itself: a laptop waking or NTP fixing a VM steps the wall clock
 (an hour back, say), and a send window measured across the step would be inverted or misplaced.
-``LocalClock`` is monotonic, anchored to the wall clock once: durations on it are true whatever
-the wall clock does, and ``step()`` says how far the wall clock has moved away from it since. Until one has been seen the
+``LocalClock`` is monotonic (counting a suspended laptop's sleep), anchored to the wall clock once:
+durations on it are true whatever the wall clock does, and ``step()`` says how far the wall clock
+has moved away from it since. Sessions sharing a ledger on one boot share one anchor (kept in the
+ledger), so a step between two kernels' starts cannot misplace one's windows for the other. Until one has been seen the
 offset is unknown (``bounds()`` is None) and no lost start is matched by time. ``probe_times``
 plans requests that straddle the server's next second boundaries, so a session whose start
 answers were all lost still learns the offset to a few milliseconds from ``Date`` alone.
@@ -22,7 +24,7 @@ import time
 from email.utils import parsedate_tz
 from typing import Callable
 
-__all__ = ["ClockOffset", "LocalClock", "date_seconds"]
+__all__ = ["ClockOffset", "LocalClock", "boot_id", "date_seconds"]
 
 _MS = 0.001  # server timestamps are whole milliseconds
 
@@ -42,16 +44,37 @@ def date_seconds(value: str | None) -> float | None:
         return None
 
 
+def _since_boot() -> float:
+    """Seconds since boot, counting suspended time (a laptop's sleep), where the system tells them."""
+    try:
+        return time.clock_gettime(time.CLOCK_BOOTTIME)  # type: ignore[attr-defined,unused-ignore]
+    except (AttributeError, OSError):
+        return time.monotonic()
+
+
+def _wall_now() -> float:
+    return time.time()  # looked up at each call, so a test's stepped wall clock is the one read
+
+
+def boot_id() -> str | None:
+    """This boot of this machine (processes of one boot can share one ``LocalClock`` anchor), or None."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
+            return handle.read().strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
 class LocalClock:
     """Unix seconds on a line no wall-clock step moves: ``monotonic() + anchor``, anchored once.
 
     ``anchor`` may be given (processes that share a ledger on one boot share one, so their windows
     agree); ``wall`` and ``monotonic`` are the clocks read (tests pass fakes)."""
 
-    def __init__(self, anchor: float | None = None, *, wall: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
-        self._wall, self._monotonic = wall, monotonic
-        self.anchor = wall() - monotonic() if anchor is None else float(anchor)
+    def __init__(self, anchor: float | None = None, *, wall: Callable[[], float] | None = None,
+                 monotonic: Callable[[], float] = _since_boot) -> None:
+        self._wall, self._monotonic = wall or _wall_now, monotonic
+        self.anchor = self._wall() - monotonic() if anchor is None else float(anchor)
 
     def now(self) -> float:
         return self._monotonic() + self.anchor

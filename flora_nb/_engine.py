@@ -65,7 +65,6 @@ log = logging.getLogger("flora_nb.session")
 LEASE_MARGIN = 1.0  # seconds a start's recorded window reaches past its current attempt's longest end
 RESUME_GRACE = 3.0  # seconds a resumed dead start waits for a better (exact) binding before a group one
 RATE_LIMIT_PATIENCE = 60.0  # seconds a single run's start keeps trying through 429s (sweeps: while running)
-KEY_MEMORY = 7200.0  # seconds FLORA remembers an idempotency key: a duplicate's run was made within them
 MADE_NOTE = "FLORA made this start's run (it answered idempotency_duplicate)"  # an event note: proof kept in the ledger
 MADE_MESSAGE = ("FLORA said this start made a run (it answered a resend with 'duplicate key'), but which of its "
                 "runs it is has not been found yet; it was charged. fl.resume() looks again: do not start it again.")
@@ -323,10 +322,7 @@ class RunEngine:
                                  error_message="FLORA kept answering 429 (rate limited); this run was not started.")
                     raise
             except APIError as exc:
-                if isinstance(exc, IdempotencyDuplicateError):  # FLORA stored this key within its memory
-                    now = self.clock.now()
-                    self.lost(run, exc, (min(first, now - KEY_MEMORY), now))
-                elif _maybe_started(exc):
+                if _maybe_started(exc):  # a duplicate key: made (kept as proof); its window is the first send's
                     self.lost(run, exc, (first, self.clock.now()))
                 else:
                     self.update(run, status=FAILED, error_code=exc.code, error_message=exc.message,

@@ -31,7 +31,7 @@ __all__ = ["COLUMNS", "PACKED", "PACKED_COLUMNS", "UPLOAD_COLUMNS", "Ledger", "L
 
 log = logging.getLogger("flora_nb.ledger")
 
-SCHEMA_VERSION = 6  # == len(_MIGRATIONS)
+SCHEMA_VERSION = 7  # == len(_MIGRATIONS)
 
 _MIGRATIONS: tuple[str, ...] = (
     # version 1
@@ -137,6 +137,13 @@ _MIGRATIONS: tuple[str, ...] = (
         usd REAL NOT NULL,
         set_at REAL NOT NULL,
         PRIMARY KEY (endpoint, technique_id, period)
+    );
+    """,
+    # version 7: one clock anchor per boot of the machine, so every process's send windows share one timeline
+    """
+    CREATE TABLE clock_anchors (
+        boot_id TEXT PRIMARY KEY,
+        anchor REAL NOT NULL
     );
     """,
 )
@@ -495,6 +502,15 @@ class Ledger:
         with self._write() as db:
             check()  # reads through this connection, inside the transaction
             _apply(db, local_id, changes, time.time(), note)
+
+    # ------------------------------------------------------------------ clock
+
+    def clock_anchor(self, boot_id: str, proposed: float) -> float:
+        """The anchor every process of this boot measures send windows with: the first one proposed
+        (see ``_clock.LocalClock``); a wall-clock step between two processes' starts then moves neither."""
+        with self._write() as db:
+            db.execute("INSERT OR IGNORE INTO clock_anchors (boot_id, anchor) VALUES (?, ?)", (boot_id, proposed))
+            return float(db.execute("SELECT anchor FROM clock_anchors WHERE boot_id = ?", (boot_id,)).fetchone()[0])
 
     # ------------------------------------------------------------------ spend limits
 

@@ -115,43 +115,44 @@ def _decide(starts: list[Start], runs: list[Candidate], offset: tuple[float, flo
     if len(runs) > len(starts) or len(starts) > MAX_GROUP:
         return []
     edges = {s.local_id: [r.run_id for r in runs if fits(s, r, offset)] for s in starts}
-    matching = _cover(edges, {r.run_id for r in runs})
-    if matching is None:
-        return []  # no assignment explains every run: a run is not ours; decide nothing
-    options = {s.local_id: _options(s.local_id, edges, {r.run_id for r in runs}) for s in starts}
-    if any(s.made and None in options[s.local_id] for s in starts):
-        return []  # a start FLORA made a run for might be left without one: wait, never say "not received"
+    ids, made = {r.run_id for r in runs}, frozenset(s.local_id for s in starts if s.made)
+    matching = _cover(edges, ids, made)
+    if matching is None:  # a run is not ours, or a start FLORA made a run for has none listed yet: wait
+        return []
+    options = {s.local_id: _options(s.local_id, edges, ids, made) for s in starts}
     exact = [s for s in starts if len(options[s.local_id]) == 1]
     loose = [s for s in starts if len(options[s.local_id]) != 1]
     out = [Binding(s.local_id, matching.get(s.local_id)) for s in exact]
     if loose:
         same = len({s.inputs for s in loose}) == 1
         if same or groups:
-            ids = tuple(sorted(s.local_id for s in loose))
-            out.extend(Binding(s.local_id, matching.get(s.local_id), ids, same) for s in loose)
+            group = tuple(sorted(s.local_id for s in loose))
+            out.extend(Binding(s.local_id, matching.get(s.local_id), group, same) for s in loose)
     return out
 
 
-def _options(local_id: int, edges: dict[int, list[str]], runs: set[str]) -> set[str | None]:
-    """Every outcome of ``local_id`` (a run, or None) in some assignment that covers all runs."""
+def _options(local_id: int, edges: dict[int, list[str]], runs: set[str], made: frozenset[int]) -> set[str | None]:
+    """Every outcome of ``local_id`` (a run, or None unless FLORA made it one) in some assignment that
+    covers all runs and gives every made start a run."""
     found: set[str | None] = set()
     without = {k: v for k, v in edges.items() if k != local_id}
-    if _cover(without, runs) is not None:
+    if local_id not in made and _cover(without, runs, made) is not None:
         found.add(None)
     for run_id in edges[local_id]:
         rest = {k: [r for r in v if r != run_id] for k, v in without.items()}
-        if _cover(rest, runs - {run_id}) is not None:
+        if _cover(rest, runs - {run_id}, made - {local_id}) is not None:
             found.add(run_id)
     return found
 
 
-def _cover(edges: dict[int, list[str]], runs: Iterable[str]) -> dict[int, str] | None:
-    """A matching (start -> run) that gives every run a start, or None if there is none."""
+def _cover(edges: dict[int, list[str]], runs: Iterable[str], made: frozenset[int] = frozenset()) -> dict[int, str] | None:
+    """A matching (start -> run) that gives every run a start and every ``made`` start a run, or None."""
     by_run: dict[str, list[int]] = {}
     for start, options in edges.items():
         for run_id in options:
             by_run.setdefault(run_id, []).append(start)
     taken: dict[int, str] = {}
+    owner: dict[str, int] = {}
 
     def augment(run_id: str, seen: set[int]) -> bool:
         for start in by_run.get(run_id, ()):
@@ -159,11 +160,29 @@ def _cover(edges: dict[int, list[str]], runs: Iterable[str]) -> dict[int, str] |
                 continue
             seen.add(start)
             if start not in taken or augment(taken[start], seen):
-                taken[start] = run_id
+                taken[start], owner[run_id] = run_id, start
                 return True
+        return False
+
+    def claim(start: int, seen: set[str]) -> bool:
+        """Give ``start`` a run, moving runs along a path that ends at a start allowed to have none."""
+        for run_id in edges.get(start, ()):
+            if run_id in seen or run_id not in owner:
+                continue
+            seen.add(run_id)
+            holder = owner[run_id]
+            if holder not in made:
+                del taken[holder]
+            elif not claim(holder, seen):
+                continue
+            taken[start], owner[run_id] = run_id, start
+            return True
         return False
 
     for run_id in sorted(runs):
         if not augment(run_id, set()):
+            return None
+    for start in sorted(made):
+        if start in edges and start not in taken and not claim(start, set()):
             return None
     return taken

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence, overload
 
 from ._budget import Exposure, is_money
 from ._client import FloraClient, setting
+from ._clock import ClockOffset, LocalClock, boot_id
 from ._engine import RunEngine
 from ._errors import ConfigError, FloraError, InputError
 from ._ledger import Ledger, default_home
@@ -139,6 +140,7 @@ class Flora:
         # for a simulator whose port changes from one kernel to the next.
         self.endpoint = _endpoint or self.client.base_url
         self.ledger = Ledger(ledger_path)
+        self._share_clock(self.client.clock)
         self.owner = new_owner()
         # Media cache beside the ledger (a demo's temporary ledger keeps its files with it).
         cache_dir = self.ledger.path.parent / "cache" if ledger_path is not None else default_home() / "cache"
@@ -153,6 +155,12 @@ class Flora:
         _SESSIONS.add(self)
         if resume:
             self._resume_on_open()
+
+    def _share_clock(self, clock: ClockOffset) -> None:
+        """Measure send windows on the anchor every session of this ledger on this boot uses (before any request)."""
+        boot = boot_id()
+        if boot is not None:
+            clock.local = LocalClock(self.ledger.clock_anchor(boot, clock.local.anchor))
 
     @property
     def budget(self) -> float | None:

@@ -82,19 +82,22 @@ def test_a_made_start_is_never_declared_not_received():
     """The rule: a start FLORA said it made a run for is left undecided, never given "none"."""
     made = Start(1, 100.0, 101.0, made=True)
     plain = Start(1, 100.0, 101.0)
-    assert bind([plain], [], (0.0, 0.01), listed_at=200.0) and bind([plain], [], (0.0, 0.01), 200.0)[0].run_id is None
+    assert [b.run_id for b in bind([plain], [], (0.0, 0.01), listed_at=200.0)] == [None]
     assert bind([made], [], (0.0, 0.01), listed_at=200.0) == []
     # With a run that only it can have made, it is bound as usual.
     assert [b.run_id for b in bind([made], [Candidate("run_x", 100.5)], (0.0, 0.01), 200.0)] == ["run_x"]
-    # Two starts, one run: the made one cannot be the one without a run, so nothing is guessed.
+    # Two starts, one run both fit: the made one cannot be the one without a run, so it is exact.
     other = Start(2, 100.0, 101.0)
-    assert bind([made, other], [Candidate("run_x", 100.5)], (0.0, 0.01), 200.0) == []
+    found = {b.local_id: (b.run_id, b.exact) for b in bind([made, other], [Candidate("run_x", 100.5)], (0.0, 0.01), 200.0)}
+    assert found == {1: ("run_x", True), 2: (None, True)}
+    # Two made starts, one run: no assignment gives both a run; wait for the other run to be listed.
+    assert bind([made, Start(2, 100.0, 101.0, made=True)], [Candidate("run_x", 100.5)], (0.0, 0.01), 200.0) == []
 
 
 def test_a_resend_answered_duplicate_is_never_not_received(tmp_path):
     """A lost start whose recorded window is wrong (written on a clock an hour ahead, so its run seems
-    to predate it) is resent with its key; FLORA answers "duplicate key": the run exists, was made
-    within the key's 2 hours, and is found; the row is never ``not received``."""
+    to predate it) is resent with its key; FLORA answers "duplicate key": the run exists and was
+    charged, so the row is never ``not received``: it stays unconfirmed, saying it was charged."""
     with FloraSimulator(speed=50.0, seed=5) as sim:
         with Flora(api_key=sim.api_key, base_url=sim.base_url, ledger_path=tmp_path / "l.sqlite",
                    poll_interval=(0.02, 0.05), reconcile_grace=0.5) as fl:
@@ -109,10 +112,10 @@ def test_a_resend_answered_duplicate_is_never_not_received(tmp_path):
             fl.engine.update(run, status="starting", error_code=UNCONFIRMED, error_message=None, charged_cost=None,
                              window_low=made_at + HOUR, window_high=made_at + HOUR + 5.0)
             sweep.resume()
-            until(lambda: run.done, 60, "the resend's lookup to decide")
+            until(lambda: run.error_code in (UNCONFIRMED, NOT_RECEIVED), 60, "the resend's lookup to decide")
             events, row = fl.ledger.events(run.local_id), fl.ledger.get(run.local_id)
         records = sim.run_records()
     assert len(records) == 1 and records[0]["idempotency_key"] == row.idempotency_key
     assert any("idempotency_duplicate" in (e["note"] or "") for e in events), events
-    assert row.error_code != NOT_RECEIVED, (row.status, row.error_code, events)
-    assert row.run_id == records[0]["run_id"] and row.status == "completed"
+    assert (row.status, row.error_code) == ("starting", UNCONFIRMED), (row.status, row.error_code, events)
+    assert "charged" in row.error_message and "do not start it again" in row.error_message
