@@ -308,6 +308,13 @@ class Sweep:
                 self._unclaim_resend(run)
         self._awaiting.clear()
 
+    def _age(self, run: Run) -> float:
+        """Seconds since the start was first planned or sent, by the wall clock and by the session's
+        monotonic clock (whichever says older: a wall clock set back must never make a key look fresh)."""
+        wall = time.time() - run.intent_at
+        sent = self._engine.clock.now() - run.window_low if run.window_low is not None else 0.0
+        return max(wall, sent)
+
     def _unclaim_resend(self, run: Run) -> None:
         """A start taken back for resending but not sent: unconfirmed again, for a later resume()."""
         if run.status == STARTING and run.id is None and run.error_code is None:
@@ -316,7 +323,7 @@ class Sweep:
     def _claim_resend(self, runs: Sequence[Run]) -> None:
         """Take unconfirmed starts back for sending again, if the server would still recognise their key."""
         for run in runs:
-            if time.time() - run.intent_at > RESEND_WITHIN:
+            if self._age(run) > RESEND_WITHIN:
                 log.info("flora_nb sweep %s: run %s is unconfirmed and too old to resend safely", self.sweep_id,
                          run.local_id)
                 continue

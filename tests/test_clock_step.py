@@ -119,3 +119,21 @@ def test_a_resend_answered_duplicate_is_never_not_received(tmp_path):
     assert any("idempotency_duplicate" in (e["note"] or "") for e in events), events
     assert (row.status, row.error_code) == ("starting", UNCONFIRMED), (row.status, row.error_code, events)
     assert "charged" in row.error_message and "do not start it again" in row.error_message
+
+
+def test_a_key_that_only_the_wall_clock_calls_fresh_is_not_resent(tmp_path):
+    """The wall clock was set back: by it an unconfirmed start looks minutes old, but it was first sent
+    nearly two hours ago on the session's monotonic clock, so its key may be forgotten: never resent."""
+    with FloraSimulator(speed=50.0, seed=6) as sim:
+        with Flora(api_key=sim.api_key, base_url=sim.base_url, ledger_path=tmp_path / "l.sqlite",
+                   poll_interval=(0.02, 0.05), reconcile_grace=0.5) as fl:
+            sim.faults = Faults(credits=0.0)  # a row with its key and no run
+            sweep = fl.sweep(POSTER, grid={"prompt": ["old"]}).wait(60)
+            run = sweep.runs[0]
+            sim.faults = Faults()
+            fl.engine.update(run, status="starting", error_code=UNCONFIRMED, error_message=None, charged_cost=None,
+                             window_low=fl.clock.now() - 6900.0, window_high=fl.clock.now() - 6890.0)
+            posts = sim.stats()["requests_by_route"].get("POST /runs/technique", 0)
+            sweep.resume().wait(30)
+            assert sim.stats()["requests_by_route"].get("POST /runs/technique", 0) == posts
+        assert sim.stats()["runs_created"] == 0
