@@ -49,6 +49,10 @@ def _since_boot() -> float:
     try:
         return time.clock_gettime(time.CLOCK_BOOTTIME)  # type: ignore[attr-defined,unused-ignore]
     except (AttributeError, OSError):
+        pass
+    try:  # macOS: CLOCK_MONOTONIC goes on counting while the machine sleeps (time.monotonic() does not)
+        return time.clock_gettime(time.CLOCK_MONOTONIC)
+    except (AttributeError, OSError):
         return time.monotonic()
 
 

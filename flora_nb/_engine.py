@@ -285,7 +285,11 @@ class RunEngine:
         if waited is None:
             return False
         if waited and not resent:  # its POST goes out only now: a lost answer's window starts here
-            self.update(run, window_low=self.clock.now())
+            try:
+                self.update(run, window_low=self.clock.now())
+            except BaseException:  # nothing was sent: give the room back, or the technique's starts wait forever
+                window.answered()
+                raise
         return True
 
     def _extend_window(self, run: Run, at: float) -> None:

@@ -140,6 +140,7 @@ class Run:
     # tracked runs never need one. Listeners are a tuple replaced on change, shared while empty.
     _cond: threading.Condition | None = None
     _listeners: tuple[Callable[[Run], Any], ...] = ()
+    _inline: tuple[Callable[[Run], Any], ...] = ()  # bookkeeping told at once, in the changing thread
     _looked_at = float("-inf")  # monotonic time of the last change taken or ledger read
 
     def __init__(self, engine: RunHost, row: LedgerRow):
@@ -414,6 +415,7 @@ class Run:
             with cond:
                 self._take(row)
                 cond.notify_all()
+        self._tell(self._inline)  # a sweep's slot counting: never behind a user's callback on the listener thread
         listeners = self._listeners  # a tuple: a listener added meanwhile waits for the next change
         if not listeners:
             return
@@ -448,16 +450,21 @@ class Run:
         if row.status == STARTING:  # only a start's handle ever reads its row again (see _look_again)
             self._looked_at = _monotonic()
 
-    def on_change(self, callback: Callable[[Run], Any]) -> Callable[[Run], Any]:
+    def on_change(self, callback: Callable[[Run], Any], *, inline: bool = False) -> Callable[[Run], Any]:
         """Call ``callback(run)`` after every change.
 
         A change seen in the background (by the poller, a sweep's launcher) is told from the session's
         listener thread, in order: a slow callback delays only later callbacks, never tracking; one that
         raises (even ``SystemExit``) is counted in ``listener_errors``. It may start a run and ``wait()``
         for it ("when A finishes, start B"). A change made in the main thread (``rate()``) is told at once.
+        ``inline=True`` (quick bookkeeping that never blocks, such as a sweep's count of runs in flight):
+        told at once in whichever thread made the change, so a blocked callback never holds it up.
         """
         with self._changed:
-            self._listeners = (*self._listeners, callback)
+            if inline:
+                self._inline = (*self._inline, callback)
+            else:
+                self._listeners = (*self._listeners, callback)
         return callback
 
     def refresh(self) -> Run:

@@ -96,7 +96,7 @@ class Sweep:
         for run in runs:
             if run.local_id not in self._watched:
                 self._watched.add(run.local_id)
-                run.on_change(self._notify)
+                run.on_change(self._notify, inline=True)
             self._count(run)
 
     def start(self) -> Sweep:

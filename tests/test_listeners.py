@@ -85,6 +85,21 @@ def test_a_listener_can_start_the_next_run_and_wait_for_it(fl):
     assert fl.status()["listener_errors"] == 0
 
 
+def test_a_listener_can_start_a_sweep_and_wait_for_it(fl):
+    """A sweep counts its runs in flight from their changes: those are told at once, never queued behind
+    the listener that waits for the sweep (once this deadlocked: the sweep never freed a slot)."""
+    chain: list = []
+
+    def then_sweep(run):
+        if run.done and not chain:
+            chain.append(fl.sweep(POSTER, grid={"prompt": [f"next {i}" for i in range(4)]}, max_concurrency=1).wait(60))
+
+    a = fl.run(POSTER, {"prompt": "first"})
+    a.on_change(then_sweep)
+    until(lambda: chain, what="the sweep started and waited for from a's listener")
+    assert [r.status for r in chain[0].runs] == ["completed"] * 4
+
+
 def test_the_poller_survives_a_system_exit_from_its_own_cycle(fl, monkeypatch):
     record = fl.engine.record
     raised = []
