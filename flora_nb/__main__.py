@@ -8,7 +8,8 @@ USAGE = """usage: python -m flora_nb COMMAND [options]
 
 commands:
   sim    serve the built-in FLORA simulator on loopback (see: python -m flora_nb sim -h)
-  demo   run the README's main job against the simulator
+  demo   a small sweep on the simulator: its comparison, costs, files and a chart
+         (then: make lab, for the three tutorial notebooks in JupyterLab)
 """
 
 

@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
+from ._look import usd
+
 __all__ = ["DEFAULT_RATIO", "PERIODS", "Exposure", "confirmation_needed", "is_money", "limit_words", "period_start",
            "reserve_ratio", "summarize"]
 
@@ -87,12 +89,12 @@ def confirmation_needed(name: str, runs: int, per_run: float | None, threshold: 
     what = f"{runs:,} run{'s' if runs != 1 else ''} of {name}"
     if per_run is None:
         return (f"Starting {what} would spend an unknown amount (FLORA lists no price for it), and "
-                f"confirm_above is ${threshold:,.2f}.")
+                f"confirm_above is {usd(threshold)}.")
     total = runs * per_run
     if total <= threshold + 1e-9:
         return None
-    return (f"Starting {what} would spend up to ${total:,.2f} (${per_run:,.4f} a run), above "
-            f"confirm_above of ${threshold:,.2f}.")
+    return (f"Starting {what} would spend up to {usd(total)} ({usd(per_run)} a run), above "
+            f"confirm_above of {usd(threshold)}.")
 
 
 def period_start(period: str | None, now: float) -> float | None:

@@ -170,6 +170,11 @@ class FloraClient:
         self._session = session or self._new_session()
         self._origin = _origin(self.base_url)
 
+    def move_to(self, base_url: str) -> None:
+        """Send later requests to ``base_url`` (a shared simulator that had to restart on another port)."""
+        url = self._check_base_url(base_url)
+        self.base_url, self._origin = url, _origin(url)
+
     @staticmethod
     def _check_base_url(url: str | None) -> str:
         try:

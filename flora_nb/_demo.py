@@ -13,6 +13,8 @@ import pandas as pd
 
 SCRIPTS = ["a cyclist crests a hill at dawn", "a cat knocks a vase off a shelf"]
 STYLES = ["pencil sketch", "noir", "watercolour"]
+PLOT_NAME = "sweep-chart.png"
+PLOT_EXTRA = "'flora_nb[plot]'"
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -57,7 +59,6 @@ def follow(sweep: Any, stream: TextIO | None = None, every: float = 0.2, timeout
 
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; returns the exit code."""
-    from ._frames import money_table
     from ._session import Flora
 
     args = _parse(argv)
@@ -74,20 +75,55 @@ def main(argv: list[str] | None = None) -> int:
                          max_concurrency=6)
         follow(sweep)
         sweep.wait(120)
-
-        _section("Compare: seconds per run, script x style")
-        print(sweep.compare(values="run_seconds").round(1).to_string())
-        _section("Costs")
-        print(money_table(fl.costs()).to_string())  # fl.costs(detail=True) has every column
-        server = fl.simulator.stats() if fl.simulator is not None else {"total_charged": float("nan")}
-        print(f"  the server charged ${server['total_charged']:.2f}; "
-              f"the ledger says ${fl.runs()['charged_cost'].sum():.2f}")
-
-        _section("Outputs")
-        paths = sweep.download(out)
-        print(f"  {len(paths)} files saved in {out}")
-        for path in paths[:3]:
-            print(f"    {path.name}")
-        if len(paths) > 3:
-            print(f"    ... and {len(paths) - 3} more")
+        _report(fl, sweep)
+        _outputs(sweep, out)
+        _next()
         return 0 if fl.runs(status="failed").empty else 1
+
+
+def _report(fl: Any, sweep: Any) -> None:
+    from ._frames import money_table
+
+    _section("Compare: seconds per run, script x style")
+    print(sweep.compare(values="run_seconds").round(2).to_string())
+    print("  (each run takes its own time, as on FLORA; sweep.compare(values=...) pivots any column)")
+    _section("Costs")
+    print(money_table(fl.costs()).to_string())  # fl.costs(detail=True) has every column
+    server = fl.simulator.stats() if fl.simulator is not None else {"total_charged": float("nan")}
+    print(f"  the server charged ${server['total_charged']:.2f}; "
+          f"the ledger says ${fl.runs()['charged_cost'].sum():.2f}")
+
+
+def _outputs(sweep: Any, out: Path) -> None:
+    _section("Outputs")
+    paths = sweep.download(out)
+    print(f"  {len(paths)} files saved in {out}")
+    for path in paths[:3]:
+        print(f"    {path.name}")
+    if len(paths) > 3:
+        print(f"    ... and {len(paths) - 3} more")
+    print("  They are simulated placeholders (each image is captioned so): the simulator makes patterns, not art.")
+    chart = _save_plot(sweep, out / PLOT_NAME)
+    print(f"  chart of cost and time per variation: {chart}" if chart else
+          f"  a chart of cost and time per variation needs matplotlib: pip install {PLOT_EXTRA}")
+
+
+def _save_plot(sweep: Any, path: Path) -> Path | None:
+    """The sweep's chart as a PNG file, or None without matplotlib."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")  # a file, never a window
+    import matplotlib.pyplot as plt
+
+    axes = sweep.plot()
+    axes[0].figure.savefig(path, dpi=100, bbox_inches="tight")  # rotated labels reach past the figure
+    plt.close(axes[0].figure)
+    return path
+
+
+def _next() -> None:
+    _section("Next")
+    print("  make lab    opens the three tutorial notebooks in JupyterLab (installs it into .venv first)")
+    print("  notebooks/  01-quickstart, 02-parameter-sweep, 03-cost-analysis")

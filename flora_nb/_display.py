@@ -40,7 +40,9 @@ from ._look import (
     health_note,
     phase,
     run_cost,
+    run_line_html,
     say,
+    sweep_line_html,
     usd,
 )
 from ._states import ACTIVE, COMPLETED, DONE, FAILED, SKIPPED, WORKING
@@ -52,7 +54,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_UPDATES_PER_SECOND", "STYLE", "RatingWidget", "RunPanel", "SweepPanel", "Throttle", "build_gallery",
     "display_live", "fetch_later", "output_widget", "outputs_widgets", "panel_for", "rating_widget", "say", "settle",
-    "text_widget", "usd", "widgets_available",
+    "summary_html", "summary_widget", "text_widget", "usd", "widgets_available",
 ]
 
 log = logging.getLogger("flora_nb.display")
@@ -195,6 +197,7 @@ _FETCHER = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_pref
 _FETCHING: set[concurrent.futures.Future[Any]] = set()  # downloads the displays have not finished
 _FETCHING_LOCK = threading.Lock()
 _PANELS: weakref.WeakSet[RunPanel] = weakref.WeakSet()
+_SHOWN: weakref.WeakSet[Any] = weakref.WeakSet()  # runs and sweeps that have a live panel in this kernel
 
 
 def fetch_later(work: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
@@ -298,6 +301,7 @@ class RunPanel:
         self._finishing = threading.Lock()
         self.fetched: concurrent.futures.Future[None] | None = None
         _PANELS.add(self)
+        _SHOWN.add(run)
         self.throttle = Throttle(self.draw, clock=clock, schedule=schedule)
         run.on_change(self._changed)
         if run.done:
@@ -359,6 +363,7 @@ class SweepPanel:
         self.stopped = w.HTML()
         self.widget = w.VBox([w.HTML(STYLE), self.live, w.HBox([self.stop_button, self.stopped])])
         self.widget.add_class("flora-card")
+        _SHOWN.add(sweep)
         self.throttle = Throttle(self.draw, clock=clock, schedule=schedule)
         for run in sweep.runs:
             run.on_change(self.throttle)
@@ -446,14 +451,43 @@ def panel_for(obj: Any, **options: Any) -> RunPanel | SweepPanel:
 
 
 def display_live(obj: Any) -> None:
-    """Show a Run or Sweep that keeps itself up to date (a widget), or one text line if no widgets."""
+    """Show a Run or Sweep that keeps itself up to date (a widget), or one text line if no widgets.
+
+    A run or sweep that already has a live panel in this kernel is shown as one line instead:
+    ``run.wait()`` returns the run and its cell displays it, but the panel above already shows it
+    (and keeps showing it), so the wait's cell says how it ended rather than drawing a second panel.
+    """
     from IPython.display import display
 
-    if widgets_available():
-        display(panel_for(obj).widget)
-    else:
+    if not widgets_available():
         # No widgets (terminal IPython): one line now, nothing per poll; repr(obj) tells more later.
         say(repr(obj))
+    elif obj in _SHOWN:
+        display(summary_widget(obj))
+    else:
+        display(panel_for(obj).widget)
+
+
+def summary_html(obj: Any) -> str:
+    """One line for a run or sweep whose live panel is shown elsewhere (escaped, with the style sheet)."""
+    if hasattr(obj, "runs"):
+        return STYLE + sweep_line_html(obj)
+    return STYLE + run_line_html(obj)
+
+
+def summary_widget(obj: Any) -> w.Widget:
+    """That line as a widget: drawn once if done, else redrawn (throttled) until it is."""
+    line = w.HTML(summary_html(obj))
+    line.add_class("flora-summary")
+    if not obj.done:
+        def draw() -> None:
+            if not closed(obj):
+                line.value = summary_html(obj)
+
+        throttle = Throttle(draw)
+        for run in getattr(obj, "runs", [obj]):
+            run.on_change(throttle)
+    return line
 
 
 # ---------------------------------------------------------------- gallery and ratings
@@ -508,7 +542,7 @@ class RatingWidget(w.HBox):
             action()
             self.message.value = ""
         except Exception as exc:
-            self.message.value = f"<span class='flora-error'>{html.escape(f'{type(exc).__name__}: {exc}')}</span>"
+            self.message.value = f"<span class='flora-error'>{html.escape(str(exc))}</span>"
         self._paint()
 
     def _paint(self) -> None:

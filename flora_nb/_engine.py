@@ -29,6 +29,7 @@ from ._errors import (
     InvalidResponseError,
     LedgerConflict,
     LedgerError,
+    NotFoundError,
     RateLimitError,
     ServerError,
 )
@@ -55,7 +56,7 @@ from ._states import (
     UNCONFIRMED,
     UNCONFIRMED_MESSAGE,
 )
-from ._transitions import changes_for
+from ._transitions import changes_for, unknown_to_simulator
 from ._window import StartWindow
 
 __all__ = ["LEASE_MARGIN", "RATE_LIMIT_PATIENCE", "RESUME_GRACE", "RunEngine"]
@@ -553,7 +554,13 @@ class RunEngine:
         """Poll FLORA for one run now and record what it says."""
         if run.id is None:
             raise InputError("this run's start is not confirmed yet; call fl.resume() to look for it.")
-        self.record([(run, self.client.get_run(run.id, run.poll_url))])
+        try:
+            state = self.client.get_run(run.id, run.poll_url)
+        except NotFoundError:
+            if not self.poller.on_simulator:
+                raise
+            state = unknown_to_simulator(run.id)  # a restarted simulator lost it: it ends, uncharged
+        self.record([(run, state)])
 
     # ---------------------------------------------------------------- poller sink
 

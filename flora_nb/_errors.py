@@ -25,7 +25,8 @@ Every error flora_nb raises on purpose derives from ``FloraError``::
         ├── RateLimitError               429 rate_limited
         └── ServerError                  5xx unknown_error
 
-``APIError`` carries ``status``, ``code``, ``message``, ``fields`` and ``request_id``;
+``APIError`` carries ``status``, ``code``, ``message``, ``fields`` and ``request_id`` (the id FLORA's
+support asks for; it is kept on the error, not written into its message);
 ``InvalidResponseError`` also names the ``field`` that was wrong.
 """
 
@@ -162,9 +163,7 @@ class APIError(FloraError):
             text += " [" + "; ".join(details) + "]"
         if self.hint:
             text += f" {self.hint}"
-        if self.request_id:
-            text += f" (request-id {self.request_id})"
-        return text
+        return text  # the request id stays on .request_id, for a support ticket: not in the user's way
 
     def __reduce__(self):  # keep keyword-only fields across pickling (multiprocessing, ipyparallel)
         kwargs = dict(status=self.status, code=self.code, fields=self.fields, request_id=self.request_id)

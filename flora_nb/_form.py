@@ -13,6 +13,7 @@ import itertools
 import json
 import math
 import os
+import re
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -39,6 +40,16 @@ ACCEPT = {"imageUrl": "image/*", "videoUrl": "video/*", "audioUrl": "audio/*", "
 DOWNLOADS = "flora_outputs"  # the form's Download button saves here (the demo's folder too)
 DOUBLE_CLICK_SECONDS = 1.0  # a second click this soon after a start, with the same inputs, is ignored
 MAX_PANELS = 8  # panels kept visible below the form (every run stays in form.runs and the ledger)
+# Errors are written for Python callers; the form shows them with its own controls' words instead.
+_FORM_TERMS: tuple[tuple[str, str], ...] = (
+    (r" \(Flora\(budget=None\)\)", " (connected without a budget)"),
+    (r"\bRaise budget=", "Raise the budget"),
+    (r",? or use reuse=True\b", ""),  # the form offers reuse itself when these inputs already ran
+    (r"\breuse=True would", "reusing them would"),
+    (r"(?<![\w.])budget=(?=[,.;\s]|$)", "the budget"),
+    (r"pass content_type='image/png' \(or the right type\) or a file_name with its extension",
+     "give the file its extension (.png, .jpg ...)"),
+)
 _CONSTRAINTS = {"specified_aspect_ratio": "aspect ratio {}", "specified_duration": "duration {} s",
                 "allow_multiple": "several values allowed", "accepts_element": "accepts an element id"}
 
@@ -56,10 +67,25 @@ class FieldWidgets:
     upload: w.FileUpload | None = None
     preview: w.Box | None = None
     given: list[str] | None = field(default=None)  # values set by Form.vary (may contain newlines)
+    uploaded: dict[str, str] = field(default_factory=dict)  # a file's name as the field shows it -> its asset's URL
 
     @property
     def varying(self) -> bool:
         return bool(self.vary.value)
+
+    def sent(self, value: str) -> str:
+        """What a value the field shows sends: an uploaded file's name stands for its asset's URL."""
+        return self.uploaded.get(value, value)
+
+    def show_upload(self, name: str | None, url: str) -> str:
+        """The name this field shows for an uploaded file (another file of the same name gets " (2)")."""
+        base = (name or "").strip().replace("\n", " ") or "uploaded file"
+        shown, n = base, 1
+        while self.uploaded.get(shown, url) != url:
+            n += 1
+            shown = f"{base} ({n})"
+        self.uploaded[shown] = url
+        return shown
 
     def lines(self) -> list[str]:
         """The vary-mode values: those given to ``Form.vary`` unless edited since, else one per line."""
@@ -108,7 +134,9 @@ def media_field(spec: TechniqueInput) -> FieldWidgets:
     url = w.Text(placeholder="https://... or asset_... or upload a file", continuous_update=False,
                  layout=w.Layout(flex="1"))
     upload = w.FileUpload(accept=ACCEPT.get(spec.type, ""), multiple=False, description="Upload",
-                          icon="upload", layout=w.Layout(width="110px"))
+                          icon="upload", tooltip="choose a file on this computer: it is uploaded to FLORA once",
+                          layout=w.Layout(width="auto", min_width="96px"))
+    upload.add_class("flora-upload")  # its label reads "Upload", without ipywidgets' file count (FORM_STYLE)
     preview = w.HBox(layout=w.Layout(margin="4px 0 0 0"))
     editor = w.HBox([url, upload], layout=w.Layout(width="auto"))
     return _shell(spec, editor, url, (preview,), upload, preview)
@@ -214,8 +242,9 @@ class Form(w.VBox):
         self.combine = w.ToggleButtons(options=[("every combination", "grid"), ("pair up in order (zip)", "zip")],
                                        value="grid", description="Combine", layout=w.Layout(display="none"),
                                        style={"button_width": "auto"})
-        self.run_button = w.Button(description="Run", button_style="primary", icon="play",
-                                   tooltip="start the run", layout=w.Layout(width="auto", min_width="110px"))
+        self.run_button = w.Button(description="Run", button_style="primary", icon="play", tooltip="start the run",
+                                   layout=w.Layout(width="auto", min_width="110px", flex="none"))
+        self.run_button.add_class("flora-run")  # as wide as its words ("Confirm: spend up to $1,250.00"): never cut
         self.cost_label = w.HTML()
         self.stop_button = w.Button(description="Stop", icon="stop", disabled=True, layout=w.Layout(width="auto"),
                                     tooltip="stop launching the sweep (runs already on FLORA keep going and are charged)")
@@ -300,11 +329,11 @@ class Form(w.VBox):
         fixed, varied, problems = {}, {}, {}
         for input_id, part in self._parts.items():
             if part.varying:
-                values = part.lines()
+                values = [part.sent(v) for v in part.lines()]
                 problem = self._values_problem(part, values)
                 varied[input_id] = values
             else:
-                value = str(part.value.value or "").strip()
+                value = part.sent(str(part.value.value or "").strip())
                 problem = self._value_problem(part, value)
                 if value:
                     fixed[input_id] = value
@@ -561,7 +590,7 @@ class Form(w.VBox):
             for item in files:
                 data = bytes(item["content"])
                 asset = self._upload(part, data, item.get("name"), item.get("type") or None, workspace)
-                done.append((asset.url, data, item.get("name")))
+                done.append((part.show_upload(item.get("name"), asset.url), data, item.get("name")))
         except FloraError as exc:  # a refused file: say so under its field, and in the message area
             self._show_errors({**self.errors, part.spec.id: f"{item.get('name')}: {exc}"})
             raise
@@ -571,11 +600,11 @@ class Form(w.VBox):
         self._show_errors({k: v for k, v in self.errors.items() if k != part.spec.id})
         if part.varying:
             part.given = None
-            part.values.value = "\n".join(part.lines() + [url for url, _, _ in done])
+            part.values.value = "\n".join(part.lines() + [shown for shown, _, _ in done])
         else:
-            part.value.value = done[-1][0]
+            part.value.value = done[-1][0]  # the file's name; the run is sent its asset's URL
         if part.preview is not None:  # from the bytes we have: no need for the browser to reach FLORA
-            part.preview.children = tuple(preview_widget(part.spec.type, url, data, name) for url, data, name in done)
+            part.preview.children = tuple(preview_widget(part.spec.type, shown, data, name) for shown, data, name in done)
         self._say(f"Uploaded {', '.join(str(name) for _, _, name in done)}.", quiet=True)
 
     def _upload(self, part: FieldWidgets, data: bytes, name: str | None, content_type: str | None,
@@ -610,8 +639,8 @@ class Form(w.VBox):
         """Run ``action``; any exception is shown inside the form, never raised into the frontend."""
         try:
             action()
-        except FloraError as exc:
-            self._say(f"{type(exc).__name__}: {exc}", error=True)
+        except FloraError as exc:  # the message says what happened and what to do; no class names
+            self._say(in_form_terms(str(exc)), error=True)
         except Exception as exc:  # a bug: say so, with the traceback one click away
             details = html.escape("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
             self.message.value = (f"<div class='flora-error'>Unexpected error: {html.escape(type(exc).__name__)}: "
@@ -640,6 +669,13 @@ def _count(varied: dict[str, list[str]], mode: str) -> tuple[int, list[str]]:
             return min(lengths), [f"Pairing up in order needs the same number of values in every varied field ({sizes})."]
         return lengths[0], []
     return math.prod(lengths), []
+
+
+def in_form_terms(text: str) -> str:
+    """A message written for Python, with its hints spelled as the form's controls."""
+    for pattern, replacement in _FORM_TERMS:
+        text = re.sub(pattern, replacement, text)
+    return text
 
 
 def _note(text: str) -> str:
@@ -679,4 +715,8 @@ FORM_STYLE = """<style>
 .flora-cost { font-weight: 600; }
 .flora-row { gap: 12px; margin: 4px 0; }
 .flora-form textarea, .flora-form input[type=text] { border-radius: 6px; }
+.flora-form .flora-run { max-width: none; overflow: visible; }
+.flora-form .flora-upload.widget-upload { font-size: 0 !important; }
+.flora-form .flora-upload.widget-upload > i { font-size: var(--jp-widgets-font-size, 13px); margin-right: 4px; }
+.flora-form .flora-upload.widget-upload::after { content: "Upload"; font-size: var(--jp-widgets-font-size, 13px); }
 </style>"""

@@ -12,14 +12,17 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
+from ._errors import InputError
 from ._ledger import COLUMNS, PACKED, PACKED_COLUMNS, Ledger
 from ._models import RunState, Technique
 from ._states import ACTIVE, COMPLETED, INPUTS_DIFFER, OPEN, QUEUED, TERMINAL
 from ._states import STATUSES as _STATES
+from ._tables import PLAIN, FloraFrame, display_cells, is_money_or_seconds, with_cells
 
 __all__ = [
     "RUN_COLUMNS",
     "STATUSES",
+    "check_statuses",
     "compare_frame",
     "cost_summary",
     "history_frame",
@@ -98,7 +101,7 @@ def _runs_frame(raw_rows: Iterable[Sequence[Any]], columns: Sequence[str]) -> pd
     out["variation"] = pd.array(raw["variation"], dtype="Int64")
     out["pairing"] = text["pairing"]  # how a lost start was bound: <NA> (answered), exact, or unknown among a group
     out["outputs_doubtful"] = _doubtful(text["pairing"])
-    return pd.DataFrame(out, index=pd.RangeIndex(n), copy=False)
+    return FloraFrame(out, index=pd.RangeIndex(n), copy=False)
 
 
 def _doubtful(pairing: Any) -> Any:
@@ -238,21 +241,40 @@ def ledger_runs(ledger: Ledger, endpoint: str | None, **filters: Any) -> pd.Data
 
 def select_runs(frame: pd.DataFrame, *, status: str | Sequence[str] | None = None, technique: str | None = None,
                 sweep_id: str | None = None, since: Any = None) -> pd.DataFrame:
-    """Filter a runs frame; ``technique`` matches the id or the name."""
+    """Filter a runs frame; ``technique`` matches the id or the name. An unknown status is an ``InputError``."""
     if status is None and technique is None and sweep_id is None and since is None:
         return frame  # nothing to filter: no copy of every column
     keep = pd.Series(True, index=frame.index)
     if status is not None:
-        keep &= frame["status"].isin([status] if isinstance(status, str) else list(status))
+        keep &= frame["status"].isin(check_statuses(status))
     if technique is not None:
         keep &= (frame["technique_id"] == technique).fillna(False) | (frame["technique_name"] == technique).fillna(False)
     if sweep_id is not None:
         keep &= (frame["sweep_id"] == sweep_id).fillna(False)
     if since is not None:
-        stamp = pd.Timestamp(since)
-        stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp
-        keep &= (frame["created_at"] >= stamp).fillna(False)
+        keep &= (frame["created_at"] >= _since(since)).fillna(False)
     return frame[keep.astype(bool)].reset_index(drop=True)
+
+
+def check_statuses(status: str | Sequence[str]) -> list[str]:
+    """The statuses asked for, or an ``InputError`` naming the ones a run can have."""
+    asked = [status] if isinstance(status, str) else list(status)
+    unknown = [s for s in asked if s not in _STATUS_CODES]
+    if unknown or not asked:
+        given = ", ".join(str(s) for s in unknown) or "nothing"
+        raise InputError(f"unknown status {given}; a run's status is one of: {', '.join(STATUSES)}.")
+    return asked
+
+
+def _since(since: Any) -> pd.Timestamp:
+    """``since`` as a UTC time; an ``InputError`` when it is not a date or time."""
+    try:
+        stamp = pd.Timestamp(since)
+    except (TypeError, ValueError):
+        stamp = pd.NaT
+    if pd.isna(stamp):
+        raise InputError(f"since must be a date or time, such as '2025-05-01' or '2025-05-01 14:30'; got {since!r}.")
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp
 
 
 def cost_summary(frame: pd.DataFrame, by: str | Sequence[str]) -> pd.DataFrame:
@@ -262,10 +284,7 @@ def cost_summary(frame: pd.DataFrame, by: str | Sequence[str]) -> pd.DataFrame:
     ``unknown_cost_runs`` are finished runs whose charge FLORA has not reported yet: ``charged_usd``
     is what is known, and ``cost_per_completed_usd`` stays NaN until every charge of the group is.
     """
-    keys = [by] if isinstance(by, str) else list(by)
-    missing = [k for k in keys if k not in frame.columns]
-    if missing:
-        raise KeyError(f"cannot group costs by {missing}; try one of: {', '.join(_groupable(frame))}")
+    keys = _cost_keys(frame, by)
     reused = frame["reused_from"].notna() if "reused_from" in frame else pd.Series(False, index=frame.index)
     terminal = frame["status"].isin(TERMINAL)
     known = terminal & frame["charged_cost"].notna() & ~reused
@@ -277,7 +296,7 @@ def cost_summary(frame: pd.DataFrame, by: str | Sequence[str]) -> pd.DataFrame:
         _est_known=frame["estimated_cost"].where(known), _charged=frame["charged_cost"].where(~reused),
     )
     g = work.groupby(keys, dropna=False, observed=True)
-    out = pd.DataFrame({
+    out = FloraFrame({
         "runs": g["_paid"].sum(), "completed": g["_completed"].sum(), "failed": g["_failed"].sum(),
         "skipped": g["_skipped"].sum(), "reused": g["_reused"].sum(), "unknown_cost_runs": g["_unknown"].sum(),
         "estimated_usd": g["_est"].sum(min_count=1), "charged_usd": g["_charged"].sum(min_count=1),
@@ -292,7 +311,6 @@ def cost_summary(frame: pd.DataFrame, by: str | Sequence[str]) -> pd.DataFrame:
 
 COST_COLUMNS = ["runs", "completed", "failed", "charged_usd", "pending_charges", "open_estimate_usd",
                 "usd_per_completed"]
-MONEY_COLUMNS = ("charged_usd", "open_estimate_usd", "usd_per_completed")
 _COUNTS = ("runs", "completed", "failed", "pending_charges")
 
 
@@ -304,7 +322,7 @@ def cost_table(frame: pd.DataFrame, by: str | Sequence[str]) -> pd.DataFrame:
     and completed runs whose charge is pending. ``usd_per_completed`` is NaN while a charge is pending.
     """
     full = cost_summary(frame, by)
-    keys = [by] if isinstance(by, str) else list(by)
+    keys = _cost_keys(frame, by)
     reused = frame["reused_from"].notna() if "reused_from" in frame else pd.Series(False, index=frame.index)
     to_come = frame["status"].isin(OPEN) | (frame["status"].eq(COMPLETED) & frame["charged_cost"].isna())
     open_est = frame["estimated_cost"].where(to_come & ~reused)
@@ -327,29 +345,24 @@ def cost_table(frame: pd.DataFrame, by: str | Sequence[str]) -> pd.DataFrame:
 
 
 def money_table(table: pd.DataFrame) -> pd.DataFrame:
-    """The cost table for display: USD as ``$0.0400`` text; a charge still to come says "pending", never $0.
+    """The cost table as its display shows it: USD as ``$0.04`` text, a charge still to come "pending", never $0.
 
-    ``charged_usd`` reads ``$0.0400 + 2 pending`` (or ``2 pending``) while charges are pending, and
-    ``usd_per_completed`` ``pending``; ``-`` is a figure with nothing behind it. The numbers stay in ``table``.
+    ``charged_usd`` reads ``$0.04 + 2 pending`` (or ``2 pending``) while charges are pending, and
+    ``usd_per_completed`` ``pending``; ``-`` is a figure with nothing behind it. The numbers stay in ``table``
+    (whose own display is this one: ``_tables.FloraFrame``).
     """
-    shown = table.copy()
-    counts = table.get("pending_charges", table.get("unknown_cost_runs"))
-    pending = [0] * len(table) if counts is None else [int(n) for n in counts.fillna(0)]
-    completed = table["completed"].fillna(0) if "completed" in table else pd.Series(1, index=table.index)
-    for column in MONEY_COLUMNS:
-        if column in shown:
-            waiting = pending if column != "usd_per_completed" else [n if c else 0 for n, c in zip(pending, completed)]
-            shown[column] = [_money_cell(column, v, n) for v, n in zip(table[column], waiting)]
-    return shown
+    return display_cells(table)
 
 
-def _money_cell(column: str, value: float, pending: int) -> str:
-    money = "" if pd.isna(value) else f"${value:,.4f}"
-    if not pending or column == "open_estimate_usd":
-        return money or "-"
-    if column == "charged_usd":
-        return f"{money} + {pending} pending" if money else f"{pending} pending"
-    return "pending"
+def _cost_keys(frame: pd.DataFrame, by: str | Sequence[str]) -> list[str]:
+    """The columns to group costs by (a bare input id is its ``input.`` column), or an ``InputError``."""
+    keys = [by] if isinstance(by, str) else list(by)
+    keys = [k if k in frame.columns or f"input.{k}" not in frame.columns else f"input.{k}" for k in keys]
+    missing = [str(k) for k in keys if k not in frame.columns]
+    if missing or not keys:
+        what = ", ".join(missing) or "nothing"
+        raise InputError(f"cannot group costs by {what}; choose from: {', '.join(_groupable(frame))}.")
+    return keys
 
 
 def _groupable(frame: pd.DataFrame) -> list[str]:
@@ -386,7 +399,7 @@ def compare_frame(frame: pd.DataFrame, varied: Sequence[str], values: str, index
         return [] if spec is None else [col(spec)] if isinstance(spec, str) else [col(s) for s in spec]
 
     axes = [f"input.{k}" for k in varied]
-    rows, across = cols(index), cols(columns)
+    rows, across = _known_columns(frame, cols(index), "index"), _known_columns(frame, cols(columns), "columns")
     if not rows and not across:
         rows, across = (axes[:1] + axes[2:], axes[1:2]) if axes else (["variation"], [])
     elif not rows:
@@ -395,14 +408,49 @@ def compare_frame(frame: pd.DataFrame, varied: Sequence[str], values: str, index
         across = [a for a in axes if a not in rows][:1]
     value = col(values)
     if value not in frame.columns:
-        raise KeyError(f"no column {values!r} to compare; try charged_cost, rating, run_seconds, total_seconds, status")
+        raise InputError(f"no column {values!r} to compare; try charged_cost, rating, run_seconds, total_seconds, "
+                         f"status, or one of: {', '.join(_comparable(frame))}.")
     if "outputs_doubtful" in frame.columns and frame["outputs_doubtful"].any():
         # A row whose run may carry another variation's inputs would put its figures under the wrong cell.
         frame = frame[~frame["outputs_doubtful"]]
     numeric = pd.api.types.is_numeric_dtype(frame[value])
     agg = aggfunc or ("mean" if numeric else "first")
-    return frame.pivot_table(index=rows, columns=across or None, values=value, aggfunc=agg, observed=True,
-                             dropna=False)
+    table = with_cells(frame.pivot_table(index=rows, columns=across or None, values=value, aggfunc=agg,
+                                         observed=True, dropna=False), _cells(value, agg))
+
+    def in_sweep_order(labels: pd.Index, keys: list[str]) -> list[int]:
+        # pivot_table sorts its labels; lay them out as the gallery does, in the order the sweep first ran them
+        if "variation" in frame.columns:
+            seen = frame.sort_values("variation", kind="stable")[keys].drop_duplicates()
+        else:
+            seen = frame[keys].drop_duplicates()
+        rank = {key if len(keys) > 1 else key[0]: i for i, key in enumerate(seen.itertuples(index=False, name=None))}
+        return sorted(range(len(labels)), key=lambda i: rank.get(labels[i], len(rank)))
+
+    table = table.iloc[in_sweep_order(table.index, rows)]
+    return table.iloc[:, in_sweep_order(table.columns, across)] if across else table
+
+
+def _known_columns(frame: pd.DataFrame, names: list[str], what: str) -> list[str]:
+    """``names`` when every one is a column of the sweep's frame, else an ``InputError`` naming those that are."""
+    unknown = [n for n in names if n not in frame.columns]
+    if unknown:
+        raise InputError(f"no column {', '.join(map(repr, unknown))} to lay out as {what}; choose from: "
+                         f"{', '.join(_comparable(frame))}.")
+    return names
+
+
+def _comparable(frame: pd.DataFrame) -> list[str]:
+    """The columns a sweep's table is usually compared by or over (varied inputs, labels, figures)."""
+    return [c for c in frame.columns if c.startswith(("input.", "label.")) or c in (
+        "variation", "repeat", "status", "charged_cost", "estimated_cost", "rating", "run_seconds",
+        "total_seconds", "queue_seconds", "progress", "error_code")]
+
+
+def _cells(value: str, agg: Any) -> str:
+    """What a compare table's cells hold: money or seconds when ``value`` is and the aggregate keeps its unit."""
+    keeps_unit = agg in ("mean", "sum", "min", "max", "median", "first", "last")
+    return (is_money_or_seconds(value) if keeps_unit else None) or PLAIN  # a count of charges is no money
 
 
 def plan_frame(plan: Any, tech: Technique, workspace: str, reuse: Sequence[str | None],
@@ -414,7 +462,7 @@ def plan_frame(plan: Any, tech: Technique, workspace: str, reuse: Sequence[str |
     n = len(plan.inputs)
     inputs = pd.DataFrame.from_records(plan.inputs)
     inputs.columns = [f"input.{c}" for c in inputs.columns]
-    frame = pd.DataFrame({
+    frame = FloraFrame({
         "variation": np.asarray(plan.variation, dtype="int64"), "repeat": np.asarray(plan.repeat_index, dtype="int64"),
         "technique_id": pd.array([tech.technique_id] * n, dtype="string"),
         "technique_name": pd.array([tech.name] * n, dtype="string"),
@@ -433,7 +481,7 @@ def plan_frame(plan: Any, tech: Technique, workspace: str, reuse: Sequence[str |
 def history_frame(states: Iterable[RunState]) -> pd.DataFrame:
     """Runs as FLORA reports them (``GET /technique-runs``) in the runs frame's core columns."""
     records = [_history_record(s) for s in states]
-    frame = pd.DataFrame.from_records(records, columns=[
+    frame = FloraFrame.from_records(records, columns=[
         "run_id", "technique_id", "technique_name", "workspace_id", "project_id", "status", "progress",
         "charged_cost", "created_at", "started_at", "completed_at", "error_code", "error_message",
         "output_urls", "output_types"])
@@ -466,7 +514,7 @@ def techniques_frame(techniques: Sequence[Technique]) -> pd.DataFrame:
         "inputs": ", ".join(f"{i.id}{'*' if i.required else ''}:{i.type}" for i in t.inputs),
         "outputs": ", ".join(f"{o.id}:{o.type}" for o in t.outputs), "description": t.description,
     } for t in techniques]
-    frame = pd.DataFrame(rows, columns=["technique_id", "slug", "name", "run_cost", "inputs", "outputs", "description"])
+    frame = FloraFrame(rows, columns=["technique_id", "slug", "name", "run_cost", "inputs", "outputs", "description"])
     frame["run_cost"] = frame["run_cost"].astype("float64")
     return frame
 
@@ -494,7 +542,7 @@ def sweeps_frame(summaries: Sequence[dict[str, Any]]) -> pd.DataFrame:
             "in_flight": sum(counts.get(k, 0) for k in ACTIVE),
             "spent": s["spent"], "budget": np.nan if s["budget"] is None else s["budget"],
         })
-    frame = pd.DataFrame(rows, columns=SWEEP_COLUMNS)
+    frame = FloraFrame(rows, columns=SWEEP_COLUMNS)
     for name in ("sweep_id", "technique", "technique_id"):
         frame[name] = frame[name].astype("string")
     created = pd.to_datetime(frame["created"].astype("float64"), unit="s", utc=True).astype("datetime64[ns, UTC]")
@@ -512,4 +560,4 @@ def limits_frame(limits: Sequence[tuple[str | None, str | None, float, Any]]) ->
              "spent": spent.charged, "held": spent.reserved, "left": max(0.0, usd - spent.committed),
              "pending": spent.pending} for technique, period, usd, spent in limits]
     columns = ["technique", "period", "limit", "spent", "held", "left", "pending"]
-    return pd.DataFrame(rows, columns=columns)
+    return FloraFrame(rows, columns=columns)

@@ -9,27 +9,35 @@ from __future__ import annotations
 
 import html
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ._states import CLOSED, COMPLETED, FAILED, SKIPPED, STARTING, UNSTARTED, WORKING
 
 __all__ = [
     "COLOURS",
+    "SEVERAL_WORKSPACES",
     "STYLE",
+    "StatusCard",
     "bar_html",
     "card_html",
+    "card_text",
     "charged_so_far",
     "closed",
     "colour",
+    "connected_to",
     "doubt_html",
     "duration",
     "elapsed",
     "estimated_progress",
     "eta_text",
     "health_note",
+    "in_progress",
     "phase",
     "run_cost",
+    "run_line_html",
     "say",
+    "status_rows",
+    "sweep_line_html",
     "usd",
 ]
 
@@ -102,26 +110,26 @@ def estimated_progress(run: Any, now: float | None = None) -> float:
 
 
 def usd(value: float | None) -> str:
-    """$0.04, $0.0035 for tiny amounts, $0 for nothing."""
+    """Money as people write it: $0.04, $1.20, $1,250.00; $0.0035 for tiny amounts, $0 for nothing."""
     if value is None:
         return "cost unknown"
     if abs(value) < 1e-12:
         return "$0"
-    return f"${value:.4f}" if abs(value) < 0.01 else f"${value:.2f}"
+    return f"${value:.4f}" if abs(value) < 0.01 else f"${value:,.2f}"
 
 
 def duration(seconds: float | None) -> str:
-    """4.2 s, 38 s, 2 min 5 s, 1 h 3 min."""
-    if seconds is None or seconds < 0:
+    """Time as people read it: 4.2 s, 38 s, 3 min 05 s, 1 h 03 min ('' when unknown)."""
+    if seconds is None or not 0 <= seconds < 1e9:
         return ""
-    if seconds < 10:
+    if seconds < 9.95:
         return f"{seconds:.1f} s"
-    if seconds < 60:
+    if seconds < 59.5:
         return f"{seconds:.0f} s"
     minutes, secs = divmod(round(seconds), 60)
     if minutes < 60:
-        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
-    return f"{minutes // 60} h {minutes % 60} min"
+        return f"{minutes} min {secs:02d} s" if secs else f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 def elapsed(run: Any, now: float | None = None) -> float | None:
@@ -230,3 +238,143 @@ def card_html(rows: Sequence[tuple[str, str]], kind: str) -> str:
     body = "".join(f"<tr><th style='text-align:left;padding-right:12px'>{esc(k)}</th>"
                    f"<td style='text-align:left'>{esc(v)}</td></tr>" for k, v in rows)
     return f"<table class='{esc(kind)}'>{body}</table>{STYLE}"
+
+
+# ---------------------------------------------------------------- the session's status card
+
+
+def connected_to(endpoint: str, simulated: bool, short: bool = False) -> str:
+    """Where a session's runs go, in words: the built-in simulator (which account), or FLORA at its URL."""
+    if not simulated:
+        return f"FLORA at {endpoint}"
+    name = endpoint[len("sim://"):] if endpoint.startswith("sim://") else None
+    account = "" if name in (None, "default") else f", account {name}"
+    if name is None:
+        account = ", a throwaway account"
+    return f"the built-in simulator{account}" + ("" if short else " (offline, no money spent)")
+
+
+def in_progress(count: int) -> str:
+    """'none in progress', '1 in progress', '3 in progress'."""
+    return "none in progress" if not count else f"{count} in progress"
+
+
+def _workspace_words(st: Mapping[str, Any]) -> str:
+    if st.get("workspace_id"):
+        return str(st["workspace_id"])
+    if st.get("closed"):
+        return "not chosen (the session is closed)"
+    problem = st.get("workspace_problem")
+    if problem == SEVERAL_WORKSPACES:
+        return ("not chosen yet: your key sees several workspaces; set FLORA_WORKSPACE_ID, "
+                "or choose one when you connect")
+    return f"not known yet ({problem})" if problem else "not chosen yet (the only one your key sees is used)"
+
+
+def _updates_words(st: Mapping[str, Any]) -> str:
+    if st.get("closed"):
+        return "stopped (the session is closed)"
+    if not (st.get("poller_running") and st.get("poller_alive")):
+        return "stopped: connect again to restart them"
+    health = st.get("health") or "ok"
+    return "running in the background" if health == "ok" else f"running, but {health}"
+
+
+def status_rows(st: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The status card's rows, in plain words, from ``Flora.status()``'s data."""
+    simulated = bool(st.get("simulator"))
+    rows = [("connected to", connected_to(str(st.get("endpoint")), simulated)),
+            ("workspace", _workspace_words(st))]
+    if st.get("simulator_shared"):  # another kernel serves this simulated account
+        rows.append(("shared", " ".join(filter(None, ["with another kernel (its runs are in this account too).",
+                                                      st.get("simulator_note")]))))
+    if simulated and "credits_remaining" in st:  # a simulator's credit (FLORA itself does not tell a balance)
+        credit = st["credits_remaining"]
+        rows.append(("balance", "unlimited simulated credit" if credit is None else f"{usd(credit)} of simulated credit"))
+    if st.get("budget_usd") is not None:
+        rows.append(("budget", f"{usd(st['budget_usd'])} for this session"))
+    runs = in_progress(int(st.get("tracked") or 0))
+    waiting = int(st.get("unconfirmed_starts") or 0)
+    if waiting:
+        runs += f"; {waiting} start{'s' if waiting != 1 else ''} waiting for FLORA's answer"
+    spent = charged_so_far(st.get("spent_usd"), int(st.get("pending_charges") or 0))
+    if st.get("spent_usd") is None and st.get("closed"):
+        spent, simulated = "not known (the session is closed)", False
+    rows += [("runs", runs), ("spent", spent + (" of simulated money" if simulated else "")),
+             ("updates", _updates_words(st))]
+    if st.get("poller_last_error") and (st.get("health") or "ok") != "ok":
+        rows.append(("last error", str(st["poller_last_error"])))
+    return rows + [("ledger", str(st.get("ledger")))]
+
+
+def card_text(rows: Sequence[tuple[str, str]]) -> str:
+    """A card as aligned text (terminal IPython, logs)."""
+    width = max((len(k) for k, _ in rows), default=0)
+    return "\n".join(f"{k:>{width}}: {v}" for k, v in rows)
+
+
+SEVERAL_WORKSPACES = "several"  # Flora.status()'s workspace_problem when the key sees several workspaces
+
+
+class StatusCard(dict[str, Any]):
+    """``Flora.status()``: the figures as a dict (raw numbers), shown as the status card in words.
+
+    ``lookup(data)`` (optional) gives what only the card shows (the workspace when not known yet, a
+    simulator's credit), called when the card is first shown: asking for the data sends no request.
+    """
+
+    def __init__(self, data: Mapping[str, Any], lookup: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None):
+        super().__init__(data)
+        self._lookup = lookup
+
+    def rows(self) -> list[tuple[str, str]]:
+        """The card's rows (looking up what only the card shows first, once)."""
+        lookup, self._lookup = self._lookup, None
+        if lookup is not None:
+            self.update(lookup(self))
+        return status_rows(self)
+
+    def _repr_html_(self) -> str:
+        return card_html(self.rows(), "flora-status")
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(card_text(self.rows()))
+
+
+# ---------------------------------------------------------------- one-line summaries
+
+
+def _mark(status: str) -> str:
+    """A status mark in its theme colour: a check, a cross, a dash, or a dot while live."""
+    sign = {COMPLETED: "&#10003;", FAILED: "&#10007;", SKIPPED: "&#8211;"}.get(status, "&#9679;")
+    return f"<span style='color:{colour(status)};font-weight:600'>{sign}</span>"
+
+
+def run_line_html(run: Any, note: str = "") -> str:
+    """A run in one escaped line: mark, name, what it is doing, time, cost, id (and ``note``, muted)."""
+    esc = html.escape
+    words = [run.technique_name or run.technique_id, phase(run, estimated_progress(run)),
+             duration(elapsed(run)), run_cost(run)]
+    line = " · ".join(esc(str(x)) for x in words if x)
+    extra = f" · {esc(note)}" if note else ""
+    error = (f"<div class='flora-error'>{esc(run.error_code or 'failed')}: {esc(run.error_message)}</div>"
+             if run.error_message and run.status != COMPLETED else "")
+    return (f"<div class='flora-line flora-summary'>{_mark(run.status if run.done else 'live')}<span>{line}</span>"
+            f"<span class='flora-muted'>{esc(run.id or 'not started yet')}{extra}</span></div>{error}")
+
+
+def sweep_line_html(sweep: Any, note: str = "") -> str:
+    """A sweep in one escaped line: mark, name, "12 / 12 done", spent, failures, id (and ``note``, muted)."""
+    esc = html.escape
+    runs = sweep.runs
+    counts = sweep.counts
+    done = sum(1 for r in runs if r.done)
+    words = [sweep.technique.name, f"{done} / {len(runs)} done", f"{charged_so_far(sweep.spent, sweep.pending_charges)} spent"]
+    if counts.get(FAILED):
+        words.append(f"{counts[FAILED]} failed")
+    if counts.get(SKIPPED):
+        words.append(f"{counts[SKIPPED]} not started")
+    status = (FAILED if counts.get(FAILED) else COMPLETED) if sweep.done else "live"
+    extra = f" · {esc(note)}" if note else ""
+    return (f"<div class='flora-line flora-summary'>{_mark(status)}<span>{esc(' · '.join(words))}</span>"
+            f"<span class='flora-muted'>{esc(sweep.sweep_id)}{extra}</span></div>")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 import re
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Iterator
@@ -14,7 +13,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_exp
 from traitlets import Bool, Float, Int, Tuple, Unicode
 
 from ._budget import limit_words
-from ._errors import FloraError, NotFoundError
+from ._errors import FloraError
 from ._look import run_cost, say
 from ._magic_parse import HELP, SIM_ONLY, Command, HelpShown, expand, parse
 
@@ -26,7 +25,13 @@ __all__ = ["FloraMagics", "in_magic_terms", "load_ipython_extension"]
 # Errors are written for Python callers; inside the magic their hints must name the magic's
 # options. Every hint of the package that names a Python spelling has its magic spelling here
 # (tests/test_newuser.py scans the package for hints this table misses).
-_MAGIC_TERMS: tuple[tuple[str, str], ...] = (
+def _lengths(match: re.Match[str]) -> str:
+    """``got {'prompt': 2, 'style': 1}`` as words: ``got 2 prompt values, 1 style value``."""
+    pairs = re.findall(r"'([^']*)': (\d+)", match.group(0))
+    return "got " + ", ".join(f"{n} {key} value{'s' if n != '1' else ''}" for key, n in pairs)
+
+
+_MAGIC_TERMS: tuple[tuple[str, str | Callable[[re.Match[str]], str]], ...] = (
     (r"\bFlora\(workspace='ws_\.\.\.'\)", "%flora connect --workspace ws_..."),
     (r"\bFlora\(budget=\.\.\.\)", "%flora connect --budget USD"),
     (r"\bFlora\.simulated\(persist=False\) or another name=\.\.\.", "%flora connect --sim --no-persist"),
@@ -52,6 +57,7 @@ _MAGIC_TERMS: tuple[tuple[str, str], ...] = (
     (r"\bmax_concurrency\b", "--max-concurrency"),
     (r"\brepeat must\b", "--repeat must"),
     (r"\bzip lists\b", "--zip lists"),
+    (r"\bgot \{(?:'[^']*': \d+(?:, )?)+\}", _lengths),
     (r"\bUse grid= for every combination", "Drop --zip for every combination"),
     (r"\bgrid/zip/variations\b", "two key= lists"),
     (r"\bpass url=\.\.\. instead", "give its https:// URL as the input value instead"),
@@ -148,7 +154,8 @@ class FloraMagics(Magics):
         except FloraError as exc:
             if not self.short_errors:
                 raise
-            raise UsageError(in_magic_terms(f"{type(exc).__name__}: {exc}")) from None
+            # the command's name leads, as in every usage error: no class names (short_errors off shows them)
+            raise UsageError(in_magic_terms(f"%flora {command.name}: {exc}")) from None
         return self._deliver(command, result)
 
     def _expanded(self, line: str) -> tuple[str, dict[str, Any]]:
@@ -205,7 +212,7 @@ class FloraMagics(Magics):
             if not self.short_errors:
                 raise
             kept = "kept the current session" if old is not None else "no session was opened"
-            raise UsageError(in_magic_terms(f"%flora connect failed, {kept}: {type(exc).__name__}: {exc}")) from None
+            raise UsageError(in_magic_terms(f"%flora connect failed, {kept}: {exc}")) from None
         current_session(self._apply_settings(new))
         if old is not None and old is not new:
             old.close()
@@ -216,8 +223,9 @@ class FloraMagics(Magics):
 
         workspace = o.workspace or self.default_workspace or None
         if o.sim:
-            return Flora.simulated(speed=o.speed if o.speed is not None else self.simulator_speed, seed=o.seed or 0, faults=_faults(o),
-                                   persist=False if o.no_persist else None, workspace=workspace, budget=o.budget)
+            return Flora.simulated(speed=o.speed if o.speed is not None else self.simulator_speed, seed=o.seed or 0,
+                                   faults=_faults(o), persist=False if o.no_persist else None,
+                                   name=o.account or "default", workspace=workspace, budget=o.budget)
         new = Flora(base_url=o.base_url, workspace=workspace, poll_interval=self.poll_interval, budget=o.budget)
         try:
             new.client.workspaces()  # the key and the URL work, or the current session stays
@@ -379,30 +387,37 @@ def _frame(method: str, **fixed: Any) -> Callable[[FloraMagics, Command], Any]:
 
 
 def _techniques(m: FloraMagics, c: Command) -> Any:
-    return m.fl().techniques(" ".join(c.options.query) or None)
+    query = " ".join(c.options.query) or None
+    found = m.fl().techniques(query)
+    if query and found.empty:
+        say(f"No technique matches {query}; %flora techniques lists them all.")
+        return None
+    return found
 
 
 def _runs(m: FloraMagics, c: Command) -> Any:
-    o, fl = c.options, m.fl()
-    technique = o.technique
-    if technique:
-        try:
-            technique = fl.technique(technique).technique_id  # a slug or id; names match as they are
-        except NotFoundError:
-            pass
-    frame = fl.runs(status=o.status, technique=technique, sweep_id=o.sweep)
-    return frame.tail(o.last).reset_index(drop=True) if o.last else frame
+
+    o = c.options
+    frame = m.fl().runs(status=o.status, technique=o.technique, sweep_id=o.sweep)
+    frame = frame.tail(o.last).reset_index(drop=True) if o.last else frame
+    return _columns(frame, o.columns) if o.columns is not None else frame
+
+
+def _columns(frame: Any, text: str) -> Any:
+    """``--columns a,b``: only these columns (a bare input id means its ``input.`` column)."""
+    wanted = [w.strip() for w in text.split(",") if w.strip()]
+    names = [w if w in frame.columns or f"input.{w}" not in frame.columns else f"input.{w}" for w in wanted]
+    unknown = [w for w, name in zip(wanted, names) if name not in frame.columns]
+    if unknown or not wanted:
+        raise UsageError(f"%flora runs: no column {', '.join(unknown) or 'given'} in the runs table; choose from: "
+                         f"{', '.join(map(str, frame.columns))}.")
+    return frame[names]
 
 
 def _costs(m: FloraMagics, c: Command) -> Any:
-    from ._frames import money_table
-
     by = [b.strip() for b in c.options.by.split(",") if b.strip()]
-    try:
-        table = m.fl().costs(by=by[0] if len(by) == 1 else by, detail=c.options.detail)
-    except KeyError as exc:
-        raise UsageError(f"%flora costs: {exc.args[0]}") from None
-    return table if c.options.detail else money_table(table)
+    # money reads as money in its display; the numbers stay numbers (c["charged_usd"].sum() works)
+    return m.fl().costs(by=by[0] if len(by) == 1 else by, detail=c.options.detail)
 
 
 def _history(m: FloraMagics, c: Command) -> Any:
@@ -412,9 +427,12 @@ def _history(m: FloraMagics, c: Command) -> Any:
 
 
 def _show(m: FloraMagics, c: Command) -> Any:
-    fl = m.fl()
-    run = fl.find_run(c.options.technique)  # a run of the ledger by its id, else a technique
-    return run if run is not None else fl.technique(c.options.technique)
+    fl, name = m.fl(), c.options.technique
+    run = fl.find_run(name)  # a run of the ledger by its id, else a technique
+    if run is None and name.startswith("run_"):
+        raise UsageError(f"%flora show: no run {name} in the ledger of this session's endpoint; "
+                         "%flora runs lists them.")
+    return run if run is not None else fl.technique(name)
 
 
 def _form(m: FloraMagics, c: Command) -> Any:
@@ -493,10 +511,7 @@ def _limits(m: FloraMagics, c: Command, quiet: bool = False) -> Any:
         if not quiet:
             say("No spend limit is set; %flora limit USD [--period day|month] [--technique T] sets one.")
         return None
-    shown = table.copy()
-    for column in ("limit", "spent", "held", "left"):  # money as %flora costs shows it
-        shown[column] = ["-" if math.isnan(value) else f"${value:,.4f}" for value in table[column]]
-    return shown
+    return table  # money shown as money, as %flora costs shows it; the numbers stay numbers
 
 
 def _counts(sweep: Any) -> str:

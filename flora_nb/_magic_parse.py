@@ -13,36 +13,51 @@ import ast
 import difflib
 import json
 import re
+import textwrap
 from dataclasses import dataclass, field
 from typing import Any, Callable, NoReturn
 
 from IPython.core.error import UsageError
 
 from ._ranges import Range, problem
+from ._states import SERVER_STATUSES, STATUSES
 
-__all__ = ["COMMANDS", "HELP", "SIM_ONLY", "Command", "HelpShown", "expand", "parse", "parse_cell_inputs", "parse_value"]
+__all__ = ["COMMANDS", "HELP", "SIM_ONLY", "SUMMARIES", "Command", "HelpShown", "expand", "parse", "parse_cell_inputs", "parse_value"]
 
-HELP = """Run FLORA techniques from a notebook. Runs keep polling in the background.
+# One line per command: how it is written, and what it does (the %flora help list).
+SUMMARIES: tuple[tuple[str, str, str], ...] = (
+    ("status", "%flora", "the session's status card (fl = %flora: the session)"),
+    ("connect", "%flora connect [--sim [--account NAME]] ...", "connect to FLORA, or to the built-in simulator"),
+    ("workspaces", "%flora workspaces", "the workspaces your key can see"),
+    ("techniques", "%flora techniques [QUERY]", "the technique catalog, or those matching QUERY"),
+    ("show", "%flora show TECH | RUN_ID", "a technique's card (inputs, price), or a run"),
+    ("run", "%flora run TECH key=value ...", "start one run (%%flora run TECH: inputs in the cell)"),
+    ("sweep", "%flora sweep TECH key=[a,b] ...", "start a sweep over list values, or continue one"),
+    ("sweeps", "%flora sweeps", "every sweep in the ledger: counts, spent, budget"),
+    ("failures", "%flora failures [SWEEP_ID]", "a sweep's failed runs, by what retrying can do"),
+    ("runs", "%flora runs [--status S] [--last N]", "the runs of the ledger as a table"),
+    ("costs", "%flora costs [--by COL] [--detail]", "what was spent, per technique or column, and total"),
+    ("history", "%flora history [--status S]", "the runs FLORA itself has on record"),
+    ("limit", "%flora limit USD|none [--period day|month]", "set or remove a spend limit kept in the ledger"),
+    ("limits", "%flora limits", "every spend limit: limit, spent, held, left"),
+    ("form", "%flora form TECH", "a form to fill in, price and start runs and sweeps"),
+    ("wait", "%flora wait [ID]", "wait until a run or sweep (default: all) is done"),
+    ("stop", "%flora stop [SWEEP_ID ...]", "stop launching a sweep's runs (default: the last)"),
+    ("resume", "%flora resume", "track again runs the ledger has not seen finish"),
+    ("help", "%flora help [COMMAND]", "this list, or a command's options and examples"),
+)
+_WIDTH = 47  # where the one-line descriptions start
 
-  %flora                                   the session's status card (fl = %flora gives the session,
-                                           the same as flora_nb.session() in Python)
-  %flora connect [--sim [--speed S] [--seed N] [--credits USD] [--no-persist] ...] [--base-url URL]
-                 [--workspace ws_...] [--budget USD]
-                                           (session budget; the current session stays if this fails)
-  %flora workspaces | techniques [QUERY] | show TECH | show RUN_ID
-  %flora run TECH key=value ... [--label k=v] [--workspace ws] [--wait] [--yes] [--again] [-o VAR]
-  %%flora run TECH [options]               cell body: JSON, `key: value` lines, or the prompt text
-  %flora sweep TECH key=[a,b] key2=v ... [--zip] [--repeat N] [--max-concurrency N]
-                                           [--budget USD] [--dry-run] [--reuse] [--yes] [-o VAR]
-  %flora sweep --resume SWEEP_ID [--budget USD] | --retry-failed SWEEP_ID [--codes A,B]
-                                           continue a sweep (spends)
-  %flora sweeps                            every sweep in the ledger: counts, spent, budget
-  %flora failures [SWEEP_ID]               a sweep's failed runs, by what retrying can do
-  %flora runs [--sweep ID] [--status S] [--last N] | costs [--by COL] [--detail] | history [--status S]
-  %flora limit USD|none [--period day|month] [--technique T]   a spend limit kept in the ledger
-  %flora limits                            every spend limit: limit, spent, held, left
-  %flora form TECH | wait [ID] | stop [SWEEP_ID ...] | resume   (any sweep in the ledger)
-  %flora help [COMMAND]                    this text, or a command's own (the same as %flora run -h)
+
+def _summary_lines() -> str:
+    return "\n".join(f"  {usage:<{_WIDTH - 2}} {line}" if len(usage) < _WIDTH - 2 else f"  {usage}  {line}"
+                     for _, usage, line in SUMMARIES)
+
+
+HELP = f"""Run FLORA techniques from a notebook. Runs keep polling in the background.
+
+Commands (each has its options and examples: %flora COMMAND -h, or %flora help COMMAND):
+{_summary_lines()}
 
 Options that spend money, or save it:
   --yes        run/sweep: start even when the price is above confirm_above (asked, else nothing is sent)
@@ -52,8 +67,8 @@ Options that spend money, or save it:
   --budget USD sweep: its runs together never spend more; connect: the whole session's
 
 Values are Python literals when they parse as one (5, "text", [1, 2]) and plain text otherwise;
-$var and {expr} expand from your namespace to exactly one value, whatever it holds (spaces,
-quotes, newlines); a list stays a list. Each command has its own help: %flora run -h.
+$var and {{expr}} expand from your namespace to exactly one value, whatever it holds (spaces,
+quotes, newlines); a list stays a list.
 
 Examples:
   %flora connect --sim
@@ -102,6 +117,8 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         message = re.sub(r"^argument (\S+): (must be|takes)", r"\1 \2", message)  # "--speed must be ..."
+        message = re.sub(r"^argument (\S+): invalid choice: '?(.*?)'? \(choose from (.*)\)$",
+                         lambda m: f"{m[1]} takes one of {m[3].replace(chr(39), '')}; got {m[2]}", message)
         raise UsageError(f"%flora {self.prog.split()[-1]}: {message}. See %flora {self.prog.split()[-1]} -h")
 
     def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
@@ -130,21 +147,44 @@ class Command:
     inputs: dict[str, Any] = field(default_factory=dict)
 
 
-def _new(name: str, help_text: str) -> _Parser:
-    # No abbreviations: ``--dry`` is an unknown option, never a guess at ``--dry-run``.
-    return _Parser(prog=f"%flora {name}", description=help_text, add_help=True, allow_abbrev=False)
+def _new(name: str, help_text: str, examples: tuple[str, ...]) -> _Parser:
+    # No abbreviations: ``--dry`` is an unknown option, never a guess at ``--dry-run``. The description is
+    # wrapped here and the examples kept line by line (argparse's raw-description formatter keeps both as given).
+    epilog = "Examples:\n" + "\n".join(f"  {line}" for line in examples)
+    p = _Parser(prog=f"%flora {name}", description=textwrap.fill(help_text, 78), epilog=epilog, add_help=False,
+                allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-h", "--help", action="help", help="show this help: every option, and examples")
+    return p
+
+
+def _h(text: str) -> str:
+    """A help text as argparse wants it (it %-formats help texts: %flora is written %%flora)."""
+    return text.replace("%", "%%")
 
 
 def _add_output(p: _Parser) -> None:
-    p.add_argument("-o", "--output", metavar="VAR", help="store the result in this variable")
+    p.add_argument("-o", "--output", metavar="VAR", help="store the result in this variable of your "
+                   "namespace instead of showing it (a run or sweep is still shown live)")
+
+
+_TECH_HELP = "the technique: its slug (poster-studio) or id (tech_...); %flora techniques lists them"
+_PAIRS_HELP = "the inputs, key=value; values are Python literals (5, [a,b]) or plain text; quote text with spaces"
+_LABEL_HELP = "a label kept with the run in the ledger (a label.K column of %flora runs); repeatable"
+_WORKSPACE_HELP = "the workspace to run in (default: the session's); %flora workspaces lists them"
 
 
 def _run_parser() -> _Parser:
-    p = _new("run", "Start one run; returns its live display at once. Inputs are key=value.")
-    p.add_argument("technique", help="technique id (tech_...) or slug")
-    p.add_argument("pairs", nargs="*", metavar="key=value", help="inputs; values are Python literals or plain text")
-    p.add_argument("--label", action="append", default=[], metavar="k=v", help="a label (repeatable)")
-    p.add_argument("--workspace", metavar="ws_...")
+    p = _new("run", "Start one run; returns its live display at once. Inputs are key=value.", (
+        '%flora run poster-studio prompt="a red fox" -o r',
+        "%flora run poster-studio prompt=fox --label project=autumn --wait",
+        "%flora run image-to-motion prompt=storm --workspace ws_team --yes",
+        "%flora run poster-studio prompt=fox --again",
+        "%%flora run poster-studio            (the cell body is the prompt, or key: value lines, or JSON)",
+    ))
+    p.add_argument("technique", help=_h(_TECH_HELP))
+    p.add_argument("pairs", nargs="*", metavar="key=value", help=_h(_PAIRS_HELP))
+    p.add_argument("--label", action="append", default=[], metavar="k=v", help=_h(_LABEL_HELP))
+    p.add_argument("--workspace", metavar="ws_...", help=_h(_WORKSPACE_HELP))
     p.add_argument("--wait", action="store_true", help="block until the run ends (Ctrl-C stops waiting only)")
     _add_yes(p)
     p.add_argument("--again", action="store_true",
@@ -167,6 +207,22 @@ def _codes(text: str) -> list[str]:
     return codes
 
 
+def _statuses(text: str) -> list[str]:
+    """``--status failed,skipped``: statuses a run of the ledger can have, comma-separated."""
+    asked = [s.strip() for s in text.split(",") if s.strip()]
+    if not asked or any(s not in STATUSES for s in asked):
+        raise argparse.ArgumentTypeError(f"takes one or more of {', '.join(STATUSES)}, separated by commas; "
+                                         f"got {text}")
+    return asked
+
+
+def _account(text: str) -> str:
+    """``--account NAME``: a simulated account's name (it names a file: letters, digits, - and _)."""
+    if not _ACCOUNT.match(text):
+        raise argparse.ArgumentTypeError(f"takes a name of letters, digits, - or _ (such as tutorial-02); got {text}")
+    return text
+
+
 def _limit_usd(text: str) -> float | None:
     """``%flora limit``'s amount: USD >= 0, or ``none`` to remove the limit."""
     if text.strip().lower() in ("none", "off"):
@@ -181,18 +237,30 @@ def _limit_usd(text: str) -> float | None:
 
 
 def _sweep_parser() -> _Parser:
-    p = _new("sweep", "Start a sweep: list values vary (grid, or --zip), scalars are fixed. "
-                      "Or continue one from the ledger: --resume / --retry-failed SWEEP_ID.")
-    p.add_argument("technique", nargs="?")
-    p.add_argument("pairs", nargs="*", metavar="key=value")
-    p.add_argument("--zip", action="store_true", help="pair the lists element by element instead of a grid")
-    p.add_argument("--repeat", type=ranged("repeat", int), default=1)
-    p.add_argument("--max-concurrency", type=ranged("max_concurrency", int), default=None)
-    p.add_argument("--budget", type=ranged("budget"), default=None, metavar="USD")
+    p = _new("sweep", "Start a sweep: list values vary (every combination, or --zip), scalars are fixed. "
+                      "Or continue one from the ledger: --resume / --retry-failed SWEEP_ID.", (
+        "%flora sweep jingle-writer prompt=[sea,city] style=[jazz,punk] --budget 1 -o s",
+        "%flora sweep poster-studio prompt=[fox,owl] style=[ink,risograph] --zip --repeat 3",
+        "%flora sweep poster-studio prompt=[fox,owl,heron] --max-concurrency 2 --label project=autumn",
+        "%flora sweep poster-studio prompt=[fox,owl] --dry-run        (the plan and its price; nothing starts)",
+        "%flora sweep poster-studio prompt=[fox,owl] --reuse --workspace ws_team --yes",
+        "%flora sweep --resume swp_...  --budget 2",
+        "%flora sweep --retry-failed swp_... --codes GENERATION_NO_RESULT",
+    ))
+    p.add_argument("technique", nargs="?", help=_h(_TECH_HELP + " (not with --resume / --retry-failed)"))
+    p.add_argument("pairs", nargs="*", metavar="key=value", help=_h("the inputs: a list value varies "
+                   "(prompt=[a,b]), any other is the same in every run"))
+    p.add_argument("--zip", action="store_true", help="pair the lists element by element instead of every combination")
+    p.add_argument("--repeat", type=ranged("repeat", int), default=1, metavar="N",
+                   help="run every variation N times (default 1): samples of the same inputs")
+    p.add_argument("--max-concurrency", type=ranged("max_concurrency", int), default=None, metavar="N",
+                   help=_h("runs in flight at once (default 4: %config FloraMagics.default_max_concurrency)"))
+    p.add_argument("--budget", type=ranged("budget"), default=None, metavar="USD",
+                   help="the sweep's runs together never spend more than this")
     p.add_argument("--dry-run", action="store_true", help="price and plan only; start nothing")
-    p.add_argument("--reuse", action="store_true", help="do not pay again for identical completed runs")
-    p.add_argument("--label", action="append", default=[], metavar="k=v")
-    p.add_argument("--workspace", metavar="ws_...")
+    p.add_argument("--reuse", action="store_true", help="do not pay again for identical completed runs: take them")
+    p.add_argument("--label", action="append", default=[], metavar="k=v", help=_h(_LABEL_HELP))
+    p.add_argument("--workspace", metavar="ws_...", help=_h(_WORKSPACE_HELP))
     p.add_argument("--resume", metavar="SWEEP_ID", help="launch the variations of a sweep never started (spends)")
     p.add_argument("--retry-failed", metavar="SWEEP_ID", help="start again a sweep's failed variations that "
                    "can succeed, by FLORA's hint (spends); %%flora failures SWEEP_ID lists them")
@@ -205,7 +273,11 @@ def _sweep_parser() -> _Parser:
 
 def _limit_parser() -> _Parser:
     p = _new("limit", "Set a spend limit kept in the ledger: every session and kernel using it stays within it "
-                      "(a start that does not fit is refused before anything is sent).")
+                      "(a start that does not fit is refused before anything is sent).", (
+        "%flora limit 5                                 (USD 5 in all, every technique)",
+        "%flora limit 2 --period day --technique poster-studio",
+        "%flora limit none --period month -o limits      (remove it; the limits left in a variable)",
+    ))
     p.add_argument("usd", type=_limit_usd, metavar="USD", help="the limit in USD, or none to remove it")
     p.add_argument("--period", choices=("day", "month"), default=None,
                    help="count what was started this UTC day or month (default: everything ever started)")
@@ -214,8 +286,9 @@ def _limit_parser() -> _Parser:
     return p
 
 
-def _simple(name: str, help_text: str, *args: tuple[tuple[str, ...], dict[str, Any]]) -> _Parser:
-    p = _new(name, help_text)
+def _simple(name: str, help_text: str, examples: tuple[str, ...],
+            *args: tuple[tuple[str, ...], dict[str, Any]]) -> _Parser:
+    p = _new(name, help_text, examples)
     for flags, kwargs in args:
         p.add_argument(*flags, **kwargs)
     _add_output(p)
@@ -223,7 +296,9 @@ def _simple(name: str, help_text: str, *args: tuple[tuple[str, ...], dict[str, A
 
 
 # connect options that configure the built-in simulator: meaningless (a usage error) without --sim
-SIM_ONLY = {
+SIM_ONLY: dict[str, tuple[str, Any, str]] = {
+    "account": ("--account", _account, "the simulated account to use; each tutorial uses its own (NAME: "
+                                       "letters, digits, - or _; default: default)"),
     "speed": ("--speed", float, "divide every simulated duration by this"),
     "seed": ("--seed", int, "seed of the simulator's random faults"),
     "error_rate": ("--error-rate", float, "share of requests answered 500"),
@@ -235,68 +310,126 @@ SIM_ONLY = {
     "max_concurrent_runs": ("--max-concurrent-runs", int, "runs at once per workspace"),
     "no_persist": ("--no-persist", None, "a throwaway simulated account (not kept for later kernels)"),
 }
+_METAVARS = {"account": "NAME", "speed": "S", "seed": "N", "latency": "SECONDS", "rate_limit": "PER_SECOND",
+             "credits": "USD", "max_concurrent_runs": "N"}
 
 
 def _connect_parser() -> _Parser:
-    p = _new("connect", "(Re)configure the session; the current one is kept if the new one fails.")
+    p = _new("connect", "(Re)configure the session; the current one is kept if the new one fails.", (
+        "%flora connect --sim                        (the built-in simulator: offline, no money spent)",
+        "%flora connect --sim --account tutorial-02  (a simulated account of its own)",
+        "%flora connect --sim --speed 50 --seed 7 --credits 5 --no-persist",
+        "%flora connect --sim --error-rate 0.1 --drop-rate 0.05 --latency 0.2 --rate-limit 5",
+        "%flora connect --sim --run-failure-rate 0.2 --max-concurrent-runs 2",
+        "%flora connect --workspace ws_team --budget 20 -o fl    (FLORA itself: set FLORA_API_KEY first)",
+        "%flora connect --base-url https://app.flora.ai/api/v1",
+    ))
     p.add_argument("--sim", action="store_true", help="start the built-in simulator (its account is kept "
                    "in $FLORA_NB_HOME/sim, so a later kernel continues it)")
     for dest, (flag, kind, text) in SIM_ONLY.items():
         if kind is None:
             p.add_argument(flag, dest=dest, action="store_true", help=f"{text} (with --sim)")
         else:
-            p.add_argument(flag, dest=dest, type=ranged(dest, kind), default=None, help=f"{text} (with --sim)")
-    p.add_argument("--base-url", metavar="URL")
-    p.add_argument("--workspace", metavar="ws_...")
+            convert = kind if kind is _account else ranged(dest, kind)
+            p.add_argument(flag, dest=dest, type=convert, default=None, metavar=_METAVARS.get(dest, "SHARE"),
+                           help=f"{text} (with --sim)")
+    p.add_argument("--base-url", metavar="URL", help="FLORA's API address (default: FLORA_BASE_URL, else "
+                   "https://app.flora.ai/api/v1)")
+    p.add_argument("--workspace", metavar="ws_...", help="the workspace runs go to (default: "
+                   "FLORA_WORKSPACE_ID, else your only one)")
     p.add_argument("--budget", type=ranged("budget"), metavar="USD",
                    help="session budget: every start of the session must fit it")
     _add_output(p)
     return p
 
 
+_SWEEP_ID = {"nargs": "?", "metavar": "SWEEP_ID", "help": "any sweep of the ledger (default: the last one "
+             "started here); %%flora sweeps lists them"}
+
+
+def _runs_parser() -> _Parser:
+    return _simple(
+        "runs", "The runs of the ledger as a table (one row per run), oldest first.", (
+            "%flora runs --last 5",
+            "%flora runs --status failed,skipped --technique poster-studio",
+            "%flora runs --sweep swp_... --columns status,input.prompt,charged_cost -o r",
+        ),
+        (("--sweep",), {"metavar": "SWEEP_ID", "help": _h("only this sweep's runs; %flora sweeps lists them")}),
+        (("--status",), {"type": _statuses, "metavar": "S[,S]",
+                         "help": f"only runs with these statuses: {', '.join(STATUSES)}"}),
+        (("--technique",), {"metavar": "T", "help": "only this technique's runs (its slug, id or name)"}),
+        (("--last",), {"type": ranged("last", int, Range(1, whole=True)), "metavar": "N",
+                       "help": "only the last N runs"}),
+        (("--columns",), {"metavar": "COL[,COL]", "help": "show only these columns (status, charged_cost, "
+                          "input.prompt...)"}),
+    )
+
+
 def _parsers() -> dict[str, _Parser]:
     return {
-        "status": _simple("status", "A short status: endpoint, workspace, runs tracked, spend, poller health."),
+        "status": _simple("status", "A short status: endpoint, workspace, runs tracked, spend, poller health.",
+                          ("%flora", "%flora status -o card")),
         "connect": _connect_parser(),
-        "workspaces": _simple("workspaces", "The workspaces your key can see."),
-        "techniques": _simple("techniques", "The technique catalog.", (("query",), {"nargs": "*"})),
+        "workspaces": _simple("workspaces", "The workspaces your key can see.",
+                              ("%flora workspaces", "%flora workspaces -o ws")),
+        "techniques": _simple("techniques", "The technique catalog, or the techniques matching a query.",
+                              ("%flora techniques", "%flora techniques poster -o found"),
+                              (("query",), {"nargs": "*", "help": "words to look for in the techniques' names, "
+                                            "slugs and descriptions (default: all)"})),
         "show": _simple("show", "A technique card (inputs, types, required, cost), or a run of the ledger.",
-                        (("technique",), {"metavar": "TECH|RUN_ID"})),
+                        ("%flora show poster-studio", "%flora show run_... -o r"),
+                        (("technique",), {"metavar": "TECH|RUN_ID", "help": "a technique's slug or id, or a "
+                                          "run id of the ledger"})),
         "run": _run_parser(),
         "sweep": _sweep_parser(),
-        "sweeps": _simple("sweeps", "The sweeps in the ledger: counts, spent, budget."),
+        "sweeps": _simple("sweeps", "The sweeps in the ledger: counts, spent, budget.",
+                          ("%flora sweeps", "%flora sweeps -o all_sweeps")),
         "failures": _simple("failures", "A sweep's failed runs (default: the last one), grouped by FLORA's retry "
                             "hint; %flora sweep --retry-failed SWEEP_ID retries those that can succeed.",
-                            (("sweep",), {"nargs": "?", "metavar": "SWEEP_ID",
-                                          "help": "any sweep of the ledger (default: the last one started here)"})),
-        "runs": _simple(
-            "runs", "The ledger as a DataFrame.", (("--sweep",), {"metavar": "ID"}),
-            (("--status",), {}), (("--technique",), {}), (("--last",), {"type": ranged("last", int, Range(1, whole=True)), "metavar": "N"}),
-        ),
-        "costs": _simple("costs", "Cost summary with a total row, in USD.",
-                         (("--by",), {"default": "technique_name", "metavar": "COL[,COL]"}),
-                         (("--detail",), {"action": "store_true", "help": "every column, as numbers"})),
+                            ("%flora failures", "%flora failures swp_... -o failed"), (("sweep",), _SWEEP_ID)),
+        "runs": _runs_parser(),
+        "costs": _simple("costs", "What was spent, with a total row: runs, outcomes, charged, still to come, "
+                         "per completed run (USD).", (
+                             "%flora costs", "%flora costs --by technique_name,status",
+                             "%flora costs --by input.style --detail -o c"),
+                         (("--by",), {"default": "technique_name", "metavar": "COL[,COL]",
+                                      "help": "group by these columns (default technique_name; also status, "
+                                              "sweep_id, input.ID, label.KEY)"}),
+                         (("--detail",), {"action": "store_true", "help": "every column (estimates, drift, "
+                                          "mean run time), without the total row"})),
         "history": _simple(
-            "history", "Run history from FLORA itself.", (("--status",), {}), (("--technique",), {}),
+            "history", "The runs FLORA itself has on record (every page, newest first).", (
+                "%flora history", "%flora history --status failed --technique poster-studio -o h"),
+            (("--status",), {"choices": SERVER_STATUSES, "metavar": "S",
+                             "help": f"only runs FLORA reports as: {', '.join(SERVER_STATUSES)}"}),
+            (("--technique",), {"metavar": "T", "help": "only this technique's runs (its slug or id)"}),
         ),
         "limit": _limit_parser(),
         "limits": _simple("limits", "Every spend limit of the ledger: limit, spent, held for runs whose charge is "
-                          "not known yet, left (USD), pending runs."),
-        "form": _simple("form", "An ipywidgets form for a technique.", (("technique",), {})),
+                          "not known yet, left (USD), pending runs.", ("%flora limits", "%flora limits -o l")),
+        "form": _simple("form", "A form for a technique: fill in its inputs, see the price, start runs and sweeps.",
+                        ("%flora form poster-studio", "%flora form poster-studio -o f"),
+                        (("technique",), {"help": _h(_TECH_HELP)})),
         "wait": _simple("wait", "Block until a run or sweep (default: everything tracked) is done.",
-                        (("target",), {"nargs": "?", "metavar": "ID"}),
-                        (("--timeout",), {"type": ranged("timeout"), "default": None})),
+                        ("%flora wait", "%flora wait swp_... --timeout 120", "%flora wait run_... -o r"),
+                        (("target",), {"nargs": "?", "metavar": "ID", "help": "a run or sweep id (default: every "
+                                       "run of this session still going)"}),
+                        (("--timeout",), {"type": ranged("timeout"), "default": None, "metavar": "SECONDS",
+                                          "help": "stop waiting after this long (the runs go on)"})),
         "stop": _simple("stop", "Stop launching sweeps (default: the last one; any sweep in the ledger); says "
                         "what was never started and what still runs on FLORA.",
+                        ("%flora stop", "%flora stop swp_... swp_...", "%flora stop -o nothing"),
                         (("sweep",), {"nargs": "*", "metavar": "SWEEP_ID",
                                       "help": "sweeps of the ledger to stop (default: the last one started here)"})),
-        "resume": _simple("resume", "Re-attach to runs the ledger has not seen finish."),
+        "resume": _simple("resume", "Re-attach to runs the ledger has not seen finish.",
+                          ("%flora resume", "%flora resume -o nothing")),
     }
 
 
 COMMANDS = tuple(_parsers())
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _CODE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_ACCOUNT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _HELP_WORDS = ("help", "-h", "--help")
 _PAIR = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*=")
 # $name and {expr} as IPython expands them, but into one value each; $$, {{ and }} are a literal

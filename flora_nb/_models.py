@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
 from ._errors import InvalidResponseError
+from ._look import usd
 from ._states import TERMINAL
 
 __all__ = [
@@ -291,7 +292,7 @@ class Technique:
 
     def __str__(self) -> str:
         """A readable card: name, ids, cost, then one line per input and the outputs."""
-        cost = "cost unknown" if self.run_cost is None else f"${self.run_cost:.4f} per run"
+        cost = f"{usd(self.run_cost)} per run" if self.run_cost is not None else "cost unknown"
         ids = ", ".join(p for p in (self.technique_id, self.slug) if p)
         lines = [f"{self.name} ({ids}) · {cost}"]
         if self.description:
@@ -310,7 +311,7 @@ class Technique:
 
     def _repr_html_(self) -> str:
         esc = html.escape
-        cost = "unknown" if self.run_cost is None else f"${self.run_cost:.4f}"
+        cost = "unknown" if self.run_cost is None else usd(self.run_cost)
         rows = "".join(
             f"<tr><td><code>{esc(i.id)}</code></td><td>{esc(i.type)}</td>"
             f"<td>{'required' if i.required else 'optional'}</td><td>{esc(i.description)}</td></tr>"

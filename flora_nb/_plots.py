@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ._errors import ConfigError
+from ._look import usd
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -26,12 +27,18 @@ def plot_spend(spend: pd.Series, ax: Any = None) -> Any:
     """Cumulative charged USD as a step line: spend rises at each completion and stays flat between."""
     plt = _pyplot("fl.plot_spend()")
     if ax is None:
-        _, ax = plt.subplots(figsize=(7, 3))
-    ax.plot(spend.index, spend.to_numpy(), drawstyle="steps-post", marker=".", label="charged")
+        _, ax = plt.subplots(figsize=(7, 3.2), layout="constrained")  # room for the time axis and its date
+    import matplotlib.dates as mdates
+
+    times = spend.index.tz_convert(None) if getattr(spend.index, "tz", None) is not None else spend.index
+    ax.plot(times, spend.to_numpy(), drawstyle="steps-post", marker=".", label="charged")
+    locator = mdates.AutoDateLocator(minticks=3, maxticks=7)  # ticks people read: 14:05, 14:10 ... not 46.45000
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, show_offset=True))
     ax.set_ylabel("cumulative spend (USD)")
     ax.set_xlabel("completed at (UTC)")
     ax.yaxis.set_major_formatter("${x:,.2f}")
-    ax.set_title(f"Spend: ${float(spend.iloc[-1]) if len(spend) else 0.0:,.4f}")
+    ax.set_title(f"Spend: {usd(float(spend.iloc[-1]) if len(spend) else 0.0)}")
     ax.grid(True, alpha=0.3)
     return ax
 

@@ -20,12 +20,14 @@ from ._errors import (
     FloraConnectionError,
     FloraError,
     FloraTimeout,
+    NotFoundError,
     PermissionDeniedError,
     RateLimitError,
 )
 from ._matching import Start
 from ._models import RunState
 from ._states import RUNNING
+from ._transitions import unknown_to_simulator
 
 if TYPE_CHECKING:
     from ._client import FloraClient
@@ -153,6 +155,9 @@ class Poller:
         self._sink = sink
         self.interval = (float(interval[0]), float(max(interval)))
         self.grace = grace
+        # The server is the built-in simulator: a run it answers 404 for was lost by a restart of it, and ends
+        # failed (uncharged) instead of being polled forever. Against FLORA a 404 stays a poll error, retried.
+        self.on_simulator = False
         self.stats = PollerStats()
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
@@ -367,7 +372,12 @@ class Poller:
 
     def _single(self, run: Run) -> RunState:
         self.stats.single_requests += 1
-        return self._client.get_run(_run_id(run), run.poll_url)
+        try:
+            return self._client.get_run(_run_id(run), run.poll_url)
+        except NotFoundError:
+            if not self.on_simulator:
+                raise
+            return unknown_to_simulator(_run_id(run))
 
     def _observe(self, states: list[RunState]) -> None:
         pairs = []

@@ -6,7 +6,6 @@ import collections
 import dataclasses
 import datetime as _dt
 import hashlib
-import html
 import logging
 import mimetypes
 import os
@@ -20,9 +19,9 @@ from typing import Any, BinaryIO, Callable, Protocol
 
 from ._errors import FloraTimeout, InputError, RunFailedError, StartUnconfirmedError
 from ._ledger import LedgerRow
-from ._look import say
+from ._look import duration, elapsed, phase, run_cost, run_line_html, say
 from ._paths import extension_for, output_path, private_dir
-from ._states import DONE, FAILED, INPUTS_DIFFER, RUNNING, STARTING, UNCONFIRMED, WORKING
+from ._states import DONE, FAILED, INPUTS_DIFFER, RUNNING, STARTING, UNCONFIRMED
 
 __all__ = ["Run", "RunHost", "RunOutput"]
 
@@ -520,21 +519,16 @@ class Run:
     # ---------------------------------------------------------------- display
 
     def _summary(self) -> str:
+        """Name · what it is doing · how long · cost, in words ("Poster Studio · completed · 3.1 s · $0.04")."""
         row = self._row
-        cost = "cost unknown" if row.charged_cost is None else f"${row.charged_cost:.4f}"
-        if row.status in WORKING:
-            cost = f"est. ${row.estimated_cost:.4f}" if row.estimated_cost is not None else "cost unknown"
         name = row.technique_name or row.technique_id
-        text = f"{name} · {row.status}"
-        if row.status == RUNNING:
-            text += f" {row.progress:.0f}%"
-        text += f" · {cost}"
-        if row.error_code:
-            text += f" · {row.error_code}"
-        return text
+        words = [name, phase(self, row.progress), duration(elapsed(self)), run_cost(self)]
+        if row.error_code and row.status != RUNNING:
+            words.append(row.error_code)
+        return " · ".join(w for w in words if w)
 
     def __repr__(self) -> str:
-        return f"<Run {self.id or 'local:' + str(self.local_id)} {self._summary()}>"
+        return f"<Run {self.id or 'not started yet'} {self._summary()}>"
 
     def _ipython_display_(self) -> None:
         from ._display import display_live
@@ -542,15 +536,8 @@ class Run:
         display_live(self)
 
     def _repr_html_(self) -> str:
-        esc = html.escape
-        row = self._row
-        bar = f"<progress max='100' value='{row.progress:.0f}'></progress> " if not self.done else ""
-        outs = ", ".join(esc(f"{o.output_id} ({o.type})") for o in self.outputs)
-        error = f"<br><span style='color:var(--jp-error-color1, #b00)'>{esc(row.error_message or '')}</span>" if row.error_message else ""
-        return (
-            f"<div><code>{esc(self.id or 'not started')}</code> {bar}{esc(self._summary())}"
-            f"{'<br>outputs: ' + outs if outs else ''}{error}</div>"
-        )
+        """One line (bar while live, words, muted id); the error on its own line."""
+        return run_line_html(self)
 
 
 class _ListenerThread:

@@ -17,7 +17,7 @@ from ._clock import ClockOffset, LocalClock, boot_id
 from ._engine import RunEngine
 from ._errors import ConfigError, FloraError, InputError
 from ._ledger import Ledger, default_home
-from ._look import card_html, charged_so_far, say
+from ._look import SEVERAL_WORKSPACES, StatusCard, card_html, card_text, connected_to, in_progress, say
 from ._models import Asset, Technique, Workspace
 from ._owner import new_owner, retire
 from ._ranges import poll_interval_problem, problem
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from ._form import Form
     from ._sweep_plan import SweepPlan
     from .sim import FloraSimulator
+    from .sim._shared import SharedSimulator
 
 __all__ = ["Flora", "current_session", "open_session"]
 
@@ -127,7 +128,7 @@ class Flora:
         resume: bool = True,
         budget: float | None = None,
         confirm_above: float | object | None = _FROM_ENV,
-        _simulator: FloraSimulator | None = None,
+        _simulator: FloraSimulator | SharedSimulator | None = None,
         _endpoint: str | None = None,
     ):
         if budget is not None and not is_money(budget):
@@ -207,14 +208,18 @@ class Flora:
     @classmethod
     def simulated(cls, speed: float = 20.0, faults: Any = None, seed: int = 0, *, persist: bool | None = None,
                   name: str = "default", **options: Any) -> Flora:
-        """A session on the built-in simulator, started in this process (``fl.simulator``).
+        """A session on the built-in simulator (``fl.simulator``).
 
         With ``persist`` (default: on, unless ``FLORA_NB_SIM_PERSIST=0``) the simulated account
         (runs, credits, assets) lives in ``$FLORA_NB_HOME/sim/<name>.json``, so a later kernel
-        continues it; its ledger rows are kept under the endpoint ``sim://<name>``.
+        continues it; its ledger rows are kept under the endpoint ``sim://<name>``. The first process
+        to open the account serves it; any other process (kernel) opening it meanwhile uses that
+        simulator (``fl.simulator.shared``; its options win, ``fl.simulator.not_applied`` says which of
+        yours differ) and takes it over, on the same port, when the serving process ends.
         """
         from .sim import FloraSimulator
         from .sim._persist import StateBusy
+        from .sim._shared import SharedSimulator, open_account
 
         _check_options(speed=speed, seed=seed)
         persist = _persist_default() if persist is None else persist
@@ -224,25 +229,35 @@ class Flora:
         sim_options = {k: options.pop(k) for k in sim_keys if k in options}
         state = default_home() / "sim" / f"{name}.json" if persist else None
         sim = FloraSimulator(speed=speed, faults=faults, seed=seed, state_path=state, **sim_options)
+        asked = {"speed": speed, "faults": faults, "seed": seed, **sim_options}
         try:
-            sim.start()
+            served = sim.start() if state is None else open_account(sim, asked)
         except StateBusy as exc:
             raise ConfigError(f"{exc}. Close that session, or use a throwaway account: "
                               "Flora.simulated(persist=False) or another name=...") from None
         # Durations are already scaled by the simulator; poll at FLORA's 2-5 s rhythm, scaled too.
+        speed = served.speed  # the running simulator's, when another process serves the account
         options.setdefault("poll_interval", (max(0.02, 2.0 / speed), max(0.05, 5.0 / speed)))
         options.setdefault("reconcile_grace", max(2.0, 60.0 / speed))
         endpoint = f"sim://{name}" if persist else None
         try:
-            return cls(api_key=sim.api_key, base_url=sim.base_url, _simulator=sim, _endpoint=endpoint, **options)
+            session = cls(api_key=served.api_key, base_url=served.base_url, _simulator=served,
+                          _endpoint=endpoint, **options)
         except BaseException:
-            sim.stop()
+            served.stop()
             raise
+        session.poller.on_simulator = True  # a run a restarted simulator lost ends failed, not pending forever
+        if isinstance(served, SharedSimulator):
+            served.on_moved = session.client.move_to  # its server had to move to another port: follow it
+        return session
 
     # ---------------------------------------------------------------- lifecycle
 
     def close(self) -> None:
-        """Stop the poller, close the ledger and the simulator (if this session started it)."""
+        """Stop the poller, close the ledger and the simulator (if this session started it).
+
+        A simulated account other processes share goes on: one of them serves it from then on.
+        """
         if self.engine.closed:
             return
         self.engine.close()
@@ -263,32 +278,43 @@ class Flora:
         return self.engine.closed
 
     def __repr__(self) -> str:
-        kind = "simulator" if self.simulator is not None else "live"
-        workspace = self.engine.catalog.known_workspace or "?"
-        return f"<Flora {kind} {self.endpoint} workspace={workspace} tracked={self.poller.tracked}>"
+        workspace = self.engine.catalog.known_workspace  # never a request from a repr: shown once known
+        parts = [f"Flora on {connected_to(self.endpoint, self._simulated, short=True)}",
+                 *([f"workspace {workspace}"] if workspace else []),
+                 "closed" if self.closed else f"runs {in_progress(self.poller.tracked)}"]
+        return "<" + " · ".join(parts) + ">"
+
+    @property
+    def _simulated(self) -> bool:
+        """Runs go to the built-in simulator (started here, or a named simulated account)."""
+        return self.simulator is not None or self.endpoint.startswith("sim://")
 
     def _card_rows(self) -> list[tuple[str, str]]:
-        """The status card's rows: the essentials of ``status()``, poller counters on one line."""
-        st = self.status()
-        workspace = st["workspace_id"]
-        if workspace is None and not self.engine.closed:
+        """The status card's rows: ``status()`` in plain words (the workspace looked up if not known yet)."""
+        return self.status().rows()
+
+    def _card_facts(self, known: Mapping[str, Any]) -> dict[str, Any]:
+        """What only the card shows, looked up when it is shown: the workspace if not known yet (asks
+        FLORA at most once) and a simulated account's credit left."""
+        facts: dict[str, Any] = {}
+        if not known.get("workspace_id"):
             try:
-                workspace = self.workspace_id
+                facts["workspace_id"] = self.workspace_id
+            except ConfigError:
+                facts["workspace_problem"] = SEVERAL_WORKSPACES
             except FloraError as exc:
-                workspace = f"not chosen ({exc})"
-        poller = (f"{'running' if st['poller_running'] and st['poller_alive'] else 'stopped'}, {st['poller_cycles']} cycles, "
-                  f"{st['poller_errors']} errors, requests {st['requests_batch']} batch / {st['requests_single']} "
-                  f"single, {st['reconciled']} reconciled")
-        rows = [("endpoint", f"{st['endpoint']}{' (simulator)' if st['simulator'] else ''}"),
-                ("workspace", str(workspace)), ("health", st["health"]),
-                ("runs", f"{st['tracked']} tracked, {st['unconfirmed_starts']} starts being confirmed"),
-                ("spent", f"{charged_so_far(st['spent_usd'], st['pending_charges'])} charged"), ("poller", poller)]
-        if st["poller_last_error"] and st["health"] != "ok":
-            rows.append(("last error", st["poller_last_error"]))
-        return rows + [("ledger", st["ledger"])]
+                facts["workspace_problem"] = str(exc)
+        if self.simulator is not None:
+            try:
+                stats = self.simulator.stats()
+            except Exception as exc:  # a simulator that stopped, or a shared one that cannot be asked now
+                log.debug("flora_nb: the card shows no simulated balance: %s", exc)
+            else:
+                facts["credits_remaining"] = stats.get("credits_remaining")
+        return facts
 
     def _repr_html_(self) -> str:
-        """The status card: one table of endpoint, workspace, runs, spend and poller health."""
+        """The status card: where runs go, workspace, balance, runs, spend, background updates, ledger."""
         return card_html(self._card_rows(), "flora-status")
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
@@ -296,7 +322,7 @@ class Flora:
 
     def status_text(self) -> str:
         """The status card as aligned text (terminal IPython, logs)."""
-        return "\n".join(f"{k:>20}: {v}" for k, v in self._card_rows())
+        return card_text(self._card_rows())
 
     # ---------------------------------------------------------------- catalog
 
@@ -441,12 +467,27 @@ class Flora:
 
     def runs(self, status: str | Sequence[str] | None = None, technique: str | None = None,
              sweep_id: str | None = None, since: Any = None, all_endpoints: bool = False) -> pd.DataFrame:
-        """The ledger as a DataFrame (this endpoint only unless ``all_endpoints``)."""
-        from ._frames import ledger_runs
+        """The ledger as a DataFrame (this endpoint only unless ``all_endpoints``).
 
-        technique = self.engine.catalog.technique_id(technique) if technique else None  # a slug seen means its id
-        return ledger_runs(self.ledger, None if all_endpoints else self.endpoint, status=status, technique=technique,
-                           sweep_id=sweep_id, since=since)
+        A technique or sweep the filter names that neither the ledger nor FLORA knows is an error naming
+        what to use instead, never an empty table (a known technique with no runs yet gives one).
+        """
+        from ._frames import ledger_runs, select_runs
+
+        everything = ledger_runs(self.ledger, None if all_endpoints else self.endpoint)
+        if technique:
+            technique = self._technique_filter(technique, everything)
+        if sweep_id and not everything["sweep_id"].eq(sweep_id).any() and (
+                all_endpoints or self.ledger.get_sweep(self.endpoint, sweep_id) is None):
+            raise InputError(f"no sweep {sweep_id} in the ledger; fl.sweeps() lists them.")
+        return select_runs(everything, status=status, technique=technique, sweep_id=sweep_id, since=since)
+
+    def _technique_filter(self, technique: str, frame: pd.DataFrame) -> str:
+        """What a technique filter matches: a name or id of the ledger's runs, else FLORA's id for it
+        (an unknown one raises ``NotFoundError`` naming close ones)."""
+        if frame["technique_id"].eq(technique).any() or frame["technique_name"].eq(technique).any():
+            return technique
+        return self.technique(technique).technique_id
 
     def costs(self, by: str | Sequence[str] = "technique_name", detail: bool = False, **filters: Any) -> pd.DataFrame:
         """Cost summary per group with a ``total`` row; ``detail=True`` gives every column (no total)."""
@@ -486,18 +527,24 @@ class Flora:
         exposure = self.engine.exposure()
         return max(0, exposure.pending - exposure.active)
 
-    def status(self) -> dict[str, Any]:
-        """Endpoint, workspace, runs tracked, spend and poller health."""
+    def status(self) -> StatusCard:
+        """Where runs go, workspace, runs tracked, spend and poller health: a dict shown as the status card."""
         stats = self.poller.stats
-        spent = self.ledger.total_charged(self.endpoint)
-        return {
+        closed = self.engine.closed
+        spent = None if closed else round(self.ledger.total_charged(self.endpoint), 6)  # a closed ledger: unknown
+        return StatusCard({
             "endpoint": self.endpoint,
             "health": self.health,
-            "simulator": self.simulator is not None,
+            "simulator": self._simulated,
+            "simulator_shared": bool(self.simulator is not None and self.simulator.shared),
+            "simulator_note": None if self.simulator is None else self.simulator.note,
+            "closed": closed,
             "workspace_id": self.engine.catalog.known_workspace,
+            "workspace_problem": None,  # why the workspace is not known, once the card looked it up
+            "budget_usd": self.budget,
             "tracked": self.poller.tracked,
             "unconfirmed_starts": self.poller.pending_intents,
-            "spent_usd": round(spent, 6),
+            "spent_usd": spent,
             "pending_charges": self._pending_charges(),
             "poller_running": stats.running,
             "poller_alive": self.poller.alive,  # its thread, seen now (False once it ended, whatever ended it)
@@ -511,4 +558,4 @@ class Flora:
             "invalid_answers": self.client.invalid_answers,
             "reconciled": stats.reconciled,
             "ledger": str(self.ledger.path),
-        }
+        }, lookup=None if closed else self._card_facts)

@@ -81,6 +81,7 @@ class Sweep:
         self.launch_error: str | None = None
         self._stop = threading.Event()
         self._slot = threading.Condition()
+        self._deciding = threading.RLock()  # a run is begun, or stop() is seen, never both at once
         self._thread: threading.Thread | None = None
         self._resend: dict[int, float] = {}  # unconfirmed starts to send again (same key) -> first send time
         self._awaiting: set[int] = set()  # lost starts being looked for when resume() was called
@@ -205,14 +206,27 @@ class Sweep:
                 continue  # stopped while waiting: the next turn says so
             if not fits:
                 return self._skip_rest("budget", self._budget_message(run))
-            try:
-                self._engine.begin_start(run, self.technique, since)
-            except BudgetExceededError:
+            begun = self._begin(run, since)
+            if begun is None:
+                return self._skip_rest("stopped", "The sweep was stopped before this run started.")
+            if not begun:
                 continue  # a start elsewhere in the session took the room first: look again
             with self._slot:
                 self._posting.add(run.local_id)
                 self._count(run)
             self._pool.submit(self._send, run, since is not None)
+            return True
+
+    def _begin(self, run: Run, since: float | None) -> bool | None:
+        """Mark ``run`` starting (True), or None when the sweep was stopped, or False when the budget's
+        room was taken meanwhile. stop() waits for this, so what it says was never started never is."""
+        with self._deciding:
+            if self._stop.is_set():
+                return None
+            try:
+                self._engine.begin_start(run, self.technique, since)
+            except BudgetExceededError:
+                return False
             return True
 
     def _send(self, run: Run, resent: bool) -> None:
@@ -355,7 +369,8 @@ class Sweep:
         Says in one line what was not started (and the money not spent) and what still runs on FLORA
         and will be charged, since FLORA cannot cancel a run (``quiet``: say nothing; ``stop_summary()``).
         """
-        self._stop.set()
+        with self._deciding:  # a run being marked starting now is counted as sent, the others never are
+            self._stop.set()
         self._engine.ledger.update_sweep(self.sweep_id, stop_requested=1)
         if not self.launching:  # queued runs of a dead session, or ours with no launcher: say so now
             self._claim_unstarted(statuses=(QUEUED,))
@@ -620,7 +635,7 @@ class Sweep:
             rows.append(("stopped launching", self.stop_reason))
         if self.reusable and not any(r.reused_from for r in self.runs):
             saving = self.reusable * (self.technique.run_cost or 0.0)
-            rows.append(("could reuse", f"{self.reusable} runs already in the ledger; reuse=True would save ${saving:.2f}"))
+            rows.append(("could reuse", f"{self.reusable} runs already in the ledger; reuse=True would save {usd(saving)}"))
         return rows
 
     def __repr__(self) -> str:

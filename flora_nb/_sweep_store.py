@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from ._budget import is_money
 from ._errors import BudgetExceededError, InputError
 from ._ledger import LedgerRow
+from ._look import usd
 from ._models import Technique
 from ._plan import Plan, reuse_of, shape_of, validate, varied_keys
 from ._ranges import problem
@@ -82,8 +83,8 @@ def _check_spend(engine: RunEngine, tech: Technique, to_pay: int, budget: float 
 def _check_budget(estimate: float, budget: float, runs: int, tech: Technique, what: str = "") -> None:
     if estimate > budget + 1e-9:
         raise BudgetExceededError(
-            f"This sweep would cost about ${estimate:.2f} ({runs} runs x ${tech.run_cost or 0:.4f}), over "
-            f"{what or f'the budget of ${budget:.2f}'}. Nothing was started. Raise budget=, trim the grid, "
+            f"This sweep would cost about {usd(estimate)} ({runs:,} runs x {usd(tech.run_cost or 0)}), over "
+            f"{what or f'the budget of {usd(budget)}'}. Nothing was started. Raise budget=, trim the grid, "
             "or use reuse=True.",
             estimate=estimate, budget=budget,
         )

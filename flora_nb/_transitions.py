@@ -6,9 +6,20 @@ from typing import Any
 
 from ._ledger import LedgerRow
 from ._models import RunState
-from ._states import SERVER_STATUSES, TERMINAL
+from ._states import FAILED, SERVER_STATUSES, TERMINAL
 
-__all__ = ["changes_for"]
+__all__ = ["RESTARTED", "RESTARTED_MESSAGE", "changes_for", "unknown_to_simulator"]
+
+# A run the built-in simulator answers 404 for: a restart of the simulator lost it (its last changes were not
+# saved, or it keeps nothing). It never ran there, so nothing was charged. A real FLORA's 404 is not this.
+RESTARTED = "simulator_restarted"
+RESTARTED_MESSAGE = ("The simulator was restarted and has no record of this run; nothing was charged. "
+                     "Start it again if you still need it.")
+
+
+def unknown_to_simulator(run_id: str) -> RunState:
+    """What a poll of a run the (restarted) simulator does not know means: it ended, failed, uncharged."""
+    return RunState(run_id=run_id, status=FAILED, charged_cost=0.0, error_code=RESTARTED, error_message=RESTARTED_MESSAGE)
 
 
 def _status(row: LedgerRow, state: RunState) -> str:

@@ -14,6 +14,9 @@ since many tests mostly wait on the simulator's clock). What makes that safe:
 
 from __future__ import annotations
 
+import os
+import uuid
+
 import pytest
 
 from flora_nb import FloraClient
@@ -31,6 +34,30 @@ def _private_home(tmp_path_factory):
         mp.delenv("FLORA_BASE_URL", raising=False)
         mp.delenv("FLORA_WORKSPACE_ID", raising=False)
         yield home
+
+
+@pytest.fixture
+def postgres_schema():
+    """A connection string to a fresh, empty schema of the suite's throwaway PostgreSQL cluster (dropped after).
+
+    ``make test`` runs the suite inside ``scripts/with-postgres``, which starts the cluster and sets
+    FLORA_NB_TEST_POSTGRES. Without it the test skips, except in CI (CI=true), where it fails.
+    """
+    url = os.environ.get("FLORA_NB_TEST_POSTGRES")
+    if not url:
+        reason = "no PostgreSQL for the tests: run them through `make test` (scripts/with-postgres)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    separator = "&" if "?" in url else "?"
+    yield f"{url}{separator}options=-csearch_path%3D{schema}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 @pytest.fixture(scope="session")
@@ -76,7 +103,7 @@ SHARED_FIXTURE_GROUPS = {"test_notebook.py": "executed-notebook"}
 HANDED_OUT_FIRST = ("test_binder.py", "test_models.py", "test_sweep_rate_limit.py", "test_soak.py", "test_notebooks.py",
                     "test_readme.py", "test_binding_invariants.py", "test_kernel_kill.py", "test_durable_sweeps.py",
                     "test_ledger.py", "test_sweep_crash.py", "test_crash.py", "test_magic.py", "test_newuser.py",
-                    "test_session.py")
+                    "test_session.py", "test_sim_shared.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -83,6 +83,7 @@ def test_form_run_vary_gallery_and_stars_in_jupyterlab(themed_lab):
             run.click()
             panel = form.locator(".flora-card", has_text="Poster Studio ·").first
             _shoot_if_in_progress(page, panel, f"panel-live-{theme}.png")
+            _labels_fit(form)
             expect(panel).to_contain_text("completed", timeout=60_000)
             expect(panel).to_contain_text("$0.04")
             _images_loaded(page, ".flora-form .flora-card", 1)
@@ -95,6 +96,7 @@ def test_form_run_vary_gallery_and_stars_in_jupyterlab(themed_lab):
             expect(values).to_be_visible()
             values.fill("a fox in the snow\nan owl at midnight")
             expect(form).to_contain_text("2 runs · $0.08")
+            _labels_fit(form)
             form.locator("button", has_text="Run 2 variations").click()
             gallery = form.locator(".flora-gallery")
             expect(gallery).to_be_visible(timeout=30_000)
@@ -132,10 +134,22 @@ def _upload_in_the_browser(page, root: Path, theme: str) -> None:
         relight.locator("button", has_text="Upload").click()
     chooser.value.set_files(str(root / "sneaker.png"))
     url_field = relight.locator(".flora-field input[type=text]").first
-    expect(url_field).to_have_value(re.compile(r"^http://127\.0\.0\.1:\d+/.*asset_"), timeout=30_000)
+    expect(url_field).to_have_value("sneaker.png", timeout=30_000)  # its name, not the asset's loopback URL
     _images_loaded(page, ".flora-form .flora-field", 1)
     expect(relight).to_contain_text("Uploaded sneaker.png")
+    upload = relight.locator("button.widget-upload")
+    # ipywidgets writes "Upload (0)" into the button; what a person sees is the form's own label.
+    assert upload.evaluate("b => getComputedStyle(b).fontSize") == "0px"
+    assert upload.evaluate("b => getComputedStyle(b, '::after').content") == '"Upload"'
+    _labels_fit(relight)
     _shoot(relight, f"form-upload-{theme}.png")
+
+
+def _labels_fit(scope) -> None:
+    """Every visible button of the form shows its whole label (nothing cut off by its width)."""
+    cut = scope.evaluate("""f => [...f.querySelectorAll('button.widget-button, button.widget-upload')]
+        .filter(b => b.offsetParent !== null && b.scrollWidth > b.clientWidth + 1).map(b => b.textContent.trim())""")
+    assert cut == [], cut
 
 
 def _audio_text_and_failures(page, theme: str) -> None:

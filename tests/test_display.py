@@ -15,8 +15,9 @@ import pytest
 
 from flora_nb import Flora
 from flora_nb._display import MAX_UPDATES_PER_SECOND, STYLE, RatingWidget, RunPanel, SweepPanel, Throttle, text_widget
+from flora_nb._run import _listener_thread
 from flora_nb.sim import Faults
-from tests.waiting import until
+from tests.waiting import TIMEOUT, until
 
 POSTER = "poster-studio"
 
@@ -127,6 +128,9 @@ def test_a_displayed_300_run_sweep_sends_at_most_ten_messages_a_second(fl):
     for run in sweep.runs:  # every change any run goes through moves fake time on by 5 ms
         run.on_change(lambda r: (changes.append(r.status), fake.advance(0.005)))
     sweep.wait(120)
+    told = threading.Event()  # changes seen in the background reach listeners on the listener thread, in order:
+    _listener_thread(fl.engine).put(told.set)  # once this is told, every change before it was too
+    assert told.wait(TIMEOUT)
     fake.advance(1.0)
     assert len(changes) >= 600  # starting, pending, completed ... for 300 runs
     assert _max_per_second([t for t, _ in sent]) <= MAX_UPDATES_PER_SECOND
@@ -302,10 +306,12 @@ def test_panels_of_a_closed_session_stay_quiet(tmp_path, caplog):
     run = fl.run(POSTER, {"prompt": "fox"})
     sweep = fl.sweep(POSTER, grid={"prompt": ["a", "b"]}, max_concurrency=1)
     panels = [RunPanel(run), SweepPanel(sweep)]
-    before = [p.live.value for p in panels]
     sweep.stop()
     until(lambda: not sweep.launching, what="the launcher to end")
     fl.close()
+    for panel in panels:  # the last state before the close (the run moved on while it was open)
+        panel.draw()
+    before = [p.live.value for p in panels]
     for panel in panels:  # what the ticker and a late timer do after the close
         panel.draw()
     assert [p.live.value for p in panels][0] == before[0]

@@ -251,7 +251,7 @@ def test_magic_connect_budget_is_the_session_budget(ip):
     fl = cell(ip, "%flora connect --sim --speed 100 --budget 0.05")
     assert fl.budget == 0.05
     cell(ip, "%flora run poster-studio prompt=a --wait")  # holds $0.05 until charged $0.04
-    with pytest.raises(UsageError, match="BudgetExceededError: The session budget of \\$0.05"):
+    with pytest.raises(UsageError, match="^%flora run: The session budget of \\$0.05"):
         cell(ip, "%flora run poster-studio prompt=b")
     assert fl.simulator.stats()["runs_created"] == 1
 

@@ -300,7 +300,7 @@ def test_an_exception_in_a_callback_shows_inside_the_form(fl, clock, monkeypatch
     monkeypatch.setattr(fl.starter, "run", lambda *a, **k: (_ for _ in ()).throw(fnb.BudgetExceededError("over budget")))
     clock.now += 5
     form.run_button.click()
-    assert "BudgetExceededError: over budget" in form.message.value
+    assert "over budget" in form.message.value and "Error" not in form.message.value  # the user's words only
 
 
 def test_over_budget_starts_nothing(fl, clock):
@@ -309,7 +309,8 @@ def test_over_budget_starts_nothing(fl, clock):
     form.budget.value = "0.05"
     assert "over the $0.05 budget" in form.cost_label.value
     form.run_button.click()
-    assert "BudgetExceededError" in form.message.value and form.sweep is None
+    assert "over the budget of $0.05" in form.message.value and form.sweep is None
+    assert "=" not in form.message.value.split(">", 1)[1] and "Error" not in form.message.value  # form words
     form.vary("prompt", None)
     form.fields["prompt"].value = "a"
     form.budget.value = "0.01"
@@ -367,18 +368,20 @@ def test_an_uploaded_png_becomes_an_asset_and_the_run_gets_its_url(fl, clock):
     part = form._parts["product_image"]
     data = _png()
     part.upload.value = _picked("shoe.png", data)
-    url = form.fields["product_image"].value
-    assert url.startswith("http") and _asset_posts(fl) == 1 and part.upload.value == ()
+    assert form.fields["product_image"].value == "shoe.png"  # the file's name, not the asset's loopback URL
+    assert _asset_posts(fl) == 1 and part.upload.value == ()
     [thumb] = part.preview.children
     assert isinstance(thumb, w.Image) and bytes(thumb.value) == data  # the preview, from the bytes
     form.run_button.click()
     [record] = _records(fl)
-    assert record["inputs"] == {"product_image": url}
+    url = record["inputs"]["product_image"]  # the run is sent the asset's URL
+    assert url.startswith("http") and list(record["inputs"]) == ["product_image"]
     assert fl.client.fetch_media(url) == data  # the asset really is that file
     # The same file again (a second field of another form, or picked twice): uploaded once.
     other = fl.form("art-directors-critique", clock=clock)
     other._parts["image"].upload.value = _picked("again.png", data)
-    assert other.fields["image"].value == url and _asset_posts(fl) == 1
+    assert other.fields["image"].value == "again.png" and other._parts["image"].sent("again.png") == url
+    assert _asset_posts(fl) == 1
 
 
 def test_a_local_path_in_the_url_field_is_uploaded_once(fl, clock, tmp_path):
@@ -409,7 +412,8 @@ def test_uploads_in_vary_mode_add_one_line_each(fl, clock):
 def test_a_file_flora_refuses_is_refused_in_the_form(fl, clock):
     form = fl.form(RELIGHT, clock=clock)
     form._parts["product_image"].upload.value = _picked("notes.txt", b"just text", "text/plain")
-    assert "InputError" in form.message.value and form.fields["product_image"].value == ""
+    assert "notes.txt" in form.message.value and form.fields["product_image"].value == ""
+    assert "Error" not in form.message.value  # no class names in the form
     assert form.errors["product_image"].startswith("notes.txt: ")  # shown under the field too
     assert _asset_posts(fl) == 0  # refused before any request
     from flora_nb.sim._media import pdf
@@ -417,7 +421,7 @@ def test_a_file_flora_refuses_is_refused_in_the_form(fl, clock):
     form._parts["product_image"].upload.value = _picked("brief.pdf", pdf("Brief", ["x"]), "application/pdf")
     assert form.errors["product_image"].startswith("brief.pdf: ") and _asset_posts(fl) == 0  # not an image
     form._parts["product_image"].upload.value = _picked("shoe.png", _png())
-    assert "product_image" not in form.errors and form.fields["product_image"].value.startswith("http")
+    assert "product_image" not in form.errors and form.fields["product_image"].value == "shoe.png"
     assert _asset_posts(fl) == 1
 
 
@@ -444,5 +448,5 @@ def test_a_session_budget_refusal_shows_in_the_form(tmp_path, clock):
         clock.now += 5
         form.fields["prompt"].value = "owl"
         form.run_button.click()  # $0.04 spent of $0.05: the next $0.04 does not fit
-        assert "BudgetExceededError" in form.message.value and len(form.runs) == 1
+        assert "session budget of $0.05" in form.message.value and len(form.runs) == 1
         assert not form.run_button.disabled and fl.simulator.stats()["runs_created"] == 1

@@ -41,7 +41,7 @@ def test_a_listener_that_calls_sys_exit_stops_nothing(fl):
     status = fl.status()
     assert [r.status for r in later] == ["completed"] * 3
     assert status["poller_alive"] and status["poller_running"] and status["listener_errors"] >= 1
-    assert "poller: running" in fl.status_text().replace("  ", "")
+    assert "updates: running" in fl.status_text().replace("  ", "")
 
 
 def test_a_blocked_listener_delays_no_other_run(fl):

@@ -1,6 +1,9 @@
-"""The status card (fl = %flora) and the money-formatted costs table in JupyterLab, light and dark."""
+"""The status card (fl = %flora), one panel for a run shown with -o and waited on, and the
+money-formatted costs table in JupyterLab, light and dark."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 
@@ -9,7 +12,8 @@ from tests.test_browser import ARGS, CHROMIUM, SHOTS, _run_all, running_lab, syn
 CELLS = [
     "%load_ext flora_nb\n%flora connect --sim --speed 50",
     "fl = %flora\nfl",
-    '%flora run poster-studio prompt="a red fox" --wait',
+    '%flora run poster-studio prompt="a red fox" -o run',
+    "run.wait(60)",
     "%flora costs",
 ]
 
@@ -38,15 +42,23 @@ def test_status_card_and_costs_table(themed_lab):
             page.goto(f"{url}/lab/tree/status.ipynb?token={token}")
             _run_all(page)
             card = page.locator("table.flora-status").last
-            expect(card).to_contain_text("health", timeout=90_000)
+            expect(card).to_contain_text("running in the background", timeout=90_000)
             expect(card).to_contain_text("ws_sim_demo")
+            expect(card).to_contain_text(re.compile(r"the built-in simulator.*\(offline, no money spent\)"))
+            assert not re.search(r"None|sim://|endpoint|poller", card.inner_text())
+            waited = page.locator(".jp-CodeCell").nth(3).locator(".jp-OutputArea")
+            expect(waited.locator(".flora-summary").first).to_contain_text("completed", timeout=90_000)
+            expect(waited.locator(".flora-card")).to_have_count(0)  # one panel: the one above, not a second
+            expect(page.locator(".flora-card", has_text="Poster Studio ·")).to_have_count(1)
             costs = page.locator(".jp-RenderedHTMLCommon table.dataframe").last
             expect(costs).to_contain_text("total", timeout=90_000)
-            expect(costs).to_contain_text("$0.0400")
+            expect(costs).to_contain_text(re.compile(r"\$0\.04"))
             box = costs.bounding_box()
             assert box is not None and box["width"] < 900  # no sideways scrolling any more
             assert "sk_sim_demo" not in page.content()
             page.screenshot(path=str(SHOTS / f"status-card-{theme}.png"), full_page=True)
+            page.locator(".jp-CodeCell").nth(3).scroll_into_view_if_needed()
+            page.screenshot(path=str(SHOTS / f"run-wait-one-panel-{theme}.png"))
             costs.scroll_into_view_if_needed()
             page.screenshot(path=str(SHOTS / f"costs-{theme}.png"))
         except Exception:

@@ -52,7 +52,7 @@ def test_cells_run_without_tracebacks(executed):
     # The deliberate mistake shows as one UsageError line on stderr, without a traceback.
     [mistake] = _outputs(executed.cells[8])
     assert mistake["name"] == "stderr" and mistake["text"].count("\n") == 1
-    assert mistake["text"].startswith("UsageError: InputError:") and "unknown input 'nope'" in mistake["text"]
+    assert mistake["text"].startswith("UsageError: %flora run: ") and "unknown input 'nope'" in mistake["text"]
 
 
 def test_run_and_sweep_results(executed):
@@ -77,7 +77,7 @@ def test_live_widgets_and_gallery_state(executed):
 
 def test_status_cell(executed):
     text = _text(executed.cells[9])
-    assert "(simulator)" in text and "0 errors" in text and "health" in text
+    assert "the built-in simulator" in text and "running in the background" in text
     html = "".join(o.get("data", {}).get("text/html", "") for o in _outputs(executed.cells[9]))
     assert html.startswith("<table class='flora-status'>")
 

@@ -1083,3 +1083,51 @@ def test_estimated_seconds_is_the_estimate_not_the_jittered_duration(make_sim: C
     record = sim.run_records()[0]
     assert body["estimated_seconds"] == round(12.0 / sim.speed, 3)
     assert record["run_id"] == body["run_id"]
+
+
+# -- natural spread of run times (issue 21, item 5) -------------------------------------------
+
+STORYBOARD = "tech_i9storyboard"  # 24 s, duration_spread 0.25
+
+
+def _same_inputs(spec: Any, i: int) -> StartOrder:
+    return dataclasses.replace(_order(spec, 0), inputs={"script": "a heron lands", "style": "noir"})
+
+
+def _durations(seed: int, count: int = 40) -> list[float]:
+    world = World(faults=Faults(), seed=seed, speed=1.0, pending_seconds=0.0, clock=FakeClock())
+    spec = Catalog().get(STORYBOARD)
+    return [world.start(_same_inputs(spec, i)).duration for i in range(count)]
+
+
+def test_repeats_of_the_same_inputs_take_their_own_time_around_an_unchanged_estimate() -> None:
+    world = World(faults=Faults(), seed=3, speed=2.0, pending_seconds=0.0, clock=FakeClock())
+    spec = Catalog().get(STORYBOARD)
+    runs = [world.start(_same_inputs(spec, i)) for i in range(200)]
+    durations = [run.duration for run in runs]
+    assert len(set(durations)) == len(durations)  # every repeat is its own sample
+    assert all(12.0 * 0.75 <= d <= 12.0 * 1.25 for d in durations)
+    assert min(durations) < 12.0 * 0.8 and max(durations) > 12.0 * 1.2  # the whole spread is used
+    assert {run.estimate for run in runs} == {12.0}  # estimated_seconds stays the catalog's figure
+
+
+def test_run_times_follow_the_seed() -> None:
+    assert _durations(seed=8) == _durations(seed=8)
+    assert _durations(seed=8) != _durations(seed=9)
+
+
+def test_variations_take_different_times_in_the_servers_records(make_sim: Callable) -> None:
+    sim, api = make_sim(speed=1000.0)
+    for style in ("noir", "pencil sketch", "watercolour", "linocut"):
+        api.start(STORYBOARD, {"script": "a heron lands", "style": style})
+    waiting.until(lambda: sim.stats()["runs_by_status"]["completed"] == 4)
+    took = [r["completed_at"] - r["started_at"] for r in sim.run_records()]
+    assert len(set(took)) > 1, took
+
+
+def test_duration_spread_is_hidden_and_checked() -> None:
+    assert all("duration_spread" not in spec.view() for spec in Catalog().search(None))
+    assert Catalog().get(POSTER).duration_spread == 0.0  # the timing tests' fixed yardstick
+    entry = {**BUILTIN_TECHNIQUES[0], "technique_id": "tech_spread", "duration_spread": 1.5}
+    with pytest.raises(ValueError, match="duration_spread"):
+        Catalog([entry])

@@ -165,3 +165,23 @@ def test_a_failed_write_is_quiet_and_stop_writes_what_is_left(tmp_path, clock, m
     assert out == "" and "Traceback" not in err and "No space" not in err
     with FloraSimulator(speed=100.0, state_path=state) as again:
         assert [r["run_id"] for r in again.run_records()] == [made]
+
+
+def test_a_new_simulator_of_the_account_in_this_process_takes_its_port_over(tmp_path, clock):
+    """``%flora connect --sim`` again: the new simulator serves where the old one did (URLs other kernels
+    sharing the account hold stay valid), with the old one's latest changes; the old one stops serving."""
+    state = tmp_path / "acct.json"
+    first = FloraSimulator(speed=100.0, state_path=state).start()
+    with FloraClient(api_key=first.api_key, base_url=first.base_url) as client:
+        made = [start(client, first, i) for i in range(2)]  # not written yet: the clock stands still
+        second = FloraSimulator(speed=100.0, state_path=state).start()
+        try:
+            assert second.base_url == first.base_url and not first.running
+            assert [r["run_id"] for r in second.run_records()] == made
+            assert client.get_run(made[0]).run_id == made[0]  # the same URL, answered by the new one
+            assert _persist.read_address(state.with_suffix(".address.json"))["port"] == second._port
+        finally:
+            first.stop()  # taken over: it neither writes nor lets the account go
+            assert _persist.read_address(state.with_suffix(".address.json")) is not None
+            second.stop()
+    assert not state.with_suffix(".address.json").exists()  # nobody serves it now

@@ -59,3 +59,32 @@ def test_ctrl_c_in_wait_stops_waiting_not_the_runs_in_one_line(slow, capsys):
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 2 and out[0].startswith("Stopped waiting for run") and out[1].startswith("Stopped waiting for sweep")
     assert not run.done and slow.engine.poller.stats.running  # still running and tracked
+
+
+def test_a_stop_while_the_launcher_is_about_to_start_a_run_says_what_really_happens(slow, monkeypatch, capsys):
+    """The launcher has a free slot and is checking the budget of its next run when stop() comes: that run
+    is either sent (and said to be running) or never started (and said so), as the server's records show."""
+    import threading
+
+    from flora_nb._sweep import Sweep
+
+    checking, go = threading.Event(), threading.Event()
+    real = Sweep._wait_for_budget
+
+    def paused(self, run):  # the launcher, between its stop check and marking the run starting
+        if run.variation == 1:
+            checking.set()
+            go.wait(30)
+        return real(self, run)
+
+    monkeypatch.setattr(Sweep, "_wait_for_budget", paused)
+    sweep = slow.sweep(POSTER, grid={"prompt": ["a", "b", "c"]}, max_concurrency=2)
+    assert checking.wait(30)
+    sweep.stop()
+    line = capsys.readouterr().out.strip()
+    go.set()
+    sweep.wait(60)
+    created = slow.simulator.stats()["runs_created"]
+    skipped = sum(1 for r in sweep.runs if r.status == "skipped")
+    assert f"{skipped} variation(s) never started" in line, line
+    assert created == 3 - skipped and created == 1, (line, created)  # variation 0 only; 1 and 2 never sent

@@ -7,9 +7,13 @@ from dataclasses import dataclass
 from typing import Any
 
 # Keys a catalog entry may carry that FLORA never sends; they drive the simulation only.
-SIM_ONLY_FIELDS = ("duration_seconds", "charge_jitter", "charge")
+SIM_ONLY_FIELDS = ("duration_seconds", "duration_spread", "charge_jitter", "charge")
 IO_TYPES = ("imageUrl", "videoUrl", "audioUrl", "text", "documentUrl")
 DEFAULT_DURATION = 10.0
+# How far a built-in technique's runs stray from their estimate (a fraction), drawn per run: real
+# generations of the same inputs take different times, so repeats of a sweep are distinct samples.
+# Poster Studio keeps an exact duration: it is the simulator's fixed yardstick for timing tests.
+NATURAL_SPREAD = 0.25
 
 
 def _io(
@@ -39,6 +43,7 @@ BUILTIN_TECHNIQUES: list[dict[str, Any]] = [
         "description": "Relights a product photo with studio lighting of your choice.",
         "run_cost": 0.08,
         "duration_seconds": 18,
+        "duration_spread": NATURAL_SPREAD,
         "inputs": [
             _io(
                 "product_image",
@@ -63,6 +68,7 @@ BUILTIN_TECHNIQUES: list[dict[str, Any]] = [
         "description": "Animates a still scene as grainy security-camera footage with a timestamp.",
         "run_cost": 0.35,
         "duration_seconds": 40,
+        "duration_spread": NATURAL_SPREAD,
         "inputs": [
             _io("scene_image", "Scene", "imageUrl", "The scene the camera watches."),
             _io(
@@ -82,6 +88,7 @@ BUILTIN_TECHNIQUES: list[dict[str, Any]] = [
         "description": "Generates a short video from a prompt, optionally from a key frame.",
         "run_cost": 0.90,
         "duration_seconds": 60,
+        "duration_spread": NATURAL_SPREAD,
         "charge_jitter": 0.25,
         "inputs": [
             _io("prompt", "Prompt", "text", "The motion to generate."),
@@ -98,6 +105,7 @@ BUILTIN_TECHNIQUES: list[dict[str, Any]] = [
         "description": "Listens to a video and designs matching foley sound effects.",
         "run_cost": 0.12,
         "duration_seconds": 20,
+        "duration_spread": NATURAL_SPREAD,
         "inputs": [
             _io("video", "Video", "videoUrl", "The clip to score."),
             _io("mood", "Mood", "text", "e.g. 'tense', 'playful'.", optional=True),
@@ -111,6 +119,7 @@ BUILTIN_TECHNIQUES: list[dict[str, Any]] = [
         "description": "Written critique of an image's composition, colour and typography.",
         "run_cost": 0.02,
         "duration_seconds": 6,
+        "duration_spread": NATURAL_SPREAD,
         "inputs": [
             _io("image", "Image", "imageUrl", "The work to critique."),
             _io("brief", "Brief", "text", "What the work is meant to achieve.", optional=True),
@@ -124,6 +133,7 @@ BUILTIN_TECHNIQUES: list[dict[str, Any]] = [
         "description": "Builds a one-page brand book PDF and a mood board from a brand name.",
         "run_cost": 0.30,
         "duration_seconds": 30,
+        "duration_spread": NATURAL_SPREAD,
         "charge_jitter": 0.10,
         "inputs": [
             _io("brand_name", "Brand name", "text", "The brand to design for."),
@@ -142,6 +152,7 @@ BUILTIN_TECHNIQUES: list[dict[str, Any]] = [
         "description": "Writes and hums a short jingle: lyrics as text plus an audio sketch.",
         "run_cost": 0.06,
         "duration_seconds": 15,
+        "duration_spread": NATURAL_SPREAD,
         "inputs": [
             _io("prompt", "Prompt", "text", "What the jingle is about."),
             _io("style", "Style", "text", "e.g. 'ukulele', 'synthwave'.", optional=True),
@@ -158,6 +169,7 @@ BUILTIN_TECHNIQUES: list[dict[str, Any]] = [
         "description": "Turns a short script into two storyboard frames in a chosen style.",
         "run_cost": 0.10,
         "duration_seconds": 24,
+        "duration_spread": NATURAL_SPREAD,
         "inputs": [
             _io("script", "Script", "text", "One or two sentences of action."),
             _io("style", "Style", "text", "e.g. 'pencil sketch', 'noir'.", optional=True),
@@ -178,6 +190,7 @@ class TechniqueSpec:
     duration_seconds: float
     charge_jitter: float
     charge: float | None = None  # what a run is charged, when not its listed run_cost (FIELD: quotes run low)
+    duration_spread: float = 0.0  # each run takes duration_seconds x (1 ± up to this), drawn per run
 
     @property
     def technique_id(self) -> str:
@@ -220,7 +233,15 @@ def _spec(entry: dict[str, Any]) -> TechniqueSpec:
         duration_seconds=float(entry.get("duration_seconds", DEFAULT_DURATION)),
         charge_jitter=float(entry.get("charge_jitter", 0.0)),
         charge=None if entry.get("charge") is None else float(entry["charge"]),
+        duration_spread=_spread(entry),
     )
+
+
+def _spread(entry: dict[str, Any]) -> float:
+    spread = float(entry.get("duration_spread", 0.0))
+    if not 0.0 <= spread < 1.0:
+        raise ValueError(f"catalog entry {entry['technique_id']}: duration_spread must be >= 0 and < 1, got {spread!r}")
+    return spread
 
 
 class Catalog:

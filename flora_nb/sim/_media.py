@@ -1,7 +1,9 @@
 """Output files in pure Python: PNG, WAV, PDF, text, plus the committed MP4 clips.
 
 Everything is derived from a digest of (seed, technique, inputs, output id), so the same
-inputs give the same bytes and different inputs give visibly different files.
+inputs give the same bytes and different inputs give visibly different files. Each says plainly
+that it is a simulated placeholder: a caption on images, a line in documents and texts, a
+comment in audio files (the MP4 clips are ffmpeg test patterns, placeholders at a glance).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ FILE_TYPES = {
 }
 IMAGE_SIZE = 256
 SAMPLE_RATE = 16000
+PLACEHOLDER = "simulated placeholder"
+PLACEHOLDER_NOTE = "Simulated placeholder: made by the flora_nb simulator, not by FLORA."
 
 
 def output_digest(seed: int, technique_id: str, inputs: dict[str, str], output_id: str) -> bytes:
@@ -40,12 +44,13 @@ def render(output_type: str, digest: bytes, title: str, lines: tuple[str, ...], 
            subject: str = "") -> bytes:
     """The file for a media output type (cached: polling clients fetch the same URL often)."""
     if output_type == "imageUrl":
-        return png(digest)
+        return png(digest, caption=PLACEHOLDER)
     if output_type == "audioUrl":
-        return wav(digest)
+        return wav(digest, comment=PLACEHOLDER_NOTE)
     if output_type == "documentUrl":
         pool = _DOCUMENT_POOLS.get(output_id, _NOTES)
-        return pdf(title, [*lines, *(line.format(subject=subject) for line in text_lines(digest, 4, pool))])
+        body = (line.format(subject=subject) for line in text_lines(digest, 4, pool))
+        return pdf(title, [PLACEHOLDER_NOTE, "", *lines, *body])
     if output_type == "videoUrl":
         return mp4(digest)
     raise ValueError(f"no file for output type {output_type!r}")
@@ -106,10 +111,14 @@ def _levels(digest: bytes) -> list[list[int]]:
     return rows
 
 
-def png(digest: bytes) -> bytes:
-    """A 256x256 RGB PNG whose pattern and colours come from ``digest``."""
+def png(digest: bytes, caption: str = "") -> bytes:
+    """A 256x256 RGB PNG whose pattern and colours come from ``digest``, with ``caption`` along its foot."""
     palette = _palette(digest)
-    raw = b"".join(b"\x00" + b"".join(palette[i] for i in row) for row in _levels(digest))
+    rows = [b"".join(palette[i] for i in row) for row in _levels(digest)]
+    if caption:
+        banner = _banner(caption)
+        rows[-len(banner):] = banner
+    raw = b"".join(b"\x00" + row for row in rows)
     header = struct.pack(">IIBBBBB", IMAGE_SIZE, IMAGE_SIZE, 8, 2, 0, 0, 0)
     return (
         b"\x89PNG\r\n\x1a\n"
@@ -123,13 +132,41 @@ def _chunk(tag: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
 
 
+# 5x7 capitals for captions, one string of five bits per row; unknown characters draw blank.
+_GLYPHS = {
+    "A": "01110 10001 10001 11111 10001 10001 10001", "C": "01110 10001 10000 10000 10000 10001 01110",
+    "D": "11110 10001 10001 10001 10001 10001 11110", "E": "11111 10000 10000 11110 10000 10000 11111",
+    "H": "10001 10001 10001 11111 10001 10001 10001", "I": "01110 00100 00100 00100 00100 00100 01110",
+    "L": "10000 10000 10000 10000 10000 10000 11111", "M": "10001 11011 10101 10101 10001 10001 10001",
+    "O": "01110 10001 10001 10001 10001 10001 01110", "P": "11110 10001 10001 11110 10000 10000 10000",
+    "R": "11110 10001 10001 11110 10100 10010 10001", "S": "01111 10000 10000 01110 00001 00001 11110",
+    "T": "11111 00100 00100 00100 00100 00100 00100", "U": "10001 10001 10001 10001 10001 10001 01110",
+}
+_INK, _PAPER = b"\xff\xff\xff", b"\x1e\x1e\x1e"
+
+
+def _banner(text: str, scale: int = 2, pad: int = 3) -> list[bytes]:
+    """RGB rows of a dark strip with ``text`` in white capitals, centred, as wide as the image."""
+    glyphs = [_GLYPHS.get(ch, "00000 " * 6 + "00000").split() for ch in text.upper()]
+    width = len(glyphs) * 6 * scale - scale
+    left = max(0, (IMAGE_SIZE - width) // 2)
+    strip = []
+    for y in range(7):
+        bits = "0".join(glyph[y] for glyph in glyphs)
+        pixels = "".join(bit * scale for bit in bits)[:IMAGE_SIZE - left]
+        line = ("0" * left + pixels).ljust(IMAGE_SIZE, "0")
+        strip += [b"".join(_INK if bit == "1" else _PAPER for bit in line)] * scale
+    blank = _PAPER * IMAGE_SIZE
+    return [blank] * pad + strip + [blank] * pad
+
+
 # -- WAV ---------------------------------------------------------------------------------
 
 _CHORDS = ((0, 4, 7), (0, 3, 7), (0, 5, 7), (0, 4, 7, 10))
 
 
-def wav(digest: bytes, seconds: float = 1.0) -> bytes:
-    """A mono 16 kHz 16-bit chord whose root and quality come from ``digest``."""
+def wav(digest: bytes, seconds: float = 1.0, comment: str = "") -> bytes:
+    """A mono 16 kHz 16-bit chord whose root and quality come from ``digest`` (``comment``: its INFO note)."""
     root = 48 + digest[0] % 24  # MIDI C3..B4
     freqs = [440.0 * 2 ** ((root + step - 69) / 12) for step in _CHORDS[digest[1] % len(_CHORDS)]]
     count = int(SAMPLE_RATE * seconds)
@@ -146,7 +183,16 @@ def wav(digest: bytes, seconds: float = 1.0) -> bytes:
         out.setsampwidth(2)
         out.setframerate(SAMPLE_RATE)
         out.writeframes(bytes(frames))
-    return buf.getvalue()
+    return _with_comment(buf.getvalue(), comment) if comment else buf.getvalue()
+
+
+def _with_comment(riff: bytes, comment: str) -> bytes:
+    """The WAV with a LIST/INFO chunk (ICMT: ``comment``) added, which players show as its comment."""
+    text = comment.encode("ascii", "replace") + b"\x00"
+    text += b"\x00" * (len(text) % 2)
+    info = b"INFO" + b"ICMT" + struct.pack("<I", len(text)) + text
+    body = riff[8:] + b"LIST" + struct.pack("<I", len(info)) + info
+    return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
 # -- PDF ---------------------------------------------------------------------------------
@@ -292,7 +338,7 @@ def text_output(technique_name: str, inputs: dict[str, str], digest: bytes, outp
         return lyrics(subject, inputs.get("style", ""), digest)
     pool = _TEXT_POOLS.get(output_id, _NOTES)
     head = f"{technique_name} on {subject[:80]!r}:" if subject else f"{technique_name}:"
-    return " ".join([head, *text_lines(digest, 3, pool)])
+    return " ".join([f"[{PLACEHOLDER}]", head, *text_lines(digest, 3, pool)])
 
 
 def lyrics(subject: str, style: str, digest: bytes) -> str:
@@ -301,4 +347,4 @@ def lyrics(subject: str, style: str, digest: bytes) -> str:
     verse = [line.format(subject=about) for line in text_lines(digest, 4, _LYRICS)]
     hook = f"{about.capitalize()}, {about}, oh-oh {about}!"
     head = f"[Verse{' - ' + style[:40] if style else ''}]"
-    return "\n".join([head, *verse, "", "[Chorus]", hook, verse[0]])
+    return "\n".join([f"[{PLACEHOLDER}]", head, *verse, "", "[Chorus]", hook, verse[0]])

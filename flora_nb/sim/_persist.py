@@ -1,8 +1,10 @@
 """A simulated account kept in a file, so that a later process (a restarted kernel) continues it.
 
-One process at a time serves an account: the file has a lock beside it. Within one process a
-new simulator of the same account takes the account over from the old one (``%flora connect
---sim`` twice), and the old one stops writing.
+One process at a time serves an account: the file has a lock beside it, and the serving process
+publishes where it serves (``<name>.address.json``: port, pid, key; mode 0600) so that other
+processes use that server instead of failing (``_shared``). Within one process a new simulator of
+the same account takes the account over from the old one (``%flora connect --sim`` twice): the old
+one writes its last changes, stops serving and hands its port over, so every URL stays valid.
 
 The file is rewritten whole, so it is not rewritten on every change: a ``Saver`` thread writes
 it at most once per ``SAVE_INTERVAL`` (1 s) and always when the simulator stops or the process
@@ -12,6 +14,7 @@ exits normally. A process killed outright (kill -9) loses at most the last ~seco
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import json
 import os
@@ -31,7 +34,7 @@ except ImportError:  # Windows: no advisory locks; one kernel at a time is then 
 from .._states import TERMINAL
 from ._assets import Asset
 
-__all__ = ["SAVE_INTERVAL", "Saver", "StateBusy", "StateFile"]
+__all__ = ["SAVE_INTERVAL", "Saver", "StateBusy", "StateFile", "read_address"]
 
 VERSION = 1
 SAVE_INTERVAL = 1.0  # seconds between two full writes at most: what a killed process may lose
@@ -51,7 +54,11 @@ class StateFile:
         self.path = Path(path).expanduser().absolute()
         self.assets_dir = self.path.with_suffix(".assets")
         self._fd: int | None = None
+        self.address_path = self.path.with_suffix(".address.json")  # where its server is, while one serves it
         self.saver: Saver | None = None  # this account's writer, once a simulator serves it
+        # Called (outside any lock) when another simulator of this process takes the account over:
+        # its server writes what is left and stops, so the new one can serve on the same port.
+        self.on_taken: Callable[[], None] | None = None
         # JSON text of terminal runs by id (they never change): encoded once, reused by every later write.
         self.encoded: dict[str, str] = {}
         self._key_texts: dict[tuple[Any, ...], str] = {}  # the same for idempotency keys (until they expire)
@@ -75,26 +82,54 @@ class StateFile:
             return None
         return data if isinstance(data, dict) and data.get("version") == VERSION else None
 
-    def acquire(self) -> None:
-        """Serve this account from this simulator: take it over in this process, or lock it."""
+    def acquire(self, take_over: bool = True) -> None:
+        """Serve this account from this simulator: take it over in this process (unless not
+        ``take_over``), or lock it; raises StateBusy when another process (or simulator) serves it."""
         key = str(self.path)
         with _HOLDERS_LOCK:
             holder = _HOLDERS.get(key)
             if holder is self and self._fd is not None:
                 return
-            if holder is not None and holder._fd is not None:
+            busy = holder is not None and holder._fd is not None
+        if busy and not take_over:
+            raise StateBusy(f"the simulated account {self.path.stem!r} is served by another simulator")
+        if busy and holder is not None and holder.on_taken is not None:
+            holder.on_taken()  # its last changes written, its port free (outside the lock: it saves)
+        with _HOLDERS_LOCK:
+            holder = _HOLDERS.get(key)
+            if holder is not None and holder is not self and holder._fd is not None:
                 self._fd, holder._fd = holder._fd, None
-            else:
+            elif self._fd is None:
                 self._fd = _lock(self.path.with_suffix(".lock"))
             _HOLDERS[key] = self
 
     def release(self) -> None:
         with _HOLDERS_LOCK:
             if self._fd is not None:
+                with contextlib.suppress(OSError):
+                    self.address_path.unlink()  # no server now: another process takes the account over
                 os.close(self._fd)  # closing the descriptor releases the lock
                 self._fd = None
             if _HOLDERS.get(str(self.path)) is self:
                 del _HOLDERS[str(self.path)]
+
+    def publish(self, address: dict[str, Any]) -> bool:
+        """Say where this account is served (atomically, readable by this user only); False when not serving it."""
+        if self._fd is None:
+            return False
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".part")  # mode 0600
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump({"version": VERSION, **address}, handle)
+            with _HOLDERS_LOCK:
+                if self._fd is not None:
+                    os.replace(tmp, self.address_path)
+                    return True
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return False
 
     def save(self, data: dict[str, Any]) -> bool:
         """Write atomically (a killed kernel never leaves half a file); False when not serving it."""
@@ -246,6 +281,16 @@ def _flush_all() -> None:
             saver.flush()
         except OSError:
             pass  # the file's directory is gone (a temp dir removed): nothing to keep it in
+
+
+def read_address(path: Path) -> dict[str, Any] | None:
+    """The published address of an account's server (``StateFile.publish``), or None."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(data, dict) and data.get("version") == VERSION and isinstance(data.get("port"), int)
+    return data if ok else None
 
 
 def _lock(path: Path) -> int:

@@ -3,7 +3,9 @@
 Pipeline order for API requests (fixed, clients and tests rely on it):
 latency sleep -> auth -> rate limit (per workspace of the request) -> error_rate -> route.
 Media under ``/media/`` and signed uploads under ``/storage/uploads/`` are public: no auth, no
-rate limit, no injected errors.
+rate limit, no injected errors. ``GET /_sim/{info,stats,run-records,requests}`` (with the API key)
+is the simulator's own truth for a process sharing it (``_shared``); FLORA has no such route, and
+these requests are not counted in the simulator's traffic.
 """
 
 from __future__ import annotations
@@ -25,12 +27,13 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from ._ratelimit import RateLimiter
-from ._responses import NOT_FOUND, RATE_LIMITED, UNAUTHORIZED, UNKNOWN_ERROR, ApiError, Response
+from ._responses import NOT_FOUND, RATE_LIMITED, UNAUTHORIZED, UNKNOWN_ERROR, ApiError, Response, json_response
 from ._routes import API_PREFIX, STORAGE_PREFIX, Api, Call
 from ._state import to_ms
 from ._traffic import MEDIA_ROUTE, RequestRecord, Traffic
 
 STORAGE_ROUTE = "POST /storage/uploads/{asset_id}"
+SIM_PREFIX = "/_sim/"
 MAX_BODY_BYTES = 64 * 1024 * 1024  # a 50 MB signed upload plus its multipart framing
 IDLE_TIMEOUT_SECONDS = 120
 
@@ -62,10 +65,13 @@ class App:
         self.traffic = traffic
         self.clock = clock
         self.limiter = RateLimiter()
+        self.inspect: Callable[[str], Any] | None = None  # name -> the simulator's own view (JSON-ready), or None
 
     def handle(self, req: Incoming) -> Response:
         """Serve one request; never raises."""
         parts = urlsplit(req.target)
+        if parts.path.startswith(SIM_PREFIX):
+            return self._guarded(lambda: self._inspected(req, parts.path[len(SIM_PREFIX):]))
         authorized = False
         if parts.path.startswith("/media/"):
             route = MEDIA_ROUTE
@@ -81,6 +87,13 @@ class App:
         resp.headers["request-id"] = request_id
         self._record(req, parts.path, route, resp, request_id, authorized)
         return resp
+
+    def _inspected(self, req: Incoming, name: str) -> Response:
+        """The simulator's own truth for a process sharing it; not recorded as traffic."""
+        if self.accounts.grants(bearer_key(req.headers)) is None:
+            return ApiError(UNAUTHORIZED).response()
+        found = self.inspect(name) if self.inspect is not None and req.method == "GET" else None
+        return ApiError(NOT_FOUND).response() if found is None else json_response(200, found)
 
     def _api(self, req: Incoming, path: str, query: str) -> tuple[str, Response, bool]:
         matched = self.api.match(req.method, path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from collections.abc import Iterable
@@ -30,6 +31,14 @@ def _check_options(speed: float, cost_lag: float, pending: float, poll_url_style
         raise ValueError(f"poll_url_style must be one of {POLL_URL_STYLES}")
 
 
+def _shut(server: SimServer, thread: threading.Thread | None) -> None:
+    server.shutdown()
+    server.server_close()
+    server.close_connections()
+    if thread is not None:
+        thread.join(timeout=5)
+
+
 def _url_host(host: str) -> str:
     # A wildcard bind is reachable on loopback; IPv6 literals need brackets in URLs.
     if host in ("", "0.0.0.0", "::"):
@@ -44,10 +53,12 @@ class FloraSimulator:
     be reassigned while serving; same ``seed`` + same request order -> same behaviour.
     ``clock_offset`` (seconds) puts the server's clock that far ahead of this machine's (run
     timestamps and the ``Date`` header), as a server whose clock is off would.
-    With ``state_path`` the account (runs, balance, keys, assets) continues from the file; its
-    balance is kept unless ``faults.credits`` is given, which sets it to that value. The file is
-    written from a background thread at most once a second and on ``stop()``: a process killed
-    outright loses at most the last ~second of the account's changes.
+    With ``state_path`` the account (runs, balance, keys, assets) continues from the file, read
+    when ``start()`` has the account's lock; its balance is kept unless ``faults.credits`` is given,
+    which sets it to that value. The file is written from a background thread at most once a
+    second and on ``stop()``: a process killed outright loses at most the last ~second of the
+    account's changes. While it serves, ``<state>.address.json`` says where, for other processes
+    (``flora_nb.sim._shared``); a new simulator of the account in this process takes its port over.
     """
 
     def __init__(
@@ -72,6 +83,8 @@ class FloraSimulator:
         if asset_processing_seconds < 0:
             raise ValueError("asset_processing_seconds must be >= 0")
         keys = (api_keys,) if isinstance(api_keys, str) else tuple(api_keys)
+        self._pending_seconds = float(pending_seconds)
+        self._catalog_entries = catalog  # None: the built-in catalog (a process taking the account over needs the same)
         self._clock = Clock(float(clock_offset))  # every server timestamp and Date header
         self._accounts = Accounts(keys, key_workspaces, to_ms(self._clock()))
         self._world = World(
@@ -100,12 +113,21 @@ class FloraSimulator:
         self._saver: Saver | None = None
         self._saved_origin = ""
         self._preferred_port = port
+        self._loaded = False
+        # A sharing process taking an ended server's place (``_shared``): it never takes the account from a
+        # simulator of this process, and serves on another port when its own is taken.
+        self._taking_over = False
+        self._app.inspect = self._inspect
         if self._state is not None:
-            self._load(self._state)
+            self._state.on_taken = self._hand_over
 
     # -- persistence -----------------------------------------------------------------------
 
     def _load(self, state: StateFile) -> None:
+        """Continue the saved account (once, with its lock held: what its last server wrote is read)."""
+        if self._loaded:
+            return
+        self._loaded = True
         data = state.read()
         if data is not None:
             self._world.restore(data["world"], self._api.catalog.get)
@@ -145,8 +167,10 @@ class FloraSimulator:
             if self._server is not None:
                 return self
             if self._state is not None:
-                self._state.acquire()
+                self._state.acquire(take_over=not self._taking_over)
             try:
+                if self._state is not None:
+                    self._load(self._state)
                 server = self._bind()
             except BaseException:
                 if self._state is not None:
@@ -164,7 +188,25 @@ class FloraSimulator:
             )
             self._server = server
             self._thread.start()
+            self._publish()
             return self
+
+    def _publish(self) -> None:
+        """Tell other processes where this account is served (``_shared`` reads it)."""
+        if self._state is not None:
+            self._state.publish({"pid": os.getpid(), "host": self._host, "port": self._port, "origin": self._api.origin,
+                                 "base_url": self.base_url, "api_key": self.api_key, "workspace_id": self.workspace_id,
+                                 "state_path": str(self._state.path), "settings": self.settings()})
+
+    def _hand_over(self) -> None:
+        """Another simulator of this process takes the account over: write what is left, free the port."""
+        with self._lifecycle:
+            server, thread = self._server, self._thread
+            self._server = self._thread = None
+        if self._saver is not None:
+            self._saver.flush()
+        if server is not None:
+            _shut(server, thread)
 
     def _bind(self) -> SimServer:
         """The port of this account's last server when it is free (its URLs stay valid), else any."""
@@ -172,7 +214,7 @@ class FloraSimulator:
         try:
             return SimServer((self._host, port), self._app)
         except OSError:
-            if not port or port == self._port:
+            if not port or (port == self._port and not self._taking_over):
                 raise
             return SimServer((self._host, 0), self._app)
 
@@ -193,11 +235,7 @@ class FloraSimulator:
             server, thread = self._server, self._thread
             self._server = self._thread = None
         if server is not None:
-            server.shutdown()
-            server.server_close()
-            server.close_connections()
-            if thread is not None:
-                thread.join(timeout=5)
+            _shut(server, thread)
         if self._state is None:
             return
         try:
@@ -227,6 +265,30 @@ class FloraSimulator:
     def running(self) -> bool:
         """Whether the server is serving."""
         return self._server is not None
+
+    shared = False  # served by this process (``SharedSimulator``: by another one)
+
+    @property
+    def not_applied(self) -> dict[str, tuple[Any, Any]]:
+        """Options asked for that the running simulator does not have (only a shared one has any)."""
+        return {}
+
+    note: str | None = None  # what a shared simulator tells the user about options not applied; nothing here
+
+    def settings(self) -> dict[str, Any]:
+        """Speed, seed and faults in force, as JSON: what a process sharing this simulator is told."""
+        faults = {f.name: getattr(self.faults, f.name) for f in dataclasses.fields(Faults)}
+        faults["input_failures"] = dict(faults["input_failures"])
+        return {"speed": self.speed, "seed": self._world.seed, "faults": faults, "cost_lag": self.cost_lag,
+                "poll_url_style": self._api.poll_url_style, "pending_seconds": self._pending_seconds,
+                "asset_processing_seconds": self._api.asset_processing_seconds, "catalog": self._catalog_entries}
+
+    def _inspect(self, name: str) -> Any:
+        """The ``GET /_sim/{name}`` answers (server-side truth for a process sharing this simulator)."""
+        views = {"info": lambda: {"state_path": self.state_path, "pid": os.getpid(), "settings": self.settings()},
+                 "stats": self.stats, "run-records": self.run_records, "requests": self.requests}
+        view = views.get(name)
+        return None if view is None else view()
 
     @property
     def origin(self) -> str:

@@ -376,16 +376,24 @@ class World:
             poll_url=order.poll_url(run_id),
             idempotency_key=order.idempotency_key,
             created_at=now,
-            duration=spec.duration_seconds / self.speed * self._duration_factor(),
+            duration=spec.duration_seconds / self.speed * self._duration_factor(spec, order.inputs),
             estimate=spec.duration_seconds / self.speed,
             quote=spec.run_cost,
             final_cost=jittered_cost(spec, order.inputs, self.seed),
             failure=self._input_failure(order.inputs, self._draw_failure()),
         )
 
-    def _duration_factor(self) -> float:
+    def _duration_factor(self, spec: TechniqueSpec, inputs: dict[str, str]) -> float:
+        """This run's duration over its estimate: the technique's own spread, times Faults.duration_jitter."""
+        factor = 1.0
+        if spec.duration_spread:
+            # Drawn from the seed, the inputs and the run's place in the account: the same requests in the
+            # same order take the same times, and a repeat of the same inputs is a new sample.
+            material = canonical_inputs(spec.technique_id, inputs, self.seed) + b"#%d" % len(self._order)
+            unit = int.from_bytes(hashlib.sha256(material).digest()[:8], "big") / 2**64 * 2 - 1
+            factor += spec.duration_spread * unit
         jitter = self._faults.duration_jitter
-        return 1.0 + self._jitter_rng.uniform(-jitter, jitter) if jitter else 1.0
+        return factor * (1.0 + self._jitter_rng.uniform(-jitter, jitter)) if jitter else factor
 
     def _draw_failure(self) -> Failure | None:
         rng = self._rng
