@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import socket
 import threading
 import time
 from dataclasses import replace
@@ -36,7 +37,7 @@ from ._errors import (
 from ._ledger import Ledger, LedgerRow, canonical_json
 from ._matching import Binding, Candidate, Start, bind
 from ._models import RunStart, RunState, Technique
-from ._owner import STALE_SECONDS, is_alive
+from ._owner import STALE_SECONDS
 from ._poller import Poller
 from ._run import Run
 from ._states import (
@@ -86,9 +87,9 @@ def _read_timeout(client: FloraClient) -> float:
     return float(timeout[1] if isinstance(timeout, tuple) else timeout)
 
 
-def _owner_busy(row: LedgerRow, now: float) -> bool:
+def _owner_busy(ledger: Ledger, row: LedgerRow, now: float) -> bool:
     """Is the session that wrote this start still alive (so the start may still be in flight)?"""
-    alive = is_alive(row.owner)
+    alive = ledger.owner_alive(row.owner)
     return alive if alive is not None else now - row.intent_at < STALE_SECONDS
 
 
@@ -103,8 +104,9 @@ class RunEngine:
 
     def __init__(self, client: FloraClient, ledger: Ledger, endpoint: str, owner: str, *,
                  budget: float | None = None, cache_dir: Path, poll_interval: tuple[float, float] = (2.0, 5.0),
-                 reconcile_grace: float = 60.0, workspace: str | None = None):
+                 reconcile_grace: float = 60.0, workspace: str | None = None, user: str | None = None):
         self.client, self.ledger, self.endpoint, self.owner = client, ledger, endpoint, owner
+        self.user, self.host = user, socket.gethostname()  # who starts runs here, and from where
         self.budget = budget
         self.cache_dir = cache_dir  # where run outputs are cached when fetched
         self.clock = client.clock  # the server's clock against ours (bounds; None until learnt)
@@ -131,7 +133,7 @@ class RunEngine:
         self.write_kept()  # a last try: answers the ledger refused while it was locked
         if self._kept:
             log.warning("flora_nb: %d run answer(s) could not be written to the ledger %s before closing; "
-                        "fl.resume() in a new session finds their runs", len(self._kept), self.ledger.path)
+                        "fl.resume() in a new session finds their runs", len(self._kept), self.ledger.location)
 
     @property
     def health(self) -> str:
@@ -153,7 +155,7 @@ class RunEngine:
 
     def save_rating(self, local_id: int, rating: float | None, note: str | None) -> LedgerRow | None:
         """Write a run's rating and note; the row as it is now."""
-        self.ledger.set_rating(local_id, rating, note)
+        self.ledger.set_rating(local_id, rating, note, by=self.user)
         return self.ledger.get(local_id)
 
     def reload(self, run: Run) -> None:
@@ -204,7 +206,7 @@ class RunEngine:
         """Write planned starts to the ledger (one transaction) and return their Run handles."""
         intents = [{
             "endpoint": self.endpoint, "workspace_id": workspace, "idempotency_key": new_idempotency_key(),
-            "owner": self.owner,
+            "owner": self.owner, "user_name": self.user, "host": self.host,
             "technique_id": tech.technique_id, "technique_name": tech.name, "estimated_cost": tech.run_cost,
             "status": status, **plan,
         } for plan in planned]
@@ -427,7 +429,7 @@ class RunEngine:
         if period not in PERIODS:
             raise InputError(f"period must be None (in all), 'day' or 'month'; got {period!r}.")
         technique_id = self.catalog.technique(technique).technique_id if technique else None
-        self.ledger.set_spend_limit(self.endpoint, None if usd is None else float(usd), period, technique_id)
+        self.ledger.set_spend_limit(self.endpoint, None if usd is None else float(usd), period, technique_id, by=self.user)
 
     def spend_limits(self, technique_id: str | None = None, exclude: int | None = None,
                      ) -> list[tuple[str | None, str | None, float, Exposure]]:
@@ -480,7 +482,7 @@ class RunEngine:
         """A row this engine wrote or read: rows are never deleted, so it is there."""
         row = self.ledger.get(local_id)
         if row is None:
-            raise LookupError(f"ledger row {local_id} is missing from {self.ledger.path}")
+            raise LookupError(f"ledger row {local_id} is missing from {self.ledger.location}")
         return row
 
     def adopt(self, row: LedgerRow | None) -> Run:
@@ -593,7 +595,7 @@ class RunEngine:
 
     def _as_start(self, row: LedgerRow, now: float) -> Start:
         low = row.window_low if row.window_low is not None else self._began(row)
-        if row.error_code is None and _owner_busy(row, now):
+        if row.error_code is None and _owner_busy(self.ledger, row, now):
             high = float("inf")  # its session lives and may still be sending it
         elif row.window_high is not None:
             high = row.window_high  # recorded when it was lost, or its last lease if its session died
@@ -679,7 +681,7 @@ class RunEngine:
         with self._lock:
             answered = set(self._kept)
         rows = self.ledger.open_starts(self.endpoint, workspace, technique)
-        return any(row.error_code is None and row.local_id not in answered and _owner_busy(row, now) for row in rows)
+        return any(row.error_code is None and row.local_id not in answered and _owner_busy(self.ledger, row, now) for row in rows)
 
     def health_changed(self, health: str) -> None:
         """Poller sink: the health changed; tell the live displays of tracked runs (they read ``health``)."""
@@ -704,7 +706,7 @@ class RunEngine:
         """
         runs, now = [], time.time()
         for row in self.ledger.rows(self.endpoint, statuses=ACTIVE):
-            if row.run_id is None and row.error_code is None and _owner_busy(row, now):
+            if row.run_id is None and row.error_code is None and _owner_busy(self.ledger, row, now):
                 continue  # in flight in a live session (this one included): its answer is on its way
             run = self.adopt(row)
             if row.run_id is None:  # lost, unconfirmed, or in flight when its session died: look (again)
@@ -740,7 +742,7 @@ class RunEngine:
     def skip_orphans(self) -> None:
         """Queued runs of a session that is gone will never be launched: say so."""
         orphans = [self.adopt(row) for row in self.ledger.rows(self.endpoint, statuses=(QUEUED,))
-                   if is_alive(row.owner) is False]
+                   if self.ledger.owner_alive(row.owner) is False]
         self.update_many(orphans, status=SKIPPED, error_code="interrupted", charged_cost=0.0,
                           error_message="The session that queued this run ended before starting it; "
                                         "fl.get_sweep(sweep_id).resume() starts it.")

@@ -1,13 +1,15 @@
-"""The run ledger: a SQLite file that remembers every start and every status change.
+"""The run ledger: a SQLite file (or a team's PostgreSQL database) that remembers every start and
+every status change.
 
 A start is written as an intent (with its idempotency key) *before* the POST and completed
 after it, so a kernel that dies mid-start leaves a trace that ``resume()`` can reconcile.
 Rows are keyed by endpoint (base URL) and workspace, so simulator runs never mix with live
-ones. The API key is never stored.
+ones. The API key is never stored. The SQL is written once for both engines (``_sql`` adapts it).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import operator
@@ -23,7 +25,9 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from ._errors import InputError, LedgerConflict, LedgerError
 from ._models import storable
+from ._owner import is_alive
 from ._paths import private_dir
+from ._sql import Backend, PostgresBackend, SqliteBackend, is_database_url, sqlite_path
 from ._validation import check_text, text_problem
 
 __all__ = ["COLUMNS", "PACKED", "PACKED_COLUMNS", "UPLOAD_COLUMNS", "Ledger", "LedgerRow", "canonical_json",
@@ -31,7 +35,7 @@ __all__ = ["COLUMNS", "PACKED", "PACKED_COLUMNS", "UPLOAD_COLUMNS", "Ledger", "L
 
 log = logging.getLogger("flora_nb.ledger")
 
-SCHEMA_VERSION = 7  # == len(_MIGRATIONS)
+SCHEMA_VERSION = 8  # == len(_MIGRATIONS)
 
 _MIGRATIONS: tuple[str, ...] = (
     # version 1
@@ -146,6 +150,24 @@ _MIGRATIONS: tuple[str, ...] = (
         anchor REAL NOT NULL
     );
     """,
+    # version 8: a team ledger's rows come from many people and machines: who started a run and from
+    # which host, who rated it, who started a sweep and set a limit; and each session's lease, renewed
+    # while it lives, which tells another host's live session from a dead one (a process id cannot)
+    """
+    ALTER TABLE runs ADD COLUMN user_name TEXT;
+    ALTER TABLE runs ADD COLUMN host TEXT;
+    ALTER TABLE runs ADD COLUMN rated_by TEXT;
+    ALTER TABLE sweeps ADD COLUMN user_name TEXT;
+    ALTER TABLE spend_limits ADD COLUMN set_by TEXT;
+    CREATE INDEX runs_by_user ON runs (user_name);
+    CREATE TABLE leases (
+        owner TEXT PRIMARY KEY,
+        user_name TEXT,
+        host TEXT,
+        renewed_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    """,
 )
 
 COLUMNS = (
@@ -153,14 +175,14 @@ COLUMNS = (
     "technique_id", "technique_name", "project_id", "status", "progress", "estimated_cost",
     "charged_cost", "estimated_seconds", "intent_at", "created_at", "started_at", "completed_at",
     "error_code", "error_message", "outputs", "inputs", "labels", "poll_url", "reused_from", "updated_at",
-    "owner", "rating", "note", "retry_of", "window_low", "window_high", "pairing",
+    "owner", "rating", "note", "retry_of", "window_low", "window_high", "pairing", "user_name", "host", "rated_by",
 )
 _JSON_COLUMNS = ("outputs", "inputs", "labels")
 _RETURNED = tuple(c for c in COLUMNS if c not in ("inputs", "labels"))  # what write_back reads back
 _OUTPUTS = _RETURNED.index("outputs")
 assert COLUMNS[_OUTPUTS:_OUTPUTS + 3] == ("outputs", "inputs", "labels")  # LedgerRow is built positionally
 # rating and note belong to the user: only set_rating() writes them, so no poll can overwrite them.
-_UPDATABLE = frozenset(COLUMNS) - {"local_id", "endpoint", "idempotency_key", "intent_at", "rating", "note"}
+_UPDATABLE = frozenset(COLUMNS) - {"local_id", "endpoint", "idempotency_key", "intent_at", "rating", "note", "rated_by"}
 UPLOAD_COLUMNS = ("endpoint", "workspace_id", "sha256", "size", "content_type", "file_name", "asset_id", "url",
                   "created_at")
 # Text columns most rows repeat, read for DataFrames as one JSON array per row (the pseudo-column
@@ -168,7 +190,6 @@ UPLOAD_COLUMNS = ("endpoint", "workspace_id", "sha256", "size", "content_type", 
 PACKED_COLUMNS = ("workspace_id", "technique_id", "technique_name", "project_id", "status", "error_code", "sweep_id",
                   "error_message", "note", "reused_from", "pairing")  # text only: JSON would round REAL values
 PACKED = "packed"
-_EXPRESSIONS = {PACKED: f"json_array({', '.join(PACKED_COLUMNS)})"}
 
 
 def default_home() -> Path:
@@ -178,9 +199,6 @@ def default_home() -> Path:
 
 def default_ledger_path() -> Path:
     return default_home() / "ledger.sqlite"
-
-
-BUSY_SECONDS = 30.0  # how long a write waits for another session's (or process's) write to end
 
 
 @dataclass(slots=True)
@@ -221,6 +239,9 @@ class LedgerRow:
     window_low: float | None = None
     window_high: float | None = None
     pairing: str | None = None
+    user_name: str | None = None
+    host: str | None = None
+    rated_by: str | None = None
 
     @classmethod
     def from_sql(cls, values: Sequence[Any]) -> LedgerRow:
@@ -235,7 +256,7 @@ class LedgerRow:
 # Text most rows repeat (the same endpoint, workspace, technique, status...): one string object for
 # all the rows a session keeps, not one per row read.
 _SHARED = frozenset(("endpoint", "workspace_id", "technique_id", "technique_name", "project_id", "status", "owner",
-                     "sweep_id", "error_code"))
+                     "sweep_id", "error_code", "user_name", "host"))
 
 
 def _shared(value: Any) -> Any:
@@ -243,70 +264,95 @@ def _shared(value: Any) -> Any:
 
 
 class Ledger:
-    """Thread-safe access to the ledger file; several processes may share it (WAL, busy timeout)."""
+    """Thread-safe access to the ledger; several processes (and, on PostgreSQL, machines) may share it.
+
+    ``target`` is a file path, ``sqlite:///PATH`` or ``postgresql://USER@HOST/DB`` (default: the
+    file ``$FLORA_NB_HOME/ledger.sqlite``). ``path`` is the file (None for a database server);
+    ``location`` is what messages show (a connection string without its password).
+    """
 
     def __init__(self, path: str | os.PathLike[str] | None = None):
-        self.path = Path(path) if path is not None else default_ledger_path()
-        try:
-            private_dir(self.path.parent, tighten=path is None)  # ~/.flora_nb is 0700
-            self._create_private(self.path)
-        except OSError as exc:  # a folder where the file should be, a file where a folder should be
-            raise LedgerError(f"the ledger {self.path} could not be opened: {exc.strerror or exc}; point the "
-                              "session's ledger path, or FLORA_NB_HOME, at a file in a folder you can write.") from exc
+        self.path: Path | None = None
         self._lock = threading.RLock()
+        self._depth = 0  # nesting of with-blocks in the thread holding the lock (a retry restarts the outermost)
         self.rows_not_written = 0  # poll results write_back could not store even row by row (logged)
-        try:
-            self._db = sqlite3.connect(str(self.path), timeout=BUSY_SECONDS, check_same_thread=False, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise _failure(exc, "opened", self.path) from exc
+        self._leases: tuple[float, dict[str, bool | None]] = (0.0, {})
+        if is_database_url(path):
+            self._backend: Backend = PostgresBackend(str(path))
+        else:
+            self.path = sqlite_path(path) if path is not None else default_ledger_path()
+            self._backend = self._open_file(self.path, tighten=path is None)
         try:
             self._prepare()
             self._migrate()
         except BaseException:  # damaged, refused (a newer schema) or failed: leave no connection open
-            self._db.close()
+            self._backend.close()
             raise
 
-    def _prepare(self) -> None:
-        """WAL, patience with other sessions, and a check of every page before anything is written."""
-        try:
-            self._db.execute(f"PRAGMA busy_timeout={int(BUSY_SECONDS * 1000)}")
-            _use_wal(self._db)
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            # A damaged page would otherwise surface mid-session, after runs were started (0.25 s per 100k runs).
-            found = [row[0] for row in self._db.execute("PRAGMA quick_check")]
-        except sqlite3.Error as exc:  # not a database, damaged, unreadable, on a full disk
-            raise _failure(exc, "opened", self.path) from exc
-        if found != ["ok"]:
-            raise _damaged(self.path, "; ".join(found[:3]), "opened")
+    @property
+    def location(self) -> str:
+        """The file, or the connection string without its password: what messages name."""
+        return self._backend.describe()
+
+    @property
+    def shared(self) -> bool:
+        """Is this a database other machines may use (so a process id tells nothing of its owner)?"""
+        return self._backend.shared
 
     @staticmethod
-    def _create_private(path: Path) -> None:
-        # Create the file 0600 before SQLite does, so no other user ever reads run history.
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        os.close(fd)
-        os.chmod(path, 0o600)
+    def _open_file(path: Path, tighten: bool) -> SqliteBackend:
+        try:
+            private_dir(path.parent, tighten=tighten)  # ~/.flora_nb is 0700
+            _create_private(path)
+        except OSError as exc:  # a folder where the file should be, a file where a folder should be
+            raise LedgerError(f"the ledger {path} could not be opened: {exc.strerror or exc}; point the "
+                              "session's ledger path, or FLORA_NB_HOME, at a file in a folder you can write.") from exc
+        try:
+            return SqliteBackend(path)
+        except sqlite3.Error as exc:
+            raise _failure("database", str(exc), "opened", str(path), path) from exc
+
+    def _prepare(self) -> None:
+        backend = self._backend
+        if not isinstance(backend, SqliteBackend):
+            return
+        try:
+            backend.prepare()
+            found = backend.quick_check()
+        except sqlite3.Error as exc:  # not a database, damaged, unreadable, on a full disk
+            raise _failure(backend.error_kind(exc) or "database", str(exc), "opened", self.location, self.path) from exc
+        if found != ["ok"]:
+            raise _damaged(self.path or Path(), "; ".join(found[:3]), "opened")
 
     def _migrate(self) -> None:
         with self._write() as db:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
+            version = db.schema_version()
             if version > SCHEMA_VERSION:
-                raise LedgerError(f"{self.path} was written by a newer flora_nb (schema {version}); "
+                raise LedgerError(f"{self.location} was written by a newer flora_nb (schema {version}); "
                                   "upgrade flora_nb (pip install -U flora_nb) to use it.")
             for number in range(version, SCHEMA_VERSION):
-                _run_script(db, _MIGRATIONS[number])
-            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                for statement in db.statements(_MIGRATIONS[number]):
+                    db.execute(statement)
+            if version != SCHEMA_VERSION:
+                db.set_schema_version(SCHEMA_VERSION)
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            self._backend.close()
+
+    def _reconnect(self, attempt: int) -> None:
+        """Open a dropped server connection again, waiting a little longer each time (0.2, 0.4, 0.8 s)."""
+        time.sleep(0.2 * 2 ** attempt)
+        with self._lock:
+            self._backend.reconnect()
 
     # ------------------------------------------------------------------ writing
 
     def _write(self, raw_values: bool = False) -> _Transaction:
-        return _Transaction(self._db, self._lock, self.path, raw_values)
+        return _Transaction(self, raw_values)
 
     def _read(self) -> _Read:
-        return _Read(self._db, self._lock, self.path)
+        return _Read(self)
 
     def add_intent(self, **intent: Any) -> int:
         """Record a start before it is sent; returns the row's local id."""
@@ -326,9 +372,8 @@ class Ledger:
             for values in rows:
                 values.update(intent_at=now, updated_at=now)
                 names = ", ".join(values)
-                cur = db.execute(f"INSERT INTO runs ({names}) VALUES ({','.join('?' * len(values))})",
-                                 tuple(values.values()))
-                ids.append(int(cur.lastrowid or 0))  # an INSERT always sets it
+                ids.append(db.insert(f"INSERT INTO runs ({names}) VALUES ({','.join('?' * len(values))})",
+                                     tuple(values.values())))
                 _event(db, ids[-1], now, values["status"], 0.0, None, "intent")
         return ids
 
@@ -358,7 +403,7 @@ class Ledger:
         try:
             return self._write_back(changes)
         except Exception as exc:
-            if not _bad_value(exc):
+            if self._backend.error_kind(exc) != "bad_value":
                 raise
         return self._write_back_each(changes)
 
@@ -370,11 +415,11 @@ class Ledger:
             try:
                 found.update(self._write_back([(old, storable(dict(fields)))]))
             except Exception as exc:
-                if not _bad_value(exc):
+                if self._backend.error_kind(exc) != "bad_value":
                     raise
                 self.rows_not_written += 1
                 log.warning("flora_nb: run %s: a poll's result could not be stored in %s (%s)", old.run_id or
-                            old.local_id, self.path, exc)
+                            old.local_id, self.location, exc)
         return found
 
     def _write_back(self, changes: Sequence[tuple[LedgerRow, Mapping[str, Any]]]) -> dict[int, LedgerRow]:
@@ -398,21 +443,20 @@ class Ledger:
                                                 old.inputs, old.labels, *values[_OUTPUTS + 1:])
         return found
 
-    def set_rating(self, local_id: int, rating: float | None, note: str | None) -> None:
-        """Store the user's rating and note of a run; no status event, no other column touched."""
+    def set_rating(self, local_id: int, rating: float | None, note: str | None, by: str | None = None) -> None:
+        """Store the user's rating and note of a run (``by``: the rater); no status event, no other column touched."""
         check_text("the note", note)
         with self._write() as db:
-            cur = db.execute("UPDATE runs SET rating = ?, note = ?, updated_at = ? WHERE local_id = ?",
-                             (rating, note, time.time(), local_id))
+            cur = db.execute("UPDATE runs SET rating = ?, note = ?, rated_by = ?, updated_at = ? WHERE local_id = ?",
+                             (rating, note, by, time.time(), local_id))
             if cur.rowcount != 1:
-                raise KeyError(f"no run with local id {local_id} in {self.path}")
+                raise KeyError(f"no run with local id {local_id} in {self.location}")
 
     def remember_upload(self, **upload: Any) -> None:
         """Record (or replace) the asset a content hash became on an endpoint and workspace."""
         values = tuple(storable(upload[name]) for name in UPLOAD_COLUMNS)  # a file name may hold surrogate escapes
         with self._write() as db:
-            db.execute(f"INSERT OR REPLACE INTO uploads ({', '.join(UPLOAD_COLUMNS)}) "
-                       f"VALUES ({','.join('?' * len(UPLOAD_COLUMNS))})", values)
+            db.execute(_upsert("uploads", UPLOAD_COLUMNS, ("endpoint", "workspace_id", "sha256")), values)
 
     def forget_upload(self, endpoint: str, workspace_id: str, sha256: str) -> None:
         """Drop a cached upload (its asset is gone on the server)."""
@@ -466,7 +510,8 @@ class Ledger:
         with self._read() as db:
             row = db.execute(
                 "SELECT MAX(CASE WHEN reused_from IS NULL AND status = 'completed' THEN charged_cost END),"
-                " TOTAL(charged_cost IS NULL AND status NOT IN ('queued', 'skipped') AND local_id != ?)"
+                " COALESCE(SUM(CASE WHEN charged_cost IS NULL AND status NOT IN ('queued', 'skipped')"
+                " AND local_id != ? THEN 1 ELSE 0 END), 0)"
                 " FROM runs WHERE endpoint = ? AND technique_id = ?",
                 (-1 if exclude is None else exclude, endpoint, technique_id)).fetchone()
         return (None if row[0] is None else float(row[0])), int(row[1])
@@ -488,9 +533,10 @@ class Ledger:
         if exclude is not None:
             where.append("local_id != ?")
             args.append(exclude)
-        sql = ("SELECT technique_id, TOTAL(charged_cost),"
-               " TOTAL(CASE WHEN charged_cost IS NULL THEN COALESCE(estimated_cost, 0) END),"
-               " TOTAL(charged_cost IS NULL), TOTAL(charged_cost IS NULL AND status NOT IN ('completed', 'failed'))"
+        sql = ("SELECT technique_id, COALESCE(SUM(charged_cost), 0),"
+               " COALESCE(SUM(CASE WHEN charged_cost IS NULL THEN COALESCE(estimated_cost, 0) END), 0),"
+               " SUM(CASE WHEN charged_cost IS NULL THEN 1 ELSE 0 END),"
+               " SUM(CASE WHEN charged_cost IS NULL AND status NOT IN ('completed', 'failed') THEN 1 ELSE 0 END)"
                f" FROM runs WHERE {' AND '.join(where)} GROUP BY technique_id")
         with self._read() as db:
             return [(t, float(c), float(e), int(n), int(a)) for t, c, e, n, a in db.execute(sql, args)]
@@ -509,21 +555,57 @@ class Ledger:
         """The anchor every process of this boot measures send windows with: the first one proposed
         (see ``_clock.LocalClock``); a wall-clock step between two processes' starts then moves neither."""
         with self._write() as db:
-            db.execute("INSERT OR IGNORE INTO clock_anchors (boot_id, anchor) VALUES (?, ?)", (boot_id, proposed))
+            db.execute("INSERT INTO clock_anchors (boot_id, anchor) VALUES (?, ?) ON CONFLICT (boot_id) DO NOTHING",
+                       (boot_id, proposed))
             return float(db.execute("SELECT anchor FROM clock_anchors WHERE boot_id = ?", (boot_id,)).fetchone()[0])
+
+    # ------------------------------------------------------------------ leases
+
+    def renew_lease(self, owner: str, user: str | None, host: str | None, seconds: float) -> None:
+        """Say this session lives for ``seconds`` more, on the database's clock (hosts' clocks may differ)."""
+        now = self._backend.now_sql
+        with self._write() as db:
+            db.execute(f"INSERT INTO leases (owner, user_name, host, renewed_at, expires_at) VALUES (?, ?, ?, {now},"
+                       f" {now} + ?) ON CONFLICT (owner) DO UPDATE SET renewed_at = excluded.renewed_at,"
+                       " expires_at = excluded.expires_at", (owner, user, host, float(seconds)))
+
+    def end_lease(self, owner: str) -> None:
+        """This session has closed: its lease ends now."""
+        with self._write() as db:
+            db.execute(f"UPDATE leases SET expires_at = {self._backend.now_sql} WHERE owner = ?", (owner,))
+
+    def lease_alive(self, owner: str) -> bool | None:
+        """True while ``owner``'s lease runs, False once it ran out or ended, None if it never held one."""
+        with self._read() as db:
+            row = db.execute(f"SELECT expires_at > {db.now_sql} FROM leases WHERE owner = ?", (owner,)).fetchone()
+        return None if row is None else bool(row[0])
+
+    def owner_alive(self, owner: str | None) -> bool | None:
+        """Does the session that wrote a row still live? Its process on this host, else its lease;
+        None when nothing tells (an old row of another host: callers fall back to the row's age)."""
+        alive = is_alive(owner)
+        if alive is not None or not owner:
+            return alive
+        seen_at, known = self._leases
+        if time.monotonic() - seen_at > _LEASE_CACHE_SECONDS:
+            known = {}
+            self._leases = (time.monotonic(), known)
+        if owner not in known:
+            known[owner] = self.lease_alive(owner)
+        return known[owner]
 
     # ------------------------------------------------------------------ spend limits
 
-    def set_spend_limit(self, endpoint: str, usd: float | None, period: str | None, technique_id: str | None) -> None:
-        """Set (or with ``usd=None`` remove) the limit of one scope."""
+    def set_spend_limit(self, endpoint: str, usd: float | None, period: str | None, technique_id: str | None,
+                        by: str | None = None) -> None:
+        """Set (or with ``usd=None`` remove) the limit of one scope; ``by``: who set it."""
         key = (endpoint, technique_id or "", period or "")
         check_text("the technique", technique_id)
         with self._write() as db:
             if usd is None:
                 db.execute("DELETE FROM spend_limits WHERE endpoint = ? AND technique_id = ? AND period = ?", key)
             else:
-                db.execute("INSERT OR REPLACE INTO spend_limits (endpoint, technique_id, period, usd, set_at)"
-                           " VALUES (?, ?, ?, ?, ?)", (*key, float(usd), time.time()))
+                db.execute(_upsert("spend_limits", _LIMIT_COLUMNS, _LIMIT_COLUMNS[:3]), (*key, float(usd), time.time(), by))
 
     def spend_limits(self, endpoint: str) -> list[tuple[str | None, str | None, float]]:
         """Every limit of an endpoint: (technique id or None, period or None, USD)."""
@@ -566,7 +648,7 @@ class Ledger:
         with self._read() as db:
             cur = db.execute("SELECT * FROM sweeps WHERE endpoint = ? AND sweep_id = ?", (endpoint, sweep_id))
             row = cur.fetchone()
-            names = [d[0] for d in cur.description]
+            names = _names(cur)
         if row is None:
             return None
         record = dict(zip(names, row))
@@ -588,7 +670,7 @@ class Ledger:
         """One dict per sweep of this endpoint (recorded plans, and older sweeps known by their runs)."""
         with self._read() as db:
             cur = db.execute("SELECT * FROM sweeps WHERE endpoint = ? ORDER BY created_at", (endpoint,))
-            names = [d[0] for d in cur.description]
+            names = _names(cur)
             plans = {r[0]: dict(zip(names, r)) for r in cur.fetchall()}
             runs = db.execute(
                 "SELECT sweep_id, local_id, retry_of, status, charged_cost, variation, technique_id, technique_name,"
@@ -633,7 +715,7 @@ class Ledger:
 
     def iter_raw(self, endpoint: str | None = None, columns: Sequence[str] = COLUMNS, *,
                  statuses: Sequence[str] | None = None, technique: str | None = None, sweep_id: str | None = None,
-                 created_since: float | None = None) -> Iterator[tuple[Any, ...]]:
+                 created_since: float | None = None, user: str | None = None) -> Iterator[tuple[Any, ...]]:
         """Raw rows with ``columns`` (all, in order, by default), for building DataFrames without per-row objects.
 
         ``PACKED`` among the columns is ``PACKED_COLUMNS`` as one JSON array text. The filters are
@@ -641,17 +723,18 @@ class Ledger:
         keeps rows created at most a microsecond before it, as the frame rounds). A frame of the
         kept rows has the ``input.``/``label.`` columns of those rows only.
         """
-        unknown = set(columns) - set(COLUMNS) - set(_EXPRESSIONS)
+        unknown = set(columns) - set(COLUMNS) - {PACKED}
         if unknown:
             raise ValueError(f"not ledger columns: {sorted(unknown)}")
-        clause, args = _where(endpoint, statuses, technique, sweep_id, created_since)
+        yield from self._raw(columns, *_where(endpoint, statuses, technique, sweep_id, created_since, user))
+
+    def _raw(self, columns: Sequence[str], clause: str, args: list[Any]) -> list[tuple[Any, ...]]:
         with self._read() as db:
+            selected = ", ".join(db.packed(PACKED_COLUMNS) if c == PACKED else c for c in columns)
             try:
-                rows = db.execute(f"SELECT {', '.join(_EXPRESSIONS.get(c, c) for c in columns)} FROM runs"
-                                  f" {clause} ORDER BY local_id", args).fetchall()
+                return db.execute(f"SELECT {selected} FROM runs {clause} ORDER BY local_id", args).fetchall()
             except sqlite3.OperationalError:  # an SQLite without JSON functions, or a BLOB where text belongs
-                rows = _packed_in_python(db, columns, clause, args)
-        yield from rows
+                return _packed_in_python(db, columns, clause, args)
 
     def events(self, local_id: int) -> list[dict[str, Any]]:
         with self._read() as db:
@@ -669,62 +752,113 @@ class Ledger:
 
 
 class _Read:
-    """``with`` block holding the ledger lock for reads; a SQLite failure becomes a ``LedgerError``."""
+    """``with`` block holding the ledger lock for reads; an engine's failure becomes a ``LedgerError``
+    (``_Dropped`` when a server's connection dropped, so the outermost call can run again)."""
 
-    def __init__(self, db: sqlite3.Connection, lock: threading.RLock, path: Path, raw_values: bool = False):
-        self.db, self.lock, self.path = db, lock, path
-        self.raw_values = raw_values  # a value SQLite cannot take is raised as it is (write_back handles it)
+    def __init__(self, ledger: Ledger, raw_values: bool = False):
+        self.ledger, self.db = ledger, ledger._backend
+        self.raw_values = raw_values  # a value the engine cannot take is raised as it is (write_back handles it)
 
-    def __enter__(self) -> sqlite3.Connection:
-        self.lock.acquire()
+    def __enter__(self) -> Backend:
+        self.ledger._lock.acquire()
+        _DEPTH.value = getattr(_DEPTH, "value", 0) + 1
         return self.db
 
+    def _leave(self) -> None:
+        _DEPTH.value -= 1
+        self.ledger._lock.release()
+
     def __exit__(self, exc_type: Any, exc: BaseException | None, *rest: Any) -> None:
-        self.lock.release()
-        _translate(exc, "read", self.path, self.raw_values)
+        self._leave()
+        _translate(self.ledger, exc, "read", self.raw_values)
 
 
 class _Transaction(_Read):
-    """``with`` block holding the ledger lock and one IMMEDIATE transaction."""
+    """``with`` block holding the ledger lock and one exclusive write transaction."""
 
-    def __enter__(self) -> sqlite3.Connection:
-        self.lock.acquire()
+    def __enter__(self) -> Backend:
+        super().__enter__()
         try:
-            self.db.execute("BEGIN IMMEDIATE")
+            self.db.begin()
         except BaseException as exc:
-            self.lock.release()
-            if isinstance(exc, sqlite3.Error):
-                raise _failure(exc, "written", self.path) from exc
+            self._leave()
+            _translate(self.ledger, exc, "written", False)
             raise
         return self.db
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, *rest: Any) -> None:
         try:
-            self.db.execute("ROLLBACK" if exc_type else "COMMIT")
-        except sqlite3.Error as failure:
-            raise _failure(failure, "written", self.path) from failure
+            self.db.end(commit=exc_type is None)
+        except BaseException as failure:
+            if exc_type is None:  # the COMMIT itself failed: whether it landed is unknown, never run it again
+                _translate(self.ledger, failure, "written", False, again=False)
+            elif self.db.error_kind(failure) is None:
+                raise
         finally:
-            self.lock.release()
-        _translate(exc, "written", self.path, self.raw_values)
+            self._leave()
+        _translate(self.ledger, exc, "written", self.raw_values)
 
 
-def _translate(exc: BaseException | None, doing: str, path: Path, raw_values: bool) -> None:
+_LEASE_CACHE_SECONDS = 1.0  # how long an answer of lease_alive is used again (a binding asks row by row)
+_DEPTH = threading.local()  # how many ledger with-blocks this thread is inside (a retry restarts only the outermost)
+
+
+class _Dropped(LedgerError):
+    """A database server's connection dropped during a ledger call that may run again."""
+
+
+def _retrying(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a ledger call again (up to 3 times, reconnecting) when the server's connection dropped mid-call;
+    a call inside another (``admit``'s check) leaves that to the outermost one."""
+    @functools.wraps(method)
+    def call(self: Ledger, *args: Any, **kwargs: Any) -> Any:
+        for attempt in range(_RECONNECTS + 1):
+            try:
+                return method(self, *args, **kwargs)
+            except _Dropped as exc:
+                if getattr(_DEPTH, "value", 0) or attempt == _RECONNECTS:
+                    raise
+                log.info("flora_nb: the ledger's connection dropped (%s); connecting again", exc)
+                self._reconnect(attempt)
+        raise AssertionError("unreachable")
+    return call
+
+
+_RECONNECTS = 3
+
+
+def _translate(ledger: Ledger, exc: BaseException | None, doing: str, raw_values: bool, again: bool = True) -> None:
     """Raise the ledger's own error for what failed in a ``with`` block; anything else goes on as it is."""
-    if exc is None or (raw_values and _bad_value(exc)):
+    if exc is None or isinstance(exc, LedgerError):
         return
-    if isinstance(exc, sqlite3.IntegrityError):  # the ledger says which rule, never a raw sqlite3 error
-        raise LedgerConflict(f"ledger rule broken: {exc}") from exc
-    if isinstance(exc, sqlite3.Error):
-        raise _failure(exc, doing, path) from exc
+    kind = ledger._backend.error_kind(exc)
+    if kind == "bad_value" and raw_values:
+        return
+    if kind == "integrity":  # the ledger says which rule, never a raw engine error
+        raise LedgerConflict(f"ledger rule broken: {_scrubbed(ledger, exc)}") from exc
+    if kind == "disconnected":
+        if again:
+            raise _Dropped(f"the ledger {ledger.location} lost its connection: {_scrubbed(ledger, exc)}") from None
+        raise LedgerError(f"the ledger {ledger.location} lost its connection while a write was being committed "
+                          f"({_scrubbed(ledger, exc)}); it may or may not have been recorded, and nothing that "
+                          "depended on it was sent. Check the server, then go on: fl.resume() finds what was started.") from None
+    if kind in ("closed", "not_a_database", "damaged", "database"):
+        raise _failure(kind, _scrubbed(ledger, exc), doing, ledger.location, ledger.path) from (exc if ledger.path else None)
     problem = text_problem(ascii(exc.object[:60]), exc.object) if isinstance(exc, UnicodeEncodeError) else None
     if problem:  # text a caller gave (a filter, a name) that UTF-8 cannot hold: never a raw UnicodeEncodeError
         raise InputError(f"{problem}; the ledger was not changed.") from exc
 
 
-def _bad_value(exc: BaseException) -> bool:
-    """A value SQLite cannot take (text UTF-8 cannot hold, an int too large, an unsupported type): a row's fault."""
-    return isinstance(exc, (UnicodeError, OverflowError, sqlite3.InterfaceError)) or (
-        isinstance(exc, sqlite3.ProgrammingError) and str(exc).startswith("Error binding parameter"))
+def _scrubbed(ledger: Ledger, exc: BaseException) -> str:
+    backend = ledger._backend
+    return backend.scrub(exc) if isinstance(backend, PostgresBackend) else str(exc)
+
+
+def _create_private(path: Path) -> None:
+    # Create the file 0600 before SQLite does, so no other user ever reads run history.
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    os.chmod(path, 0o600)
 
 
 def _intent_values(intent: Mapping[str, Any]) -> dict[str, Any]:
@@ -745,32 +879,20 @@ def _intent_values(intent: Mapping[str, Any]) -> dict[str, Any]:
 _USER_TEXT = ("inputs", "labels", "workspace_id")
 
 
-def _use_wal(db: sqlite3.Connection, patience: float = 30.0) -> None:
-    """Switch the file to WAL; another process opening it at the same moment makes SQLite answer
-    "locked" at once (no busy wait for a journal change), so try again for a while."""
-    deadline = time.monotonic() + patience
-    while True:
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
-
-
-def _failure(exc: sqlite3.Error, doing: str, path: Path) -> LedgerError:
-    """The ledger's own error for a SQLite failure, saying what to do."""
-    if isinstance(exc, sqlite3.ProgrammingError) and "closed" in str(exc):
-        return LedgerError(f"the ledger {path} could not be {doing}: its session was closed; "
+def _failure(kind: str, detail: str, doing: str, location: str, path: Path | None) -> LedgerError:
+    """The ledger's own error for an engine failure, saying what to do."""
+    if kind == "closed":
+        return LedgerError(f"the ledger {location} could not be {doing}: its session was closed; "
                            "connect a new session to use it again.")
-    name = getattr(exc, "sqlite_errorname", "")  # Python 3.11+; the message otherwise
-    if name == "SQLITE_NOTADB" or "not a database" in str(exc):
+    if path is None:  # a database server: its message (no password in it), and what to check
+        return LedgerError(f"the team ledger {location} could not be {doing}: {detail}. "
+                           "Check that the server is up and this user may read and write its tables.")
+    if kind == "not_a_database":
         return _damaged(path, "SQLite cannot read it as a database: a damaged ledger, or another kind of file",
                         doing, head=f"{path} is not a flora_nb ledger")
-    if name.startswith("SQLITE_CORRUPT") or "malformed" in str(exc):
-        return _damaged(path, str(exc), doing)
-    return LedgerError(f"the ledger {path} could not be {doing}: {exc}. Check that the file and its folder are "
+    if kind == "damaged":
+        return _damaged(path, detail, doing)
+    return LedgerError(f"the ledger {path} could not be {doing}: {detail}. Check that the file and its folder are "
                        "writable and the disk is not full; other sessions on it wait up to 30 s for each other.")
 
 
@@ -823,7 +945,7 @@ _ALL_FIELDS = operator.attrgetter(*COLUMNS)
 _version: Callable[[LedgerRow], tuple[Any, ...]] = operator.attrgetter(*_VERSION)
 
 
-def _write_grouped(db: sqlite3.Connection, items: Sequence[tuple[int, Mapping[str, Any], tuple[Any, ...] | None]],
+def _write_grouped(db: Backend, items: Sequence[tuple[int, Mapping[str, Any], tuple[Any, ...] | None]],
                    now: float) -> None:
     """What ``_apply`` does for each ``(local_id, fields, (status, charged_cost, ...) before)``, with one
     ``executemany`` per set of changed columns and one for the status events (rows are distinct)."""
@@ -865,7 +987,7 @@ def _derived(old: LedgerRow, fields: Mapping[str, Any], now: float) -> LedgerRow
 
 
 def _where(endpoint: str | None, statuses: Sequence[str] | None, technique: str | None, sweep_id: str | None,
-           created_since: float | None) -> tuple[str, list[Any]]:
+           created_since: float | None, user: str | None = None) -> tuple[str, list[Any]]:
     """The WHERE clause of ``iter_raw``."""
     # "+endpoint": scan in local_id order; through the endpoint index SQLite would sort every row again
     where: list[str] = ["+endpoint = ?"] if endpoint else []
@@ -879,20 +1001,16 @@ def _where(endpoint: str | None, statuses: Sequence[str] | None, technique: str 
     if sweep_id is not None:
         where.append("sweep_id = ?")
         args.append(sweep_id)
+    if user is not None:
+        where.append("user_name = ?")
+        args.append(user)
     if created_since is not None:
         where.append("created_at >= ?")
         args.append(created_since - 1e-6)
     return (f"WHERE {' AND '.join(where)}" if where else ""), args
 
 
-def _run_script(db: sqlite3.Connection, script: str) -> None:
-    # executescript() would COMMIT our open transaction; run the statements one by one instead.
-    for statement in script.split(";"):
-        if statement.strip():
-            db.execute(statement)
-
-
-def _select_in(db: sqlite3.Connection, columns: str, ids: list[int], make: Callable[[Any], Any]) -> Iterator[Any]:
+def _select_in(db: Backend, columns: str, ids: list[int], make: Callable[[Any], Any]) -> Iterator[Any]:
     """``SELECT columns`` of the rows with these local ids, 500 ids per query (SQLite bounds parameters)."""
     for k in range(0, len(ids), 500):
         chunk = ids[k:k + 500]
@@ -903,7 +1021,7 @@ def _select_in(db: sqlite3.Connection, columns: str, ids: list[int], make: Calla
 _UNREAD: Any = object()
 
 
-def _apply(db: sqlite3.Connection, local_id: int, fields: Mapping[str, Any], now: float, note: str | None,
+def _apply(db: Backend, local_id: int, fields: Mapping[str, Any], now: float, note: str | None,
            before: tuple[Any, ...] | None = _UNREAD) -> None:
     unknown = set(fields) - _UPDATABLE
     if unknown:
@@ -923,12 +1041,27 @@ def _apply(db: sqlite3.Connection, local_id: int, fields: Mapping[str, Any], now
         _event(db, local_id, now, status, fields.get("progress"), cost, note)
 
 
-def _event(db: sqlite3.Connection, local_id: int, at: float, status: str, progress: float | None,
+def _event(db: Backend, local_id: int, at: float, status: str, progress: float | None,
            cost: float | None, note: str | None) -> None:
     db.execute(
         "INSERT INTO events (local_id, at, status, progress, charged_cost, note) VALUES (?,?,?,?,?,?)",
         (local_id, at, status, progress, cost, note),
     )
+
+
+def _names(cursor: Any) -> list[str]:
+    """The column names of a cursor's result (sqlite3 gives tuples, psycopg Column objects)."""
+    return [getattr(d, "name", None) or d[0] for d in cursor.description]
+
+
+def _upsert(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
+    """INSERT that replaces the row with the same ``key`` (both engines take this form)."""
+    changed = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
+    return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({','.join('?' * len(columns))})"
+            f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {changed}")
+
+
+_LIMIT_COLUMNS = ("endpoint", "technique_id", "period", "usd", "set_at", "set_by")
 
 
 def canonical_json(value: Any) -> str:
@@ -940,7 +1073,7 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def _packed_in_python(db: sqlite3.Connection, columns: Sequence[str], clause: str,
+def _packed_in_python(db: Backend, columns: Sequence[str], clause: str,
                       args: Sequence[Any]) -> list[tuple[Any, ...]]:
     """``iter_raw``'s rows with ``PACKED`` built in Python (no JSON functions, or a BLOB in a text column)."""
     names = [n for c in columns for n in (PACKED_COLUMNS if c == PACKED else (c,))]
@@ -950,3 +1083,11 @@ def _packed_in_python(db: sqlite3.Connection, columns: Sequence[str], clause: st
         return rows
     k = len(PACKED_COLUMNS)
     return [(*r[:at], json.dumps(list(r[at:at + k]), default=str), *r[at + k:]) for r in rows]
+
+
+for _name in ("_migrate", "add_intents", "update_many", "_write_back", "set_rating", "remember_upload",
+              "forget_upload", "find_upload", "completed_inputs", "charge_ratios", "price_evidence", "exposure", "admit",
+              "clock_anchor", "renew_lease", "end_lease", "lease_alive", "set_spend_limit", "spend_limits", "claim",
+              "retried", "add_sweep", "get_sweep", "update_sweep", "stop_requested", "sweep_summaries", "total_charged",
+              "known_run_ids", "_raw", "events", "_select"):
+    setattr(Ledger, _name, _retrying(getattr(Ledger, _name)))

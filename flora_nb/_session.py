@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import getpass
 import logging
 import os
 import re
@@ -16,6 +17,7 @@ from ._client import FloraClient, setting
 from ._clock import ClockOffset, LocalClock, boot_id
 from ._engine import RunEngine
 from ._errors import ConfigError, FloraError, InputError
+from ._lease import Lease
 from ._ledger import Ledger, default_home
 from ._look import SEVERAL_WORKSPACES, StatusCard, card_html, card_text, connected_to, in_progress, say
 from ._models import Asset, Technique, Workspace
@@ -25,6 +27,7 @@ from ._run import Run
 from ._starts import Starter
 from ._sweep import Sweep
 from ._uploads import Uploader
+from ._validation import check_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -96,6 +99,27 @@ def _check_options(**values: Any) -> None:
         raise InputError("; ".join(found) + ". Nothing was started.")
 
 
+def _ledger_target(ledger: str | os.PathLike[str] | None,
+                   ledger_path: str | os.PathLike[str] | None) -> str | os.PathLike[str] | None:
+    """Where the session's ledger lives: ``ledger=``, else ``ledger_path=``, else ``FLORA_NB_LEDGER``,
+    else the default file; a path, ``sqlite:///PATH`` or ``postgresql://USER@HOST/DB``."""
+    if ledger is not None and ledger_path is not None:
+        raise InputError("give the ledger once: ledger=... (a path or postgresql://...) or ledger_path=..., not both.")
+    return ledger if ledger is not None else ledger_path if ledger_path is not None else setting(None, "FLORA_NB_LEDGER")
+
+
+def _user(user: str | None) -> str:
+    """Who starts runs and rates them: ``user=``, else ``FLORA_NB_USER``, else the operating system's user."""
+    chosen = setting(user, "FLORA_NB_USER")
+    if chosen is None:
+        try:
+            chosen = getpass.getuser()
+        except Exception:  # no user name in the environment nor the password database (a bare container)
+            chosen = f"uid{os.getuid()}" if hasattr(os, "getuid") else "unknown"
+    check_text("the user", chosen)
+    return chosen
+
+
 def _persist_default() -> bool:
     return os.environ.get("FLORA_NB_SIM_PERSIST", "1").strip().lower() not in ("0", "false", "no", "off")
 
@@ -128,6 +152,8 @@ class Flora:
         resume: bool = True,
         budget: float | None = None,
         confirm_above: float | object | None = _FROM_ENV,
+        ledger: str | os.PathLike[str] | None = None,
+        user: str | None = None,
         _simulator: FloraSimulator | SharedSimulator | None = None,
         _endpoint: str | None = None,
     ):
@@ -140,12 +166,16 @@ class Flora:
         # Ledger rows are keyed by the endpoint: the base URL, or a stable name (``sim://default``)
         # for a simulator whose port changes from one kernel to the next.
         self.endpoint = _endpoint or self.client.base_url
-        self.ledger = Ledger(ledger_path)
+        self.user = _user(user)
+        self.ledger = Ledger(_ledger_target(ledger, ledger_path))
         self._share_clock(self.client.clock)
         self.owner = new_owner()
+        # Several hosts share a team ledger: a lease, renewed while this session lives, says it lives.
+        self._lease = Lease(self.ledger, self.owner, self.user) if self.ledger.shared else None
         # Media cache beside the ledger (a demo's temporary ledger keeps its files with it).
-        cache_dir = self.ledger.path.parent / "cache" if ledger_path is not None else default_home() / "cache"
-        self.engine = RunEngine(self.client, self.ledger, self.endpoint, self.owner,
+        path = self.ledger.path
+        cache_dir = path.parent / "cache" if path is not None and (ledger or ledger_path) else default_home() / "cache"
+        self.engine = RunEngine(self.client, self.ledger, self.endpoint, self.owner, user=self.user,
                                 budget=None if budget is None else float(budget), cache_dir=cache_dir,
                                 poll_interval=poll_interval, reconcile_grace=reconcile_grace,
                                 workspace=setting(workspace, "FLORA_WORKSPACE_ID"))
@@ -262,6 +292,8 @@ class Flora:
             return
         self.engine.close()
         retire(self.owner)
+        if self._lease is not None:
+            self._lease.stop()
         self.client.close()
         self.ledger.close()
         if self.simulator is not None:
@@ -461,7 +493,7 @@ class Flora:
     def _resume_on_open(self) -> None:
         runs = self.resume()
         if runs:
-            say(f"flora_nb: resumed tracking {len(runs)} unfinished run(s) from {self.ledger.path}")
+            say(f"flora_nb: resumed tracking {len(runs)} unfinished run(s) from {self.ledger.location}")
 
     # ---------------------------------------------------------------- frames
 
@@ -557,5 +589,6 @@ class Flora:
             "batch_fallbacks": stats.batch_fallbacks,
             "invalid_answers": self.client.invalid_answers,
             "reconciled": stats.reconciled,
-            "ledger": str(self.ledger.path),
+            "ledger": self.ledger.location,  # a connection string shows no password
+            "ledger_lease": None if self._lease is None else self._lease.trouble,
         }, lookup=None if closed else self._card_facts)

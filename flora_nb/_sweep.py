@@ -24,7 +24,6 @@ from ._errors import (
 from ._hints import HINTS, RETRY_LATER, RETRYABLE, hint_for, normal_code
 from ._look import card_html, charged_so_far, duration, say, usd
 from ._models import Technique
-from ._owner import is_alive
 from ._paths import output_path
 from ._plan import Plan
 from ._run import Run
@@ -465,10 +464,11 @@ class Sweep:
         owner, items = self._engine.owner, []
         for run in self.runs:
             mine = run.owner == owner and not self.launching
-            never_started = run.status == SKIPPED or (run.status == QUEUED and (mine or is_alive(run.owner) is False))
+            never_started = run.status == SKIPPED or (run.status == QUEUED and (mine or self._engine.ledger.owner_alive(run.owner) is False))
             if never_started and run.status in statuses:
                 expected = {"status": run.status, "owner": run.owner, "run_id": None}
-                changes = {"status": QUEUED, "owner": owner, "error_code": None,
+                changes = {"status": QUEUED, "owner": owner, "user_name": self._engine.user, "host": self._engine.host,
+                           "error_code": None,
                            "error_message": None, "charged_cost": None}
                 items.append((run, expected, changes))
         return self._engine.claim(items, note="resume")

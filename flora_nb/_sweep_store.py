@@ -104,7 +104,8 @@ def _record(engine: RunEngine, sweep_id: str, tech: Technique, workspace: str, p
     }
     engine.ledger.add_sweep(sweep_id=sweep_id, endpoint=engine.endpoint, workspace_id=workspace,
                              technique_id=tech.technique_id, technique_name=tech.name, created_at=time.time(),
-                             budget=budget, max_concurrency=max_concurrency, owner=engine.owner, plan=record)
+                             budget=budget, max_concurrency=max_concurrency, owner=engine.owner, user_name=engine.user,
+                             plan=record)
 
 
 def _planned_rows(engine: RunEngine, plan: Plan, sweep_id: str, labels: dict[str, Any],
@@ -137,7 +138,7 @@ def load_sweep(engine: RunEngine, sweep_id: str) -> Sweep:
     """A sweep rebuilt from the ledger (plan, runs, budget)."""
     record = engine.ledger.get_sweep(engine.endpoint, sweep_id)
     if record is None and not engine.ledger.rows(engine.endpoint, sweep_id=sweep_id):
-        raise InputError(f"no sweep {sweep_id!r} in the ledger {engine.ledger.path} for {engine.endpoint}; "
+        raise InputError(f"no sweep {sweep_id!r} in the ledger {engine.ledger.location} for {engine.endpoint}; "
                          "fl.sweeps() lists the sweeps it holds.")
     engine.skip_orphans()  # runs queued by a kernel that died will not start by themselves
     rows = current_rows(engine.ledger.rows(engine.endpoint, sweep_id=sweep_id))

@@ -36,28 +36,62 @@ def _private_home(tmp_path_factory):
         yield home
 
 
-@pytest.fixture
-def postgres_schema():
-    """A connection string to a fresh, empty schema of the suite's throwaway PostgreSQL cluster (dropped after).
-
-    ``make test`` runs the suite inside ``scripts/with-postgres``, which starts the cluster and sets
-    FLORA_NB_TEST_POSTGRES. Without it the test skips, except in CI (CI=true), where it fails.
-    """
+def _postgres_url() -> str:
+    """The suite's throwaway cluster (``make test`` runs the suite inside ``scripts/with-postgres``, which
+    starts it and sets FLORA_NB_TEST_POSTGRES). Without it a test skips, except in CI (CI=true): it fails."""
     url = os.environ.get("FLORA_NB_TEST_POSTGRES")
     if not url:
         reason = "no PostgreSQL for the tests: run them through `make test` (scripts/with-postgres)"
         if os.environ.get("CI") == "true":
             pytest.fail(reason)
         pytest.skip(reason)
-    import psycopg
+    return url
 
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    separator = "&" if "?" in url else "?"
-    yield f"{url}{separator}options=-csearch_path%3D{schema}"
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+class Schemas:
+    """Fresh, empty schemas of the suite's PostgreSQL cluster, one per name, dropped at the end."""
+
+    def __init__(self, url: str):
+        self.url, self.made = url, {}
+
+    def __call__(self, name: str = "ledger") -> str:
+        """A connection string whose tables live in this test's schema called ``name``."""
+        if name not in self.made:
+            import psycopg
+
+            schema = f"t_{uuid.uuid4().hex[:12]}"
+            with psycopg.connect(self.url, autocommit=True) as conn:
+                conn.execute(f'CREATE SCHEMA "{schema}"')
+            separator = "&" if "?" in self.url else "?"
+            self.made[name] = (schema, f"{self.url}{separator}options=-csearch_path%3D{schema}")
+        return self.made[name][1]
+
+    def drop(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            for schema, _ in self.made.values():
+                conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+def postgres_schema():
+    """A connection string to a fresh, empty schema of the suite's throwaway PostgreSQL cluster (dropped after)."""
+    schemas = Schemas(_postgres_url())
+    yield schemas()
+    schemas.drop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_at(request, tmp_path):
+    """Where a test's ledgers live, once on each backend: ``ledger_at(name)`` is a file of ``tmp_path``, or
+    a fresh schema of the suite's PostgreSQL; the same name gives the same ledger (two sessions sharing one)."""
+    if request.param == "sqlite":
+        yield lambda name="ledger": tmp_path / f"{name}.sqlite"
+        return
+    schemas = Schemas(_postgres_url())
+    yield schemas
+    schemas.drop()
 
 
 @pytest.fixture(scope="session")

@@ -47,7 +47,7 @@ class LockHolder:
 
 
 def test_an_answer_the_locked_ledger_refuses_is_kept_written_and_tracked(tmp_path, monkeypatch):
-    monkeypatch.setattr("flora_nb._ledger.BUSY_SECONDS", 0.2)  # the lock outlasts the busy timeout at once
+    monkeypatch.setattr("flora_nb._sql.BUSY_SECONDS", 0.2)  # the lock outlasts the busy timeout at once
     path = tmp_path / "l.sqlite"
     holder: list[LockHolder] = []
     send_once = fnb.FloraClient._send_once
