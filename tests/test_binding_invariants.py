@@ -75,11 +75,11 @@ def _all_final(fl: Flora) -> bool:
                for r in fl.ledger.rows(fl.endpoint))
 
 
-def test_sigkill_at_random_moments_during_sweeps_then_resume_and_sweep_again(tmp_path):
+def test_sigkill_at_random_moments_during_sweeps_then_resume_and_sweep_again(tmp_path, ledger_at):
     """8 kernels in a row on one ledger, each resuming the last one's dead starts, sweeping the same
     technique and killed at a random moment; some answers dropped. Then one session settles everything."""
     rng = random.Random(5)
-    ledger = tmp_path / "ledger.sqlite"
+    ledger = ledger_at("ledger")
     with SimProcess(speed=50.0, seed=9, faults={"latency": 0.01, "drop_rate": 0.1}) as sim:
         for kill in range(8):
             kernel = _kernel(sim, ledger, f"k{kill}")
@@ -100,8 +100,8 @@ def test_sigkill_at_random_moments_during_sweeps_then_resume_and_sweep_again(tmp
     assert report.server_runs >= 8 and report.rows == 8 * 12
 
 
-def test_two_processes_on_one_ledger_with_dropped_answers(tmp_path):
-    ledger = tmp_path / "ledger.sqlite"
+def test_two_processes_on_one_ledger_with_dropped_answers(tmp_path, ledger_at):
+    ledger = ledger_at("ledger")
     with SimProcess(speed=50.0, seed=4, faults={"latency": 0.01, "drop_rate": 0.3}) as sim:
         kernels = [_kernel(sim, ledger, tag, "wait") for tag in ("a", "b")]
         for kernel in kernels:
@@ -116,23 +116,23 @@ def test_two_processes_on_one_ledger_with_dropped_answers(tmp_path):
 
 
 @pytest.mark.parametrize("offset", [-1.0, 1.0, 5.0])
-def test_server_clock_off_and_every_start_answer_lost(tmp_path, offset):
+def test_server_clock_off_and_every_start_answer_lost(tmp_path, offset, ledger_at):
     """No start answer ever arrives, so nothing but Date headers tells the server's clock: still no guess."""
     with FloraSimulator(speed=50.0, seed=2, clock_offset=offset, faults=Faults(drop_rate=1.0)) as sim:
-        with Flora(api_key=sim.api_key, base_url=sim.base_url, ledger_path=tmp_path / "l.sqlite",
+        with Flora(api_key=sim.api_key, base_url=sim.base_url, ledger=ledger_at("l"),
                    poll_interval=(0.02, 0.05), reconcile_grace=1.0) as fl:
             sweep = fl.sweep(POSTER, grid={"prompt": [f"c{i}" for i in range(10)]}, max_concurrency=5)
             sweep.wait(120)
             assert fl.clock.bounds()[0] <= offset <= fl.clock.bounds()[1]
-        report = check(tmp_path / "l.sqlite", sim.run_records(), sim.stats())
+        report = check(ledger_at("l"), sim.run_records(), sim.stats())
     assert report.ok, report
     assert report.server_runs == 10 and report.exact + report.grouped == 10
 
 
-def test_drops_and_errors_with_twenty_concurrent_starts(tmp_path):
+def test_drops_and_errors_with_twenty_concurrent_starts(tmp_path, ledger_at):
     faults = Faults(drop_rate=0.3, error_rate=0.2)
     with FloraSimulator(speed=50.0, seed=6, faults=faults) as sim:
-        with Flora(api_key=sim.api_key, base_url=sim.base_url, ledger_path=tmp_path / "l.sqlite",
+        with Flora(api_key=sim.api_key, base_url=sim.base_url, ledger=ledger_at("l"),
                    poll_interval=(0.02, 0.05), reconcile_grace=1.0) as fl:
             sweep = fl.sweep(POSTER, grid={"prompt": [f"e{i:02d}" for i in range(40)]}, max_concurrency=20)
             sweep.wait(180)
@@ -140,7 +140,7 @@ def test_drops_and_errors_with_twenty_concurrent_starts(tmp_path):
             fl.resume()
             until(lambda: _all_final(fl), 60, "every row to be final", interval=0.1, fail=False)  # check() says what is not
         stats = sim.stats()
-        report = check(tmp_path / "l.sqlite", sim.run_records(), stats)
+        report = check(ledger_at("l"), sim.run_records(), stats)
     assert stats["drops"] > 0 and stats["errors_injected"] + stats["errors_after_create"] > 0
     assert report.ok, report
     assert report.rows == 40
@@ -177,10 +177,10 @@ CTRL_C = textwrap.dedent("""
 """)
 
 
-def test_ctrl_c_in_the_middle_of_a_slow_start_never_loses_the_run(tmp_path):
+def test_ctrl_c_in_the_middle_of_a_slow_start_never_loses_the_run(tmp_path, ledger_at):
     import json
 
-    ledger = tmp_path / "l.sqlite"
+    ledger = ledger_at("l")
     with SimProcess(speed=50.0, seed=1) as sim:
         child = subprocess.Popen([sys.executable, "-c", CTRL_C, sim.api_key, sim.base_url, str(ledger)],
                                  stdout=subprocess.PIPE, text=True)
@@ -217,9 +217,9 @@ DEAD_START = textwrap.dedent("""
 """)
 
 
-def test_a_resumed_dead_start_followed_by_a_sweep_of_the_same_technique(tmp_path):
+def test_a_resumed_dead_start_followed_by_a_sweep_of_the_same_technique(tmp_path, ledger_at):
     """The dead row never reached FLORA; a new session resumes it and sweeps at once, answers dropped."""
-    ledger = tmp_path / "l.sqlite"
+    ledger = ledger_at("l")
     with SimProcess(speed=50.0, seed=8, faults={"latency": 0.01}) as sim:
         child = subprocess.Popen([sys.executable, "-c", DEAD_START, sim.api_key, sim.base_url, str(ledger)],
                                  stdout=subprocess.PIPE, text=True)
@@ -258,9 +258,9 @@ LIVE_KERNEL = textwrap.dedent("""
 """)
 
 
-def test_two_live_kernels_sweeping_several_techniques_with_lost_answers(tmp_path):
+def test_two_live_kernels_sweeping_several_techniques_with_lost_answers(tmp_path, ledger_at):
     """No handle is left behind: each kernel's own sweeps and runs end done, whichever kernel bound them."""
-    ledger = tmp_path / "ledger.sqlite"
+    ledger = ledger_at("ledger")
     with SimProcess(speed=50.0, seed=11, faults={"latency": 0.01, "drop_rate": 0.4, "duration_jitter": 0.5}) as sim:
         kernels = [subprocess.Popen([sys.executable, "-c", LIVE_KERNEL, sim.api_key, sim.base_url, str(ledger), tag],
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for tag in ("a", "b")]

@@ -54,8 +54,8 @@ def test_reserve_ratio_rule():
     assert reserve_ratio(5, 0.9, 1.6) == 1.6  # the highest seen when above it
 
 
-def test_a_fixed_price_technique_fills_its_budget(tmp_path):
-    with Flora.simulated(speed=100.0, ledger_path=tmp_path / "l.sqlite") as fl:
+def test_a_fixed_price_technique_fills_its_budget(tmp_path, ledger_at):
+    with Flora.simulated(speed=100.0, ledger=ledger_at("l")) as fl:
         fl.sweep(POSTER, grid={"prompt": ["w1", "w2", "w3"]}).wait(60)  # teaches the ledger: 3 charges at 1.0x
         assert fl.reserve_ratio(POSTER) == fl.reserve_ratio("poster-studio") == 1.0
         assert fl.reserve_ratio(MOTION) == DEFAULT_RATIO  # nothing known about it yet
@@ -69,8 +69,8 @@ def test_a_fixed_price_technique_fills_its_budget(tmp_path):
 # ------------------------------------------------------------------ session budget
 
 
-def test_session_budget_across_single_runs_and_sweeps(tmp_path):
-    with Flora.simulated(speed=100.0, budget=0.30, ledger_path=tmp_path / "l.sqlite") as fl:
+def test_session_budget_across_single_runs_and_sweeps(tmp_path, ledger_at):
+    with Flora.simulated(speed=100.0, budget=0.30, ledger=ledger_at("l")) as fl:
         for i in range(3):  # each holds 0.04 x 1.25 until charged
             fl.run(POSTER, {"prompt": f"single {i}"}).wait(30)
         assert fl.reserve_ratio(POSTER) == 1.0  # three charges agree: runs now hold $0.04 each
@@ -87,8 +87,8 @@ def test_session_budget_across_single_runs_and_sweeps(tmp_path):
         assert fl.simulator.stats()["total_charged"] == pytest.approx(0.28)
 
 
-def test_session_budget_skips_sweep_runs_that_no_longer_fit(tmp_path):
-    with Flora.simulated(speed=100.0, budget=0.085, ledger_path=tmp_path / "l.sqlite") as fl:
+def test_session_budget_skips_sweep_runs_that_no_longer_fit(tmp_path, ledger_at):
+    with Flora.simulated(speed=100.0, budget=0.085, ledger=ledger_at("l")) as fl:
         sweep = fl.sweep(POSTER, grid={"prompt": ["a", "b"]}, max_concurrency=2).wait(60)
         # the first holds $0.05; the second waits for its charge ($0.04), then $0.04 + $0.05 > $0.085
         assert sorted(r.status for r in sweep.runs) == ["completed", "skipped"]
@@ -115,8 +115,8 @@ def _priced(run_cost) -> dict:
 
 
 @pytest.mark.parametrize("price", [float("nan"), float("inf"), -0.5, "0.10", "cheap", None, True])
-def test_a_price_that_is_not_a_finite_amount_takes_no_budget(price, tmp_path):
-    with Flora.simulated(speed=100.0, catalog=[_priced(price)], ledger_path=tmp_path / "l.sqlite") as fl:
+def test_a_price_that_is_not_a_finite_amount_takes_no_budget(price, tmp_path, ledger_at):
+    with Flora.simulated(speed=100.0, catalog=[_priced(price)], ledger=ledger_at("l")) as fl:
         assert fl.technique("tech_odd").run_cost is None  # unknown, never NaN, -0.5 or a string
         fl.simulator.reset_stats()
         with pytest.raises(fnb.InputError, match="no known price.*drop the budget"):
@@ -124,7 +124,7 @@ def test_a_price_that_is_not_a_finite_amount_takes_no_budget(price, tmp_path):
         assert fl.simulator.stats()["requests_total"] == 0
         frame = fl.sweep("tech_odd", grid={"prompt": ["a"]}, dry_run=True)
         assert math.isnan(frame["estimated_cost"].iloc[0])
-    with Flora.simulated(speed=100.0, budget=5.0, catalog=[_priced(price)], ledger_path=tmp_path / "m.sqlite") as fl:
+    with Flora.simulated(speed=100.0, budget=5.0, catalog=[_priced(price)], ledger=ledger_at("m")) as fl:
         with pytest.raises(fnb.InputError, match="no known price.*session budget"):
             fl.run("tech_odd", {"prompt": "a"})
         with pytest.raises(fnb.InputError, match="no known price"):
@@ -180,12 +180,12 @@ class _HostileFlora(BaseHTTPRequestHandler):
                                 "poll_url": run["poll_url"]})
 
 
-def test_a_charge_that_is_not_a_finite_amount_is_unknown_and_never_spend(tmp_path, caplog, capsys):
+def test_a_charge_that_is_not_a_finite_amount_is_unknown_and_never_spend(tmp_path, caplog, capsys, ledger_at):
     server = ThreadingHTTPServer(("127.0.0.1", 0), _HostileFlora)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}/api/v1"
     try:
-        with Flora(api_key="sk_h", base_url=base, ledger_path=tmp_path / "l.sqlite", poll_interval=(0.02, 0.05),
+        with Flora(api_key="sk_h", base_url=base, ledger=ledger_at("l"), poll_interval=(0.02, 0.05),
                    resume=False) as fl:
             sweep = fl.sweep("tech_h", grid={"prompt": [f"p{i}" for i in range(5)]}, budget=3.2,
                              max_concurrency=1).wait(30)
@@ -203,8 +203,8 @@ def test_a_charge_that_is_not_a_finite_amount_is_unknown_and_never_spend(tmp_pat
     assert capsys.readouterr().out == ""  # ... never printed
 
 
-def test_the_session_budget_can_be_changed_mid_session(tmp_path):
-    with Flora.simulated(speed=200.0, ledger_path=tmp_path / "l.sqlite") as fl:
+def test_the_session_budget_can_be_changed_mid_session(tmp_path, ledger_at):
+    with Flora.simulated(speed=200.0, ledger=ledger_at("l")) as fl:
         fl.budget = 0.05
         fl.run(POSTER, {"prompt": "one"}).wait(30)
         with pytest.raises(fnb.BudgetExceededError):

@@ -45,8 +45,8 @@ def _nth_start(n: int) -> Callable[[Req], bool]:
 
 
 @pytest.mark.parametrize("reached", [True, False], ids=["flora-made-the-run", "post-never-reached-flora"])
-def test_sigkill_mid_starts_then_resume(tmp_path, reached):
-    ledger = tmp_path / "ledger.sqlite"
+def test_sigkill_mid_starts_then_resume(tmp_path, reached, ledger_at):
+    ledger = ledger_at("ledger")
     with FloraSimulator(speed=50.0, faults=Faults(latency=0.03), seed=7) as sim, Front(sim.origin) as front:
         tech_id, _ = _text_technique(sim)
         front.hold = _nth_start(11)  # the kernel talks to FLORA through the front

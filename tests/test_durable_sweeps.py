@@ -27,8 +27,8 @@ def _server_inputs(sim: FloraSimulator) -> collections.Counter:
     return collections.Counter(tuple(sorted(r["inputs"].items())) for r in sim.run_records())
 
 
-def test_get_sweep_in_a_later_session_compares_like_the_original(tmp_path):
-    ledger = tmp_path / "l.sqlite"
+def test_get_sweep_in_a_later_session_compares_like_the_original(tmp_path, ledger_at):
+    ledger = ledger_at("l")
     with FloraSimulator(speed=100.0, seed=3) as sim:
         with _session(sim, ledger) as fl:
             empty = fl.sweeps()
@@ -58,8 +58,8 @@ def test_get_sweep_in_a_later_session_compares_like_the_original(tmp_path):
                 later.get_sweep("swp_nope")
 
 
-def test_stop_from_another_session_then_resume_there(tmp_path):
-    ledger = tmp_path / "l.sqlite"
+def test_stop_from_another_session_then_resume_there(tmp_path, ledger_at):
+    ledger = ledger_at("l")
     prompts = [f"p{i}" for i in range(8)]
     with FloraSimulator(speed=20.0, seed=5) as sim:
         with _session(sim, ledger) as a, _session(sim, ledger, resume=False) as b:
@@ -75,8 +75,8 @@ def test_stop_from_another_session_then_resume_there(tmp_path):
         assert _server_inputs(sim) == collections.Counter((("prompt", p),) for p in prompts)  # each once
 
 
-def test_resume_stays_within_what_is_left_of_the_budget(tmp_path):
-    with FloraSimulator(speed=100.0, seed=6) as sim, _session(sim, tmp_path / "l.sqlite") as fl:
+def test_resume_stays_within_what_is_left_of_the_budget(tmp_path, ledger_at):
+    with FloraSimulator(speed=100.0, seed=6) as sim, _session(sim, ledger_at("l")) as fl:
         fl.sweep(POSTER, grid={"prompt": ["w1", "w2", "w3"]}).wait(60)  # the price is known: 1.0x
         sweep = fl.sweep(POSTER, grid={"prompt": [f"p{i}" for i in range(6)]}, budget=0.24, max_concurrency=1)
         until(lambda: sim.stats()["runs_created"] >= 3 + 4)
@@ -86,8 +86,8 @@ def test_resume_stays_within_what_is_left_of_the_budget(tmp_path):
         assert done >= 4 and sim.stats()["runs_created"] == 3 + 6
 
 
-def test_resume_after_the_budget_ran_out_sends_nothing_until_it_is_raised(tmp_path):
-    with FloraSimulator(speed=300.0, seed=1) as sim, _session(sim, tmp_path / "l.sqlite") as fl:
+def test_resume_after_the_budget_ran_out_sends_nothing_until_it_is_raised(tmp_path, ledger_at):
+    with FloraSimulator(speed=300.0, seed=1) as sim, _session(sim, ledger_at("l")) as fl:
         sweep = fl.sweep("image-to-motion", grid={"prompt": [f"wave {i}" for i in range(4)]}, budget=3.60).wait(60)
         assert sweep.counts == {"completed": 3, "skipped": 1} and sweep.stop_reason == "budget"
         assert "budget of $3.60" in next(r.error_message for r in sweep.runs if r.status == "skipped")
@@ -99,9 +99,9 @@ def test_resume_after_the_budget_ran_out_sends_nothing_until_it_is_raised(tmp_pa
         assert sim.stats()["runs_created"] == 4 and sim.stats()["total_charged"] <= 5.0
 
 
-def test_retry_failed_starts_new_runs_with_new_keys(tmp_path):
+def test_retry_failed_starts_new_runs_with_new_keys(tmp_path, ledger_at):
     with FloraSimulator(speed=100.0, seed=8, faults=Faults(run_failure_rate=0.5)) as sim:
-        with _session(sim, tmp_path / "l.sqlite") as fl:
+        with _session(sim, ledger_at("l")) as fl:
             sweep = fl.sweep(POSTER, grid={"prompt": [f"p{i}" for i in range(10)]}).wait(60)
             failed = [r for r in sweep.runs if r.status == "failed"]
             assert failed, "seed 8 fails some runs"
@@ -122,8 +122,8 @@ def test_retry_failed_starts_new_runs_with_new_keys(tmp_path):
             assert len(sim.run_records()) == 10 + len(failed)
 
 
-def test_reuse_with_repeat_takes_distinct_runs(tmp_path):
-    with FloraSimulator(speed=100.0, seed=9) as sim, _session(sim, tmp_path / "l.sqlite") as fl:
+def test_reuse_with_repeat_takes_distinct_runs(tmp_path, ledger_at):
+    with FloraSimulator(speed=100.0, seed=9) as sim, _session(sim, ledger_at("l")) as fl:
         first = fl.sweep(POSTER, grid={"prompt": ["a"]}, repeat=3).wait(60)
         originals = {r.id for r in first.runs}
         plan = fl.sweep(POSTER, grid={"prompt": ["a", "b"]}, repeat=3, reuse=True, dry_run=True)
@@ -137,8 +137,8 @@ def test_reuse_with_repeat_takes_distinct_runs(tmp_path):
         assert sum(1 for r in four.runs if r.reused_from) == 3 and sim.stats()["runs_created"] == 7
 
 
-def test_a_late_charge_is_picked_up_after_the_settle_window(tmp_path):
-    ledger = tmp_path / "l.sqlite"
+def test_a_late_charge_is_picked_up_after_the_settle_window(tmp_path, ledger_at):
+    ledger = ledger_at("l")
     with FloraSimulator(speed=100.0, seed=10, cost_lag=4.0) as sim:
         with _session(sim, ledger) as fl:
             run = fl.run(POSTER, {"prompt": "slow bill"}).wait(30)
@@ -179,8 +179,8 @@ def test_skipped_runs_cost_nothing_and_old_ledgers_are_migrated(tmp_path):
     assert summary["sweep_id"] == "swp_old" and summary["counts"] == {"skipped": 1}
 
 
-def test_resume_resends_an_unconfirmed_start_with_its_own_key(tmp_path):
-    with FloraSimulator(speed=100.0, seed=11) as sim, _session(sim, tmp_path / "l.sqlite", reconcile_grace=0.5,
+def test_resume_resends_an_unconfirmed_start_with_its_own_key(tmp_path, ledger_at):
+    with FloraSimulator(speed=100.0, seed=11) as sim, _session(sim, ledger_at("l"), reconcile_grace=0.5,
                                                                max_retries=0) as fl:
         fl.technique(POSTER), fl.workspace_id  # known before FLORA goes away
         sim.stop()  # the start never reaches FLORA: its answer is lost, no run exists
@@ -256,9 +256,9 @@ def test_magic_connect_budget_is_the_session_budget(ip):
     assert fl.simulator.stats()["runs_created"] == 1
 
 
-def test_resume_while_a_lost_start_is_being_looked_for_never_sends_it_again(tmp_path):
+def test_resume_while_a_lost_start_is_being_looked_for_never_sends_it_again(tmp_path, ledger_at):
     with FloraSimulator(speed=100.0, seed=12, faults=Faults(drop_rate=1.0)) as sim, \
-            _session(sim, tmp_path / "l.sqlite", max_retries=0) as fl:
+            _session(sim, ledger_at("l"), max_retries=0) as fl:
         sweep = fl.sweep(POSTER, grid={"prompt": ["dropped"]})  # FLORA makes the run, its answer is lost
         until(lambda: sim.stats()["runs_created"] == 1)
         sim.faults = Faults()

@@ -16,8 +16,8 @@ from tests.invariants import SimProcess, check
 POSTER = "tech_a1poster"  # $0.04 a run
 
 
-def test_a_limit_refuses_the_start_that_would_pass_it_and_says_which(tmp_path):
-    with Flora.simulated(speed=100.0, ledger_path=tmp_path / "l.sqlite") as fl:
+def test_a_limit_refuses_the_start_that_would_pass_it_and_says_which(tmp_path, ledger_at):
+    with Flora.simulated(speed=100.0, ledger=ledger_at("l")) as fl:
         fl.set_spend_limit(0.10)
         fl.run(POSTER, prompt="a").wait(60)
         fl.run(POSTER, prompt="b").wait(60)
@@ -35,8 +35,8 @@ def test_a_limit_refuses_the_start_that_would_pass_it_and_says_which(tmp_path):
         assert fl.simulator.stats()["runs_created"] == 3
 
 
-def test_limits_by_technique_and_period_and_bad_values(tmp_path):
-    with Flora.simulated(speed=100.0, ledger_path=tmp_path / "l.sqlite") as fl:
+def test_limits_by_technique_and_period_and_bad_values(tmp_path, ledger_at):
+    with Flora.simulated(speed=100.0, ledger=ledger_at("l")) as fl:
         fl.set_spend_limit(0.05, period="day", technique="poster-studio")  # a slug names its technique
         fl.run(POSTER, prompt="a").wait(60)
         with pytest.raises(fnb.BudgetExceededError, match="a day .UTC. for tech_a1poster"):
@@ -49,8 +49,8 @@ def test_limits_by_technique_and_period_and_bad_values(tmp_path):
             fl.set_spend_limit(1.0, period="week")
 
 
-def test_a_sweep_stops_at_a_limit_and_says_so(tmp_path):
-    with Flora.simulated(speed=100.0, ledger_path=tmp_path / "l.sqlite") as fl:
+def test_a_sweep_stops_at_a_limit_and_says_so(tmp_path, ledger_at):
+    with Flora.simulated(speed=100.0, ledger=ledger_at("l")) as fl:
         fl.set_spend_limit(0.20)
         sweep = fl.sweep(POSTER, grid={"prompt": [f"p{i}" for i in range(10)]}, max_concurrency=3).wait(120)
         assert fl.simulator.stats()["total_charged"] <= 0.20 + 1e-9
@@ -71,9 +71,9 @@ KERNEL = textwrap.dedent("""
 """)
 
 
-def test_two_kernels_racing_never_pass_a_shared_limit_together(tmp_path):
+def test_two_kernels_racing_never_pass_a_shared_limit_together(tmp_path, ledger_at):
     # Before: budgets held per session only (two kernels with $0.10 each spent $0.16 together).
-    ledger = tmp_path / "shared.sqlite"
+    ledger = ledger_at("shared")
     with SimProcess(speed=50.0, seed=4) as sim:
         with Flora(api_key=sim.api_key, base_url=sim.base_url, ledger_path=ledger) as fl:
             fl.set_spend_limit(0.40)
@@ -93,11 +93,11 @@ def test_two_kernels_racing_never_pass_a_shared_limit_together(tmp_path):
     assert all(int(o.strip().splitlines()[-1]) > 0 for o in outs)  # both kernels got a share
 
 
-def test_the_ledger_keeps_limits_for_a_later_session(tmp_path):
+def test_the_ledger_keeps_limits_for_a_later_session(tmp_path, ledger_at):
     with FloraSimulator(speed=100.0) as sim:
-        with Flora(api_key=sim.api_key, base_url=sim.base_url, ledger_path=tmp_path / "l.sqlite") as fl:
+        with Flora(api_key=sim.api_key, base_url=sim.base_url, ledger=ledger_at("l")) as fl:
             fl.set_spend_limit(0.06)  # one run of $0.04 (held at $0.05 until its charge is known)
-        with Flora(api_key=sim.api_key, base_url=sim.base_url, ledger_path=tmp_path / "l.sqlite") as later:
+        with Flora(api_key=sim.api_key, base_url=sim.base_url, ledger=ledger_at("l")) as later:
             later.run(POSTER, prompt="a").wait(60)
             with pytest.raises(fnb.BudgetExceededError):
                 later.run(POSTER, prompt="b")

@@ -20,8 +20,8 @@ VID = "https://example.com/clip.mp4"
 
 
 @pytest.fixture
-def fl(tmp_path):
-    with Flora.simulated(speed=100.0, seed=2, ledger_path=tmp_path / "l.sqlite") as session:
+def fl(tmp_path, ledger_at):
+    with Flora.simulated(speed=100.0, seed=2, ledger=ledger_at("l")) as session:
         yield session
 
 
@@ -108,8 +108,8 @@ def test_grid_sweep_runs_and_frames(fl, tmp_path):
     assert "completed" in sweep._repr_html_() and sweep.spent == pytest.approx(sum(truth.values()))
 
 
-def test_max_concurrency_is_respected(tmp_path):
-    with Flora.simulated(speed=50.0, ledger_path=tmp_path / "l.sqlite") as fl:
+def test_max_concurrency_is_respected(tmp_path, ledger_at):
+    with Flora.simulated(speed=50.0, ledger=ledger_at("l")) as fl:
         peaks = [0]
         sweep = fl.sweep(POSTER, grid={"prompt": [f"p{i}" for i in range(8)]}, max_concurrency=2)
 
@@ -123,7 +123,7 @@ def test_max_concurrency_is_respected(tmp_path):
         assert 1 <= peak <= 2 and sweep.counts == {"completed": 8}
 
 
-def test_budget_during_sweep(tmp_path):
+def test_budget_during_sweep(tmp_path, ledger_at):
     from flora_nb._budget import reserve_ratio
 
     catalog = [{
@@ -132,7 +132,7 @@ def test_budget_during_sweep(tmp_path):
         "outputs": [{"id": "image", "name": "Image", "type": "imageUrl"}],
         "duration_seconds": 2, "charge_jitter": 0.5,
     }]
-    with Flora.simulated(speed=100.0, seed=4, catalog=catalog, ledger_path=tmp_path / "l.sqlite") as fl:
+    with Flora.simulated(speed=100.0, seed=4, catalog=catalog, ledger=ledger_at("l")) as fl:
         sweep = fl.sweep("tech_jitter", grid={"prompt": [f"p{i}" for i in range(10)]}, budget=1.0,
                          max_concurrency=1).wait(60)
         runs = sorted(sweep.runs, key=lambda r: r.variation)
@@ -153,8 +153,8 @@ def test_budget_during_sweep(tmp_path):
         assert fl.simulator.stats()["total_charged"] == pytest.approx(sum(charges))
 
 
-def test_insufficient_credits_mid_sweep(tmp_path):
-    with Flora.simulated(speed=100.0, faults=Faults(credits=0.10), ledger_path=tmp_path / "l.sqlite") as fl:
+def test_insufficient_credits_mid_sweep(tmp_path, ledger_at):
+    with Flora.simulated(speed=100.0, faults=Faults(credits=0.10), ledger=ledger_at("l")) as fl:
         sweep = fl.sweep(POSTER, grid={"prompt": [f"p{i}" for i in range(6)]}, max_concurrency=1).wait(60)
         statuses = [r.status for r in sorted(sweep.runs, key=lambda r: r.variation)]
         assert statuses == ["completed", "completed", "failed", "skipped", "skipped", "skipped"]
@@ -162,8 +162,8 @@ def test_insufficient_credits_mid_sweep(tmp_path):
         assert fl.simulator.stats()["runs_created"] == 2
 
 
-def test_stop_keeps_started_runs(tmp_path):
-    with Flora.simulated(speed=5.0, ledger_path=tmp_path / "l.sqlite") as fl:
+def test_stop_keeps_started_runs(tmp_path, ledger_at):
+    with Flora.simulated(speed=5.0, ledger=ledger_at("l")) as fl:
         sweep = fl.sweep(POSTER, grid={"prompt": [f"p{i}" for i in range(10)]}, max_concurrency=2)
         until(lambda: _posts(fl) >= 2, what="two starts sent", interval=0.005)
         sweep.stop().wait(60)

@@ -44,6 +44,14 @@ PROMPTS = [f"k{i:02d}" for i in range(24)]
 
 
 def _started(ledger) -> int:
+    if str(ledger).startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(str(ledger), autocommit=True) as conn:
+            try:
+                return conn.execute("SELECT COUNT(*) FROM runs WHERE run_id IS NOT NULL").fetchone()[0]
+            except psycopg.errors.UndefinedTable:  # the table is not there yet
+                return 0
     db = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True, timeout=5)
     try:
         return db.execute("SELECT COUNT(*) FROM runs WHERE run_id IS NOT NULL").fetchone()[0]
@@ -59,8 +67,8 @@ def _records(sim: subprocess.Popen) -> list[dict]:
     return json.loads(sim.stdout.readline())
 
 
-def test_sweep_killed_with_its_kernel_is_finished_in_a_new_process(tmp_path):
-    ledger = tmp_path / "ledger.sqlite"
+def test_sweep_killed_with_its_kernel_is_finished_in_a_new_process(tmp_path, ledger_at):
+    ledger = ledger_at("ledger")
     sim = subprocess.Popen([sys.executable, "-c", SIMULATOR], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         server = json.loads(sim.stdout.readline())
