@@ -50,7 +50,8 @@ FRAME_COLUMNS = tuple(c for c in COLUMNS if c not in ("endpoint", "idempotency_k
                                                        "window_high", *PACKED_COLUMNS)) + (PACKED,)
 RUN_COLUMNS = (["run_id", "sweep_id", "technique_id", "technique_name", "workspace_id", "project_id",
                 "status"] + _FLOATS + _TIMES + _DERIVED + ["error_code", "error_message", "output_urls",
-                                                            "output_types", "rating", "note"])
+                                                            "output_types", "rating", "note", "rated_by",
+                                                            "user", "host"])
 
 
 def runs_frame(raw_rows: Iterable[Sequence[Any]], columns: Sequence[str] = COLUMNS) -> pd.DataFrame:
@@ -94,6 +95,8 @@ def _runs_frame(raw_rows: Iterable[Sequence[Any]], columns: Sequence[str]) -> pd
     out["output_urls"], out["output_types"] = _output_lists(raw["outputs"])
     out["rating"] = _floats(raw["rating"])
     out["note"] = text["note"]
+    out["rated_by"] = text["rated_by"]  # who rated it (a team ledger has many raters)
+    out["user"], out["host"] = text["user_name"], text["host"]  # who started it, and on which machine
     out.update(_json_fields(raw["inputs"], "input."))
     out.update(_json_fields(raw["labels"], "label."))
     out["local_id"] = np.array(raw["local_id"], dtype="int64")
@@ -240,11 +243,13 @@ def ledger_runs(ledger: Ledger, endpoint: str | None, **filters: Any) -> pd.Data
 
 
 def select_runs(frame: pd.DataFrame, *, status: str | Sequence[str] | None = None, technique: str | None = None,
-                sweep_id: str | None = None, since: Any = None) -> pd.DataFrame:
+                sweep_id: str | None = None, since: Any = None, user: str | Sequence[str] | None = None) -> pd.DataFrame:
     """Filter a runs frame; ``technique`` matches the id or the name. An unknown status is an ``InputError``."""
-    if status is None and technique is None and sweep_id is None and since is None:
+    if status is None and technique is None and sweep_id is None and since is None and user is None:
         return frame  # nothing to filter: no copy of every column
     keep = pd.Series(True, index=frame.index)
+    if user is not None:
+        keep &= frame["user"].isin([user] if isinstance(user, str) else list(user)).fillna(False)
     if status is not None:
         keep &= frame["status"].isin(check_statuses(status))
     if technique is not None:
@@ -366,8 +371,8 @@ def _cost_keys(frame: pd.DataFrame, by: str | Sequence[str]) -> list[str]:
 
 
 def _groupable(frame: pd.DataFrame) -> list[str]:
-    return [c for c in frame.columns if c in ("technique_name", "technique_id", "status", "sweep_id", "workspace_id")
-            or c.startswith(("input.", "label."))]
+    return [c for c in frame.columns if c in ("technique_name", "technique_id", "status", "sweep_id", "workspace_id",
+                                              "user", "host") or c.startswith(("input.", "label."))]
 
 
 def spend_series(frame: pd.DataFrame) -> pd.Series:

@@ -188,7 +188,8 @@ UPLOAD_COLUMNS = ("endpoint", "workspace_id", "sha256", "size", "content_type", 
 # Text columns most rows repeat, read for DataFrames as one JSON array per row (the pseudo-column
 # PACKED of iter_raw): a frame decodes each distinct array once instead of taking every value apart.
 PACKED_COLUMNS = ("workspace_id", "technique_id", "technique_name", "project_id", "status", "error_code", "sweep_id",
-                  "error_message", "note", "reused_from", "pairing")  # text only: JSON would round REAL values
+                  "error_message", "note", "reused_from", "pairing", "user_name", "host",
+                  "rated_by")  # text only: JSON would round REAL values
 PACKED = "packed"
 
 

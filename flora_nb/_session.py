@@ -99,6 +99,16 @@ def _check_options(**values: Any) -> None:
         raise InputError("; ".join(found) + ". Nothing was started.")
 
 
+def _check_users(user: str | Sequence[str], frame: pd.DataFrame) -> None:
+    """A user filter naming nobody who started a run here is an error naming who did (never an empty table)."""
+    asked = [user] if isinstance(user, str) else list(user)
+    known = sorted(str(u) for u in frame["user"].dropna().unique())
+    unknown = [str(u) for u in asked if u not in known]
+    if unknown:
+        raise InputError(f"no runs started by {', '.join(unknown)} in this ledger; users with runs: "
+                         f"{', '.join(known) or 'none yet'}.")
+
+
 def _ledger_target(ledger: str | os.PathLike[str] | None,
                    ledger_path: str | os.PathLike[str] | None) -> str | os.PathLike[str] | None:
     """Where the session's ledger lives: ``ledger=``, else ``ledger_path=``, else ``FLORA_NB_LEDGER``,
@@ -498,10 +508,12 @@ class Flora:
     # ---------------------------------------------------------------- frames
 
     def runs(self, status: str | Sequence[str] | None = None, technique: str | None = None,
-             sweep_id: str | None = None, since: Any = None, all_endpoints: bool = False) -> pd.DataFrame:
-        """The ledger as a DataFrame (this endpoint only unless ``all_endpoints``).
+             sweep_id: str | None = None, since: Any = None, all_endpoints: bool = False,
+             user: str | Sequence[str] | None = None) -> pd.DataFrame:
+        """The ledger as a DataFrame (this endpoint only unless ``all_endpoints``); ``user``: runs started by
+        that user (or users) only.
 
-        A technique or sweep the filter names that neither the ledger nor FLORA knows is an error naming
+        A technique, sweep or user the filter names that neither the ledger nor FLORA knows is an error naming
         what to use instead, never an empty table (a known technique with no runs yet gives one).
         """
         from ._frames import ledger_runs, select_runs
@@ -512,7 +524,9 @@ class Flora:
         if sweep_id and not everything["sweep_id"].eq(sweep_id).any() and (
                 all_endpoints or self.ledger.get_sweep(self.endpoint, sweep_id) is None):
             raise InputError(f"no sweep {sweep_id} in the ledger; fl.sweeps() lists them.")
-        return select_runs(everything, status=status, technique=technique, sweep_id=sweep_id, since=since)
+        if user is not None:
+            _check_users(user, everything)
+        return select_runs(everything, status=status, technique=technique, sweep_id=sweep_id, since=since, user=user)
 
     def _technique_filter(self, technique: str, frame: pd.DataFrame) -> str:
         """What a technique filter matches: a name or id of the ledger's runs, else FLORA's id for it
