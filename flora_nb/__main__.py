@@ -1,4 +1,4 @@
-"""Command line: ``python -m flora_nb sim ...`` (the simulator) and ``python -m flora_nb demo``."""
+"""Command line: ``python -m flora_nb sim ...`` (the simulator), ``demo`` and ``ledger copy SRC DST``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ commands:
   sim    serve the built-in FLORA simulator on loopback (see: python -m flora_nb sim -h)
   demo   a small sweep on the simulator: its comparison, costs, files and a chart
          (then: make lab, for the three tutorial notebooks in JupyterLab)
+  ledger copy SRC DST
+         add a ledger's runs to another (a personal SQLite file into a team's PostgreSQL, or back)
 """
 
 
@@ -28,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
         from ._demo import main as demo_main
 
         return demo_main(rest)
+    if command == "ledger":
+        from ._ledger_copy import main as ledger_main
+
+        return ledger_main(rest)
     print(f"unknown command {command!r}\n\n{USAGE}", end="", file=sys.stderr)
     return 2
 

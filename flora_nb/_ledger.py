@@ -350,10 +350,10 @@ class Ledger:
     # ------------------------------------------------------------------ writing
 
     def _write(self, raw_values: bool = False) -> _Transaction:
-        return _Transaction(self, raw_values)
+        return _Transaction(self, self._backend, self._lock, raw_values)
 
     def _read(self) -> _Read:
-        return _Read(self)
+        return _Read(self, self._backend, self._lock)
 
     def add_intent(self, **intent: Any) -> int:
         """Record a start before it is sent; returns the row's local id."""
@@ -745,6 +745,56 @@ class Ledger:
             )
             return [dict(zip(("at", "status", "progress", "charged_cost", "note"), r)) for r in cur]
 
+    # ------------------------------------------------------------------ moving between ledgers
+
+    def dump(self, table: str) -> list[dict[str, Any]]:
+        """Every row of one of the ledger's tables (``COPIED_TABLES``), as dicts, oldest first."""
+        if table not in COPIED_TABLES:
+            raise ValueError(f"not a ledger table: {table!r}")
+        with self._read() as db:
+            cur = db.execute(f"SELECT * FROM {table} ORDER BY {COPIED_TABLES[table]}")
+            names = _names(cur)
+            return [dict(zip(names, row)) for row in cur.fetchall()]
+
+    def load(self, tables: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, int]:
+        """Add another ledger's rows (``dump`` of each table) in one transaction; how many of each were added.
+
+        A run whose idempotency key (or run id on its endpoint) is here already is left as it is, with
+        its events: loading the same rows twice adds nothing. Sweeps, uploads, limits and clock anchors
+        already here are kept. Local ids are this ledger's own (``retry_of`` follows them).
+        """
+        added = {name: 0 for name in COPIED_TABLES}
+        with self._write() as db:
+            ids = self._load_runs(db, tables.get("runs", ()), added)
+            for event in tables.get("events", ()):
+                if event["local_id"] in ids:
+                    values = {k: v for k, v in event.items() if k != "event_id"} | {"local_id": ids[event["local_id"]]}
+                    db.execute(f"INSERT INTO events ({', '.join(values)}) VALUES ({','.join('?' * len(values))})",
+                               tuple(values.values()))
+                    added["events"] += 1
+            for table in ("sweeps", "uploads", "spend_limits", "clock_anchors"):
+                for row in tables.get(table, ()):
+                    cur = db.execute(f"INSERT INTO {table} ({', '.join(row)}) VALUES ({','.join('?' * len(row))})"
+                                     " ON CONFLICT DO NOTHING", tuple(row.values()))
+                    added[table] += max(0, cur.rowcount)
+        return added
+
+    @staticmethod
+    def _load_runs(db: Backend, runs: Sequence[Mapping[str, Any]], added: dict[str, int]) -> dict[int, int]:
+        """Insert the runs not here yet; their local ids here, by their local ids there."""
+        keys = {k for (k,) in db.execute("SELECT idempotency_key FROM runs")}
+        bound = set(db.execute("SELECT endpoint, run_id FROM runs WHERE run_id IS NOT NULL").fetchall())
+        ids: dict[int, int] = {}
+        for run in runs:
+            if run["idempotency_key"] in keys or (run["run_id"] is not None and (run["endpoint"], run["run_id"]) in bound):
+                continue
+            values = {k: v for k, v in run.items() if k in COLUMNS and k != "local_id"}
+            values["retry_of"] = ids.get(run["retry_of"]) if run.get("retry_of") is not None else None
+            ids[run["local_id"]] = db.insert(f"INSERT INTO runs ({', '.join(values)}) VALUES "
+                                             f"({','.join('?' * len(values))})", tuple(values.values()))
+            added["runs"] += 1
+        return ids
+
     def _select(self, clause: str, args: tuple[Any, ...]) -> list[LedgerRow]:
         with self._read() as db:
             cur = db.execute(f"SELECT {', '.join(COLUMNS)} FROM runs {clause}", args)
@@ -756,22 +806,22 @@ class _Read:
     """``with`` block holding the ledger lock for reads; an engine's failure becomes a ``LedgerError``
     (``_Dropped`` when a server's connection dropped, so the outermost call can run again)."""
 
-    def __init__(self, ledger: Ledger, raw_values: bool = False):
-        self.ledger, self.db = ledger, ledger._backend
+    def __init__(self, ledger: Ledger, backend: Backend, lock: threading.RLock, raw_values: bool = False):
+        self.ledger, self.db, self.lock = ledger, backend, lock
         self.raw_values = raw_values  # a value the engine cannot take is raised as it is (write_back handles it)
 
     def __enter__(self) -> Backend:
-        self.ledger._lock.acquire()
+        self.lock.acquire()
         _DEPTH.value = getattr(_DEPTH, "value", 0) + 1
         return self.db
 
     def _leave(self) -> None:
         _DEPTH.value -= 1
-        self.ledger._lock.release()
+        self.lock.release()
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, *rest: Any) -> None:
         self._leave()
-        _translate(self.ledger, exc, "read", self.raw_values)
+        _translate(self.ledger, self.db, exc, "read", self.raw_values)
 
 
 class _Transaction(_Read):
@@ -783,7 +833,7 @@ class _Transaction(_Read):
             self.db.begin()
         except BaseException as exc:
             self._leave()
-            _translate(self.ledger, exc, "written", False)
+            _translate(self.ledger, self.db, exc, "written", False)
             raise
         return self.db
 
@@ -792,12 +842,12 @@ class _Transaction(_Read):
             self.db.end(commit=exc_type is None)
         except BaseException as failure:
             if exc_type is None:  # the COMMIT itself failed: whether it landed is unknown, never run it again
-                _translate(self.ledger, failure, "written", False, again=False)
+                _translate(self.ledger, self.db, failure, "written", False, again=False)
             elif self.db.error_kind(failure) is None:
                 raise
         finally:
             self._leave()
-        _translate(self.ledger, exc, "written", self.raw_values)
+        _translate(self.ledger, self.db, exc, "written", self.raw_values)
 
 
 _LEASE_CACHE_SECONDS = 1.0  # how long an answer of lease_alive is used again (a binding asks row by row)
@@ -828,30 +878,30 @@ def _retrying(method: Callable[..., Any]) -> Callable[..., Any]:
 _RECONNECTS = 3
 
 
-def _translate(ledger: Ledger, exc: BaseException | None, doing: str, raw_values: bool, again: bool = True) -> None:
+def _translate(ledger: Ledger, backend: Backend, exc: BaseException | None, doing: str, raw_values: bool,
+               again: bool = True) -> None:
     """Raise the ledger's own error for what failed in a ``with`` block; anything else goes on as it is."""
     if exc is None or isinstance(exc, LedgerError):
         return
-    kind = ledger._backend.error_kind(exc)
+    kind = backend.error_kind(exc)
     if kind == "bad_value" and raw_values:
         return
     if kind == "integrity":  # the ledger says which rule, never a raw engine error
-        raise LedgerConflict(f"ledger rule broken: {_scrubbed(ledger, exc)}") from exc
+        raise LedgerConflict(f"ledger rule broken: {_scrubbed(backend, exc)}") from exc
     if kind == "disconnected":
         if again:
-            raise _Dropped(f"the ledger {ledger.location} lost its connection: {_scrubbed(ledger, exc)}") from None
+            raise _Dropped(f"the ledger {ledger.location} lost its connection: {_scrubbed(backend, exc)}") from None
         raise LedgerError(f"the ledger {ledger.location} lost its connection while a write was being committed "
-                          f"({_scrubbed(ledger, exc)}); it may or may not have been recorded, and nothing that "
+                          f"({_scrubbed(backend, exc)}); it may or may not have been recorded, and nothing that "
                           "depended on it was sent. Check the server, then go on: fl.resume() finds what was started.") from None
     if kind in ("closed", "not_a_database", "damaged", "database"):
-        raise _failure(kind, _scrubbed(ledger, exc), doing, ledger.location, ledger.path) from (exc if ledger.path else None)
+        raise _failure(kind, _scrubbed(backend, exc), doing, ledger.location, ledger.path) from (exc if ledger.path else None)
     problem = text_problem(ascii(exc.object[:60]), exc.object) if isinstance(exc, UnicodeEncodeError) else None
     if problem:  # text a caller gave (a filter, a name) that UTF-8 cannot hold: never a raw UnicodeEncodeError
         raise InputError(f"{problem}; the ledger was not changed.") from exc
 
 
-def _scrubbed(ledger: Ledger, exc: BaseException) -> str:
-    backend = ledger._backend
+def _scrubbed(backend: Backend, exc: BaseException) -> str:
     return backend.scrub(exc) if isinstance(backend, PostgresBackend) else str(exc)
 
 
@@ -1050,6 +1100,11 @@ def _event(db: Backend, local_id: int, at: float, status: str, progress: float |
     )
 
 
+# What ``python -m flora_nb ledger copy`` moves, each table with the order its rows are read in.
+COPIED_TABLES = {"runs": "local_id", "events": "event_id", "sweeps": "created_at", "uploads": "created_at",
+                 "spend_limits": "set_at", "clock_anchors": "boot_id"}
+
+
 def _names(cursor: Any) -> list[str]:
     """The column names of a cursor's result (sqlite3 gives tuples, psycopg Column objects)."""
     return [getattr(d, "name", None) or d[0] for d in cursor.description]
@@ -1090,5 +1145,5 @@ for _name in ("_migrate", "add_intents", "update_many", "_write_back", "set_rati
               "forget_upload", "find_upload", "completed_inputs", "charge_ratios", "price_evidence", "exposure", "admit",
               "clock_anchor", "renew_lease", "end_lease", "lease_alive", "set_spend_limit", "spend_limits", "claim",
               "retried", "add_sweep", "get_sweep", "update_sweep", "stop_requested", "sweep_summaries", "total_charged",
-              "known_run_ids", "_raw", "events", "_select"):
+              "known_run_ids", "_raw", "events", "_select", "dump", "load"):
     setattr(Ledger, _name, _retrying(getattr(Ledger, _name)))

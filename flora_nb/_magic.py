@@ -102,6 +102,9 @@ class FloraMagics(Magics):
     default_max_concurrency = Int(4, help="runs in flight per sweep").tag(config=True)
     default_budget = Float(None, allow_none=True, help="default sweep budget in USD").tag(config=True)
     simulator_speed = Float(20.0, help="speed of %flora connect --sim").tag(config=True)
+    ledger = Unicode("", help="the ledger new sessions use: a file path, sqlite:///PATH or a team's "
+                              "postgresql://USER@HOST/DB (default: FLORA_NB_LEDGER, else ~/.flora_nb/ledger.sqlite)"
+                     ).tag(config=True)
     confirm_above = _NotedFloat(
         None, allow_none=True, min=0.0,
         help="USD: a start that may spend more asks for --yes (None: never asks); applied to the session the "
@@ -186,7 +189,8 @@ class FloraMagics(Magics):
         from ._session import Flora, current_session
 
         def new() -> Flora:
-            return Flora(workspace=self.default_workspace or None, poll_interval=self.poll_interval)
+            return Flora(workspace=self.default_workspace or None, poll_interval=self.poll_interval,
+                         ledger=self.ledger or None)
 
         try:
             return self._apply_settings(current_session(factory=new))
@@ -222,11 +226,13 @@ class FloraMagics(Magics):
         from ._session import Flora
 
         workspace = o.workspace or self.default_workspace or None
+        ledger = o.ledger or self.ledger or None
         if o.sim:
             return Flora.simulated(speed=o.speed if o.speed is not None else self.simulator_speed, seed=o.seed or 0,
                                    faults=_faults(o), persist=False if o.no_persist else None,
-                                   name=o.account or "default", workspace=workspace, budget=o.budget)
-        new = Flora(base_url=o.base_url, workspace=workspace, poll_interval=self.poll_interval, budget=o.budget)
+                                   name=o.account or "default", workspace=workspace, budget=o.budget, ledger=ledger)
+        new = Flora(base_url=o.base_url, workspace=workspace, poll_interval=self.poll_interval, budget=o.budget,
+                    ledger=ledger)
         try:
             new.client.workspaces()  # the key and the URL work, or the current session stays
         except BaseException:
@@ -398,7 +404,8 @@ def _techniques(m: FloraMagics, c: Command) -> Any:
 def _runs(m: FloraMagics, c: Command) -> Any:
 
     o = c.options
-    frame = m.fl().runs(status=o.status, technique=o.technique, sweep_id=o.sweep)
+    users = [u.strip() for u in o.user.split(",") if u.strip()] if o.user else None
+    frame = m.fl().runs(status=o.status, technique=o.technique, sweep_id=o.sweep, user=users)
     frame = frame.tail(o.last).reset_index(drop=True) if o.last else frame
     return _columns(frame, o.columns) if o.columns is not None else frame
 

@@ -323,6 +323,7 @@ def _connect_parser() -> _Parser:
         "%flora connect --sim --run-failure-rate 0.2 --max-concurrent-runs 2",
         "%flora connect --workspace ws_team --budget 20 -o fl    (FLORA itself: set FLORA_API_KEY first)",
         "%flora connect --base-url https://app.flora.ai/api/v1",
+        "%flora connect --sim --ledger postgresql://me@db.example.org/flora   (a team's ledger)",
     ))
     p.add_argument("--sim", action="store_true", help="start the built-in simulator (its account is kept "
                    "in $FLORA_NB_HOME/sim, so a later kernel continues it)")
@@ -339,6 +340,9 @@ def _connect_parser() -> _Parser:
                    "FLORA_WORKSPACE_ID, else your only one)")
     p.add_argument("--budget", type=ranged("budget"), metavar="USD",
                    help="session budget: every start of the session must fit it")
+    p.add_argument("--ledger", metavar="PATH|URL", help="where runs are recorded: a file, or a team's "
+                   "postgresql://USER@HOST/DB (default: %%config FloraMagics.ledger, FLORA_NB_LEDGER, else "
+                   "~/.flora_nb/ledger.sqlite); a password is best kept in PGPASSWORD or ~/.pgpass")
     _add_output(p)
     return p
 
@@ -353,11 +357,13 @@ def _runs_parser() -> _Parser:
             "%flora runs --last 5",
             "%flora runs --status failed,skipped --technique poster-studio",
             "%flora runs --sweep swp_... --columns status,input.prompt,charged_cost -o r",
+            "%flora runs --user ana,ben --status completed",
         ),
         (("--sweep",), {"metavar": "SWEEP_ID", "help": _h("only this sweep's runs; %flora sweeps lists them")}),
         (("--status",), {"type": _statuses, "metavar": "S[,S]",
                          "help": f"only runs with these statuses: {', '.join(STATUSES)}"}),
         (("--technique",), {"metavar": "T", "help": "only this technique's runs (its slug, id or name)"}),
+        (("--user",), {"metavar": "U[,U]", "help": "only runs these users started (a team ledger's `user` column)"}),
         (("--last",), {"type": ranged("last", int, Range(1, whole=True)), "metavar": "N",
                        "help": "only the last N runs"}),
         (("--columns",), {"metavar": "COL[,COL]", "help": "show only these columns (status, charged_cost, "

@@ -25,7 +25,8 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("engine", {"_engine", "_poller", "_transitions", "_catalog", "_window"}),
     ("run", {"_run"}),
     ("views", {"_display", "_frames", "_plots", "_tables"}),
-    ("store", {"_ledger", "_budget", "_owner", "_plan", "_validation", "_files", "_paths"}),
+    ("store", {"_ledger", "_ledger_copy", "_lease", "_sql", "_budget", "_owner", "_plan", "_validation", "_files",
+               "_paths"}),
     ("wire", {"_client", "_throttle", "_transport", "_clock", "_models"}),
     ("base", {"_ranges", "_look", "_matching", "_magic_parse", "_states", "_errors", "_hints", "_version"}),
 ]
