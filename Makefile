@@ -48,7 +48,7 @@ test: $(VENV)/.installed-test chromium check
 	bash scripts/with-postgres $(PY) -m pytest -q -n 5 --dist loadgroup
 
 bench: $(VENV)/.installed-test
-	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	bash scripts/with-postgres bash -c 'for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done'
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -766,12 +766,11 @@ class Ledger:
         added = {name: 0 for name in COPIED_TABLES}
         with self._write() as db:
             ids = self._load_runs(db, tables.get("runs", ()), added)
-            for event in tables.get("events", ()):
-                if event["local_id"] in ids:
-                    values = {k: v for k, v in event.items() if k != "event_id"} | {"local_id": ids[event["local_id"]]}
-                    db.execute(f"INSERT INTO events ({', '.join(values)}) VALUES ({','.join('?' * len(values))})",
-                               tuple(values.values()))
-                    added["events"] += 1
+            names = ("local_id", "at", "status", "progress", "charged_cost", "note")
+            events = [(ids[e["local_id"]], *(e[n] for n in names[1:])) for e in tables.get("events", ())
+                      if e["local_id"] in ids]
+            db.executemany(f"INSERT INTO events ({', '.join(names)}) VALUES ({','.join('?' * len(names))})", events)
+            added["events"] = len(events)
             for table in ("sweeps", "uploads", "spend_limits", "clock_anchors"):
                 for row in tables.get(table, ()):
                     cur = db.execute(f"INSERT INTO {table} ({', '.join(row)}) VALUES ({','.join('?' * len(row))})"
@@ -781,18 +780,23 @@ class Ledger:
 
     @staticmethod
     def _load_runs(db: Backend, runs: Sequence[Mapping[str, Any]], added: dict[str, int]) -> dict[int, int]:
-        """Insert the runs not here yet; their local ids here, by their local ids there."""
+        """Insert the runs not here yet (one executemany); their local ids here, by their local ids there."""
         keys = {k for (k,) in db.execute("SELECT idempotency_key FROM runs")}
         bound = set(db.execute("SELECT endpoint, run_id FROM runs WHERE run_id IS NOT NULL").fetchall())
-        ids: dict[int, int] = {}
-        for run in runs:
-            if run["idempotency_key"] in keys or (run["run_id"] is not None and (run["endpoint"], run["run_id"]) in bound):
-                continue
-            values = {k: v for k, v in run.items() if k in COLUMNS and k != "local_id"}
-            values["retry_of"] = ids.get(run["retry_of"]) if run.get("retry_of") is not None else None
-            ids[run["local_id"]] = db.insert(f"INSERT INTO runs ({', '.join(values)}) VALUES "
-                                             f"({','.join('?' * len(values))})", tuple(values.values()))
-            added["runs"] += 1
+        new = [run for run in runs if run["idempotency_key"] not in keys
+               and (run["run_id"] is None or (run["endpoint"], run["run_id"]) not in bound)]
+        names = [c for c in COLUMNS if c not in ("local_id", "retry_of")]
+        db.executemany(f"INSERT INTO runs ({', '.join(names)}) VALUES ({','.join('?' * len(names))})",
+                       [tuple(run.get(n) for n in names) for run in new])
+        here: dict[str, int] = {}
+        for k in range(0, len(new), 500):
+            chunk = [run["idempotency_key"] for run in new[k:k + 500]]
+            here.update(db.execute(f"SELECT idempotency_key, local_id FROM runs WHERE idempotency_key IN "
+                                   f"({','.join('?' * len(chunk))})", chunk).fetchall())
+        ids = {run["local_id"]: here[run["idempotency_key"]] for run in new}
+        retries = [(ids.get(run["retry_of"]), ids[run["local_id"]]) for run in new if run.get("retry_of") is not None]
+        db.executemany("UPDATE runs SET retry_of = ? WHERE local_id = ?", retries)
+        added["runs"] = len(new)
         return ids
 
     def _select(self, clause: str, args: tuple[Any, ...]) -> list[LedgerRow]:

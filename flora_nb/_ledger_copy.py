@@ -37,7 +37,7 @@ def main(argv: Sequence[str]) -> int:
     copy = commands.add_parser("copy", help="add every run of SRC to DST (copying twice adds nothing)",
                                description="Add every run, event, sweep, upload and spend limit of SRC to DST; "
                                            "what DST has already is left alone. Example: python -m flora_nb ledger "
-                                           "copy ~/.flora_nb/ledger.sqlite postgresql://me@db.example.org/flora")
+                                           "copy ~/.flora_nb/ledger.sqlite postgresql://ana@db.studio.internal/flora")
     copy.add_argument("source", metavar="SRC", help="a ledger file, sqlite:///PATH or postgresql://USER@HOST/DB")
     copy.add_argument("target", metavar="DST", help="the ledger to add them to (made if missing)")
     args = parser.parse_args(list(argv))

@@ -39,6 +39,7 @@ _MAGIC_TERMS: tuple[tuple[str, str | Callable[[re.Match[str]], str]], ...] = (
     (r"\(or pass api_key=\.\.\.\)", "(then %flora connect again)"),
     (r"\bpass api_key=\.\.\., ", ""),
     (r"\bpass api_key=\.\.\.", "set FLORA_API_KEY"),
+    (r"\bledger=\.\.\. \(a path or postgresql://\.\.\.\) or ledger_path=\.\.\., not both", "--ledger PATH|URL, once"),
     (r"\b(?:fl\.)?spend_limits\(\)", "%flora limits"),
     (r"\b(?:fl\.)?set_spend_limit\([^)]*\)", "%flora limit USD"),
     (r"\b(?:sweep\.)?failures\(\)", "%flora failures SWEEP_ID"),

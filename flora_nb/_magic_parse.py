@@ -323,7 +323,7 @@ def _connect_parser() -> _Parser:
         "%flora connect --sim --run-failure-rate 0.2 --max-concurrent-runs 2",
         "%flora connect --workspace ws_team --budget 20 -o fl    (FLORA itself: set FLORA_API_KEY first)",
         "%flora connect --base-url https://app.flora.ai/api/v1",
-        "%flora connect --sim --ledger postgresql://me@db.example.org/flora   (a team's ledger)",
+        "%flora connect --sim --ledger postgresql://ana@db.studio.internal/flora   (a team's ledger)",
     ))
     p.add_argument("--sim", action="store_true", help="start the built-in simulator (its account is kept "
                    "in $FLORA_NB_HOME/sim, so a later kernel continues it)")

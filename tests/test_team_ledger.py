@@ -233,3 +233,29 @@ def test_a_limit_check_and_its_start_are_one_step_for_every_kernel(postgres_sche
     a.join(30)
     b.join(30)
     assert seen == [pytest.approx(0.6)]  # it saw the first start's hold: two checks never both see the room
+
+
+def test_the_magic_reaches_a_team_ledger_by_option_and_by_setting(postgres_schema, tmp_path, monkeypatch):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from flora_nb._magic import FloraMagics
+
+    monkeypatch.setenv("FLORA_NB_HOME", str(tmp_path))
+    shell = InteractiveShell.instance()
+    magics = FloraMagics(shell=shell)
+    shell.register_magics(magics)
+    try:
+        fl = shell.run_line_magic("flora", f"connect --sim --speed 100 --no-persist --ledger {postgres_schema}")
+        assert fl.ledger.shared
+        shell.run_line_magic("flora", "run poster-studio prompt=fox --wait")
+        assert _count(postgres_schema, "SELECT COUNT(*) FROM runs WHERE status = 'completed'") == 1
+        shell.run_line_magic("config", f'FloraMagics.ledger = "{postgres_schema}"')
+        fl = shell.run_line_magic("flora", "connect --sim --speed 100 --no-persist")
+        assert fl.ledger.shared and len(fl.runs(all_endpoints=True)) == 1  # another simulator: its own endpoint
+        with pytest.raises(Exception, match="no runs started by nobody"):
+            shell.run_line_magic("flora", "runs --user nobody")
+    finally:
+        shell.config.FloraMagics.pop("ledger", None)
+        magics.ledger = ""
+        if magics.session is not None:
+            magics.session.close()
