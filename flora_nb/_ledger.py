@@ -584,9 +584,16 @@ class Ledger:
     def owner_alive(self, owner: str | None) -> bool | None:
         """Does the session that wrote a row still live? Its process on this host, else its lease;
         None when nothing tells (an old row of another host: callers fall back to the row's age)."""
-        alive = is_alive(owner)
-        if alive is not None or not owner:
-            return alive
+        if not owner:
+            return None
+        if not self.shared:
+            return is_alive(owner)
+        # A shared ledger: the lease first (another machine may bear this host's name), the process if none.
+        leased = self._lease_of(owner)
+        return leased if leased is not None else is_alive(owner)
+
+    def _lease_of(self, owner: str) -> bool | None:
+        """``lease_alive``, asked at most once a second per owner (a binding asks row by row)."""
         seen_at, known = self._leases
         if time.monotonic() - seen_at > _LEASE_CACHE_SECONDS:
             known = {}
@@ -780,8 +787,9 @@ class Ledger:
 
     @staticmethod
     def _load_runs(db: Backend, runs: Sequence[Mapping[str, Any]], added: dict[str, int]) -> dict[int, int]:
-        """Insert the runs not here yet (one executemany); their local ids here, by their local ids there."""
-        keys = {k for (k,) in db.execute("SELECT idempotency_key FROM runs")}
+        """Insert the runs not here yet (one executemany); the local ids here of the runs added, by their
+        local ids there. A retry links to its failed run here, whether that was added now or before."""
+        keys = dict(db.execute("SELECT idempotency_key, local_id FROM runs").fetchall())
         bound = set(db.execute("SELECT endpoint, run_id FROM runs WHERE run_id IS NOT NULL").fetchall())
         new = [run for run in runs if run["idempotency_key"] not in keys
                and (run["run_id"] is None or (run["endpoint"], run["run_id"]) not in bound)]
@@ -794,7 +802,10 @@ class Ledger:
             here.update(db.execute(f"SELECT idempotency_key, local_id FROM runs WHERE idempotency_key IN "
                                    f"({','.join('?' * len(chunk))})", chunk).fetchall())
         ids = {run["local_id"]: here[run["idempotency_key"]] for run in new}
-        retries = [(ids.get(run["retry_of"]), ids[run["local_id"]]) for run in new if run.get("retry_of") is not None]
+        everywhere = {run["local_id"]: keys[run["idempotency_key"]] for run in runs if run["idempotency_key"] in keys}
+        everywhere.update(ids)
+        retries = [(everywhere.get(run["retry_of"]), ids[run["local_id"]]) for run in new
+                   if run.get("retry_of") is not None]
         db.executemany("UPDATE runs SET retry_of = ? WHERE local_id = ?", retries)
         added["runs"] = len(new)
         return ids
@@ -847,6 +858,7 @@ class _Transaction(_Read):
         except BaseException as failure:
             if exc_type is None:  # the COMMIT itself failed: whether it landed is unknown, never run it again
                 _translate(self.ledger, self.db, failure, "written", False, again=False)
+                raise  # not the engine's error (Ctrl-C, out of memory): the write did not surely land either
             elif self.db.error_kind(failure) is None:
                 raise
         finally:

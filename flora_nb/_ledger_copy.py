@@ -11,14 +11,18 @@ import argparse
 import sys
 from typing import Sequence
 
-from ._errors import FloraError
+from ._errors import FloraError, LedgerError
 from ._ledger import COPIED_TABLES, Ledger
+from ._sql import is_database_url, sqlite_path
 
 __all__ = ["copy_ledger", "main"]
 
 
 def copy_ledger(source: str, target: str) -> dict[str, int]:
     """Add ``source``'s rows to ``target``; how many rows of each table were added."""
+    if not is_database_url(source) and not sqlite_path(source).is_file():
+        raise LedgerError(f"no ledger at {source}: give an existing ledger file, sqlite:///PATH or postgresql://... "
+                          "as SRC (nothing was copied).")
     src = Ledger(source)
     try:
         tables = {name: src.dump(name) for name in COPIED_TABLES}

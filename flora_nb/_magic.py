@@ -93,6 +93,22 @@ class _NotedFloat(Float):
             noted(self.name)
 
 
+class _Hidden(str):
+    """A connection string whose repr (what ``%config FloraMagics`` prints) shows no password."""
+
+    def __repr__(self) -> str:
+        from ._sql import is_database_url, redact_url
+
+        return repr(redact_url(self) if is_database_url(self) else str(self))
+
+
+class _LedgerSetting(Unicode):
+    """The ``ledger`` setting: kept as text whose repr hides a password."""
+
+    def validate(self, obj: Any, value: Any) -> Any:
+        return _Hidden(super().validate(obj, value))
+
+
 @magics_class
 class FloraMagics(Magics):
     """The %flora magics; options are traitlets (``%config FloraMagics.short_errors = False``)."""
@@ -103,7 +119,7 @@ class FloraMagics(Magics):
     default_max_concurrency = Int(4, help="runs in flight per sweep").tag(config=True)
     default_budget = Float(None, allow_none=True, help="default sweep budget in USD").tag(config=True)
     simulator_speed = Float(20.0, help="speed of %flora connect --sim").tag(config=True)
-    ledger = Unicode("", help="the ledger new sessions use: a file path, sqlite:///PATH or a team's "
+    ledger = _LedgerSetting("", help="the ledger new sessions use: a file path, sqlite:///PATH or a team's "
                               "postgresql://USER@HOST/DB (default: FLORA_NB_LEDGER, else ~/.flora_nb/ledger.sqlite)"
                      ).tag(config=True)
     confirm_above = _NotedFloat(

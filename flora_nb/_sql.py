@@ -21,7 +21,7 @@ import sqlite3
 import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote
 
 from ._errors import LedgerError
 
@@ -30,7 +30,6 @@ __all__ = ["Backend", "PostgresBackend", "SqliteBackend", "is_database_url", "op
 BUSY_SECONDS = 30.0  # how long a write waits for another session's (or process's) write to end
 CONNECT_SECONDS = 10.0  # how long opening a connection to a database server may take
 _POSTGRES_SCHEMES = ("postgresql", "postgres")
-_PASSWORD_KEYS = {"password", "passfile_password"}
 
 
 def is_database_url(target: object) -> bool:
@@ -48,19 +47,42 @@ def sqlite_path(target: str | os.PathLike[str]) -> Path:
 
 
 def redact_url(url: str) -> str:
-    """A connection string with its password (in the netloc or the query) shown as ``***``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
+    """A connection string with its passwords (in the user part or the query) shown as ``***``.
+
+    The secrets are found as libpq itself reads the string (so a password holding ``?``, ``#`` or
+    ``/`` is hidden whole), then the user part after its ``:`` and every password option are masked too.
+    """
+    shown = _without_secrets(url, url)
+    head, sep, rest = shown.partition("://")
+    if not sep:
         return "a PostgreSQL connection string"
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        if ":" in userinfo:
-            userinfo = userinfo.split(":", 1)[0] + ":***"
-        netloc = f"{userinfo}@{host}"
-    query = [(k, "***" if k.lower() in _PASSWORD_KEYS else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
-    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="/:*,"), ""))
+    end = min([k for k in (rest.find("@"), rest.find("/")) if k >= 0], default=-1)
+    if end >= 0 and rest[end] == "@" and ":" in rest[:end]:  # libpq's rule: the user part ends at the first @ or /
+        rest = rest[:end].split(":", 1)[0] + ":***" + rest[end:]
+    elif "@" in rest and ":" in rest.split("@", 1)[0]:  # a string libpq cannot read: hide all that may be a password
+        rest = rest.split(":", 1)[0] + ":***@" + rest.rsplit("@", 1)[1]
+    return head + "://" + _PASSWORD_OPTION.sub(r"\1***", rest)
+
+
+_PASSWORD_OPTION = re.compile(r"(?i)((?:ssl)?password=)[^&]*")
+
+
+def _secrets(url: str) -> list[str]:
+    """The passwords libpq reads from a connection string (none when psycopg is missing or cannot read it)."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+        values = conninfo_to_dict(url)
+    except Exception:  # psycopg missing, or a string libpq refuses: the structural masking still applies
+        return []
+    return [str(values[k]) for k in ("password", "sslpassword") if values.get(k)]
+
+
+def _without_secrets(text: str, url: str) -> str:
+    """``text`` with every password of ``url`` (as written, or percent-encoded) replaced by ``***``."""
+    for secret in sorted(_secrets(url), key=len, reverse=True):
+        for form in {secret, quote(secret, safe=""), quote(secret)}:
+            text = text.replace(form, "***")
+    return text
 
 
 class Backend:
@@ -232,8 +254,7 @@ class PostgresBackend(Backend):
     def scrub(self, exc: BaseException) -> str:
         """An engine error's text without the connection string's password."""
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        password = urlsplit(self._url).password
-        return text.replace(password, "***") if password else text
+        return _without_secrets(text, self._url)
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:
         return self._conn.execute(_postgres_sql(sql), _clean(args))
@@ -247,7 +268,14 @@ class PostgresBackend(Backend):
 
     def begin(self) -> None:
         self._conn.execute("BEGIN")
-        self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
+        try:
+            self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
+        except BaseException:  # a lock timeout, Ctrl-C while waiting: never leave the connection in a dead transaction
+            try:
+                self._conn.execute("ROLLBACK")
+            except self._psycopg.Error:
+                pass  # a broken connection: the next call opens it again
+            raise
 
     def schema_version(self) -> int:
         self._conn.execute("CREATE TABLE IF NOT EXISTS flora_nb_schema (version BIGINT NOT NULL)")
@@ -297,9 +325,10 @@ def _postgres_ddl(statement: str) -> str:
 
 
 def _clean(args: Sequence[Any]) -> Sequence[Any]:
-    """PostgreSQL text holds no NUL character: shown as U+FFFD, as other text no engine can hold is."""
-    if any(type(a) is str and "\x00" in a for a in args):
-        return [a.replace("\x00", "\ufffd") if type(a) is str else a for a in args]
+    """Values as SQLite stores them: PostgreSQL text holds no NUL character (shown as U+FFFD, as other text
+    no engine can hold is), and True/False are the numbers 1/0."""
+    if any((type(a) is str and "\x00" in a) or type(a) is bool for a in args):
+        return [a.replace("\x00", "\ufffd") if type(a) is str else int(a) if type(a) is bool else a for a in args]
     return args
 
 

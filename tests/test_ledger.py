@@ -231,3 +231,23 @@ def test_processes_opening_a_new_ledger_at_the_same_moment_all_get_in(ledger_at)
 def test_a_folder_where_the_ledger_file_should_be_is_the_ledgers_error(tmp_path):
     with pytest.raises(LedgerError, match="could not be opened.*ledger path"):
         Ledger(tmp_path)
+
+
+def test_an_interrupted_commit_is_never_taken_for_a_written_intent(ledger_at, monkeypatch):
+    ledger = Ledger(ledger_at())
+    backend = ledger._backend
+    real_end = backend.end
+
+    def interrupted(commit: bool) -> None:
+        if commit:
+            real_end(commit=False)
+            raise KeyboardInterrupt  # Ctrl-C while COMMIT was on its way
+        real_end(commit=commit)
+
+    monkeypatch.setattr(backend, "end", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ledger.add_intent(endpoint="e", workspace_id="ws", idempotency_key="k", technique_id="t")
+    monkeypatch.setattr(backend, "end", real_end)
+    assert ledger.rows("e") == []  # the caller saw it fail, so nothing was sent for it
+    ledger.add_intent(endpoint="e", workspace_id="ws", idempotency_key="k", technique_id="t")
+    assert len(ledger.rows("e")) == 1

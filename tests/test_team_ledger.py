@@ -259,3 +259,73 @@ def test_the_magic_reaches_a_team_ledger_by_option_and_by_setting(postgres_schem
         magics.ledger = ""
         if magics.session is not None:
             magics.session.close()
+
+
+# -- found by a hostile review -------------------------------------------------------------------
+
+
+def test_a_write_that_timed_out_waiting_for_another_kernel_leaves_the_ledger_usable(postgres_schema):
+    impatient = postgres_schema.replace("options=-c", "options=-clock_timeout%3D200%20-c")
+    ledger = Ledger(impatient)
+    with psycopg.connect(postgres_schema, autocommit=True) as other:  # another kernel holds the write lock
+        key = other.execute("SELECT hashtext('flora_nb:' || current_database() || ':' || current_schema())").fetchone()[0]
+        other.execute("SELECT pg_advisory_lock(%s)", (key,))
+        with pytest.raises(LedgerError, match="could not be written"):
+            ledger.add_intent(endpoint="e", workspace_id="ws", idempotency_key="k1", technique_id="t")
+        other.execute("SELECT pg_advisory_unlock(%s)", (key,))
+    ledger.add_intent(endpoint="e", workspace_id="ws", idempotency_key="k2", technique_id="t")  # not stuck
+    assert [row.idempotency_key for row in ledger.rows("e")] == ["k2"]
+
+
+@pytest.mark.parametrize("password", ["pa?ss", "s3cr#t", "p/ss", "p%40ss", "pl@in:colon"])
+def test_a_password_libpq_accepts_is_hidden_whole(password):
+    url = f"postgresql://ana:{password}@db-host/flora?sslpassword=other-secret"
+    shown = redact_url(url)
+    for part in (password, password.split("@")[0], "other-secret"):
+        assert part not in shown, shown
+    assert shown.startswith("postgresql://ana:***@") or shown.startswith("postgresql://ana:***")
+
+
+def test_the_magics_ledger_setting_is_printed_without_its_password():
+    import contextlib
+    import io
+
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from flora_nb._magic import FloraMagics
+
+    shell = InteractiveShell.instance()
+    magics = FloraMagics(shell=shell)
+    try:
+        magics.ledger = "postgresql://ana:Hunter2Secret@db-host/flora"
+        shown = io.StringIO()
+        with contextlib.redirect_stdout(shown):
+            print(FloraMagics.class_get_help(magics))
+        assert "Hunter2Secret" not in shown.getvalue() and "ana:***@db-host" in shown.getvalue()
+        assert magics.ledger == "postgresql://ana:Hunter2Secret@db-host/flora"  # the value itself is intact
+    finally:
+        magics.ledger = ""
+
+
+def test_on_a_team_ledger_a_lease_outranks_a_process_id_of_the_same_host_name(postgres_schema):
+    import socket
+
+    ledger = Ledger(postgres_schema)
+    twin = f"{socket.gethostname()}:999999:abcdef"  # another machine named like this one; pid 999999 is not ours
+    ledger.renew_lease(twin, "ben", socket.gethostname(), 60.0)
+    assert ledger.owner_alive(twin) is True
+
+
+def test_a_copy_links_a_retry_to_a_run_an_earlier_copy_brought(postgres_schema, tmp_path):
+    personal = Ledger(tmp_path / "mine.sqlite")
+    first = personal.add_intent(endpoint="e", workspace_id="ws", idempotency_key="kA", technique_id="t",
+                                sweep_id="s1", status="failed")
+    copy_ledger(str(tmp_path / "mine.sqlite"), postgres_schema)
+    personal.add_intent(endpoint="e", workspace_id="ws", idempotency_key="kB", technique_id="t", sweep_id="s1",
+                        retry_of=first)
+    assert copy_ledger(str(tmp_path / "mine.sqlite"), postgres_schema)["runs"] == 1
+    team = Ledger(postgres_schema)
+    assert team.retried("s1") == {team.rows("e")[0].local_id}
+    with pytest.raises(LedgerError, match="no ledger at"):
+        copy_ledger(str(tmp_path / "typo.sqlite"), postgres_schema)
+    assert not (tmp_path / "typo.sqlite").exists()
