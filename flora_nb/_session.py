@@ -181,7 +181,11 @@ class Flora:
         self._share_clock(self.client.clock)
         self.owner = new_owner()
         # Several hosts share a team ledger: a lease, renewed while this session lives, says it lives.
-        self._lease = Lease(self.ledger, self.owner, self.user) if self.ledger.shared else None
+        try:
+            self._lease = Lease(self.ledger, self.owner, self.user) if self.ledger.shared else None
+        except BaseException:  # the first renewal failed: leave no connection open
+            self.ledger.close()
+            raise
         # Media cache beside the ledger (a demo's temporary ledger keeps its files with it).
         path = self.ledger.path
         cache_dir = path.parent / "cache" if path is not None and (ledger or ledger_path) else default_home() / "cache"
