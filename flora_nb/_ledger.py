@@ -584,13 +584,10 @@ class Ledger:
     def owner_alive(self, owner: str | None) -> bool | None:
         """Does the session that wrote a row still live? Its process on this host, else its lease;
         None when nothing tells (an old row of another host: callers fall back to the row's age)."""
-        if not owner:
-            return None
-        if not self.shared:
-            return is_alive(owner)
-        # A shared ledger: the lease first (another machine may bear this host's name), the process if none.
-        leased = self._lease_of(owner)
-        return leased if leased is not None else is_alive(owner)
+        alive = is_alive(owner)  # its process, where a process id means the same process (see _owner)
+        if alive is not None or not owner:
+            return alive
+        return self._lease_of(owner)
 
     def _lease_of(self, owner: str) -> bool | None:
         """``lease_alive``, asked at most once a second per owner (a binding asks row by row)."""

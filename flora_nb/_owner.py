@@ -1,11 +1,15 @@
 """Which session wrote a ledger row, and whether that session still lives.
 
 A start that is "in flight" in another live session must not be taken for a lost one, and a
-sweep queued by a kernel that died must not wait forever. Rows carry ``host:pid:token``.
+sweep queued by a kernel that died must not wait forever. Rows carry ``host:pid:token``, where
+``host`` is the host name and, on Linux, ``~`` and a digest of the boot and the process namespace:
+a process id is looked up only where it means the same process (not on another machine, nor in
+another container, that bears the same host name); elsewhere the ledger's lease tells.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import socket
@@ -17,11 +21,22 @@ STALE_SECONDS = 300.0  # a start older than this, from a session we cannot see, 
 _LIVE_TOKENS: set[str] = set()
 
 
+def _where() -> str:
+    """This process's place: its host name, and where /proc tells them, its boot and process namespace."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
+            boot = handle.read().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:  # no /proc (macOS): the host name alone
+        return socket.gethostname()
+    return f"{socket.gethostname()}~{hashlib.sha256(f'{boot}:{namespace}'.encode()).hexdigest()[:8]}"
+
+
 def new_owner() -> str:
     """An owner tag for a new session of this process."""
     token = secrets.token_hex(6)
     _LIVE_TOKENS.add(token)
-    return f"{socket.gethostname()}:{os.getpid()}:{token}"
+    return f"{_where()}:{os.getpid()}:{token}"
 
 
 def retire(owner: str) -> None:
@@ -34,7 +49,8 @@ def is_alive(owner: str | None) -> bool | None:
     if not owner or owner.count(":") < 2:
         return None
     host, pid_text, token = owner.rsplit(":", 2)
-    if host != socket.gethostname() or not pid_text.isdigit():
+    here = host == _where() or ("~" not in host and host == socket.gethostname())  # the latter: rows before the digest
+    if not here or not pid_text.isdigit():
         return None
     pid = int(pid_text)
     if pid == os.getpid():

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -307,13 +308,19 @@ def test_the_magics_ledger_setting_is_printed_without_its_password():
         magics.ledger = ""
 
 
-def test_on_a_team_ledger_a_lease_outranks_a_process_id_of_the_same_host_name(postgres_schema):
+def test_a_process_id_is_asked_only_where_it_means_the_same_process_else_the_lease(postgres_schema):
     import socket
 
+    from flora_nb._owner import new_owner
+
     ledger = Ledger(postgres_schema)
-    twin = f"{socket.gethostname()}:999999:abcdef"  # another machine named like this one; pid 999999 is not ours
+    twin = f"{socket.gethostname()}~0badf00d:999999:abcdef"  # another machine (or container) named like this one
     ledger.renew_lease(twin, "ben", socket.gethostname(), 60.0)
-    assert ledger.owner_alive(twin) is True
+    assert ledger.owner_alive(twin) is True  # its process id means nothing here: the lease tells
+    here = new_owner().rsplit(":", 2)[0]
+    killed = f"{here}:999999:abcdef"  # a kernel of this very host and process namespace, killed (no such pid)
+    ledger.renew_lease(killed, "ana", socket.gethostname(), 60.0)
+    assert ledger.owner_alive(killed) is False  # known dead at once, not after its lease runs out
 
 
 def test_a_copy_links_a_retry_to_a_run_an_earlier_copy_brought(postgres_schema, tmp_path):
@@ -329,3 +336,58 @@ def test_a_copy_links_a_retry_to_a_run_an_earlier_copy_brought(postgres_schema, 
     with pytest.raises(LedgerError, match="no ledger at"):
         copy_ledger(str(tmp_path / "typo.sqlite"), postgres_schema)
     assert not (tmp_path / "typo.sqlite").exists()
+
+
+@pytest.fixture
+def password_role(postgres_schema):
+    """A role that must give a password (scram) on the suite's cluster: one hba line for it alone, first.
+    The file is written directly: the tests run as the cluster's owner or as root (``scripts/with-postgres``)."""
+    role, password = f"pw_{os.getpid()}", "Corr3ct-Horse"
+    with psycopg.connect(postgres_schema, autocommit=True) as admin:
+        hba = Path(admin.execute("SHOW hba_file").fetchone()[0])
+        before = hba.read_text()
+        admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+        schema = admin.execute("SELECT current_schema()").fetchone()[0]
+        admin.execute(f'GRANT ALL ON SCHEMA "{schema}" TO {role}')
+        hba.write_text(f"local all {role} scram-sha-256\nhost all {role} all scram-sha-256\n{before}")
+        admin.execute("SELECT pg_reload_conf()")
+    url = postgres_schema.replace("postgresql://postgres@", f"postgresql://{role}@")
+    # The server reloads its rules a moment later: wait until it asks this role for a password.
+    until(lambda: _refused(url), 10, "the server to ask the new role for a password", interval=0.02)
+    try:
+        yield role, password, url
+    finally:
+        hba.write_text(before)
+        with psycopg.connect(postgres_schema, autocommit=True) as admin:
+            admin.execute("SELECT pg_reload_conf()")
+            admin.execute(f"DROP OWNED BY {role}")
+            admin.execute(f"DROP ROLE {role}")
+
+
+def _refused(url: str) -> bool:
+    try:
+        psycopg.connect(url, connect_timeout=2, passfile="/nonexistent").close()
+    except psycopg.OperationalError:
+        return True
+    return False
+
+
+def test_a_password_comes_from_pgpassword_or_pgpass_and_a_wrong_one_is_said_without_it(password_role, tmp_path,
+                                                                                        monkeypatch):
+    role, password, url = password_role
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.setenv("PGPASSFILE", str(tmp_path / "none"))
+    with pytest.raises(LedgerError, match="could not be reached.*PGPASSWORD"):
+        Ledger(url)  # no password anywhere: refused by the server
+    wrong = url.replace(f"{role}@", f"{role}:Wr0ng-Secret@")
+    with pytest.raises(LedgerError) as refused:
+        Ledger(wrong)
+    assert "Wr0ng-Secret" not in str(refused.value) and "password authentication failed" in str(refused.value)
+    monkeypatch.setenv("PGPASSWORD", password)
+    Ledger(url).add_intent(endpoint="e", workspace_id="ws", idempotency_key="k1", technique_id="t")
+    monkeypatch.delenv("PGPASSWORD")
+    passfile = tmp_path / "pgpass"
+    passfile.write_text(f"*:*:*:{role}:{password}\n")
+    passfile.chmod(0o600)
+    monkeypatch.setenv("PGPASSFILE", str(passfile))
+    assert [r.idempotency_key for r in Ledger(url).rows("e")] == ["k1"]
