@@ -120,9 +120,10 @@ def test_no_write_holds_the_world_lock(tmp_path, clock, monkeypatch):
     sims.append(FloraSimulator(speed=100.0, state_path=tmp_path / "acct.json"))
     with sims[0] as sim, FloraClient(api_key=sim.api_key, base_url=sim.base_url) as client:
         for i in range(3):
-            clock.advance(1.0)
+            before = len(free)
             start(client, sim, i)
-            until(lambda n=i + 2: len(free) == n, what="the write after a start")
+            clock.advance(1.0)  # the next write is due (a run's later changes may be written with it, or after)
+            until(lambda n=before: len(free) > n, what="a write after a start")
     assert free and all(free), free
 
 
