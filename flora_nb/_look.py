@@ -304,7 +304,16 @@ def status_rows(st: Mapping[str, Any]) -> list[tuple[str, str]]:
              ("updates", _updates_words(st))]
     if st.get("poller_last_error") and (st.get("health") or "ok") != "ok":
         rows.append(("last error", str(st["poller_last_error"])))
-    return rows + [("ledger", str(st.get("ledger")))]
+    return rows + [("ledger", _ledger_words(st))]
+
+
+def _ledger_words(st: Mapping[str, Any]) -> str:
+    """Where runs are recorded; a team's database says so, who you are in it, and trouble with the lease."""
+    where = str(st.get("ledger"))
+    if not st.get("ledger_shared"):
+        return where
+    words = f"{where} (a team ledger, shared by every kernel using it; you are {st.get('user')})"
+    return f"{words}; {st['ledger_lease']}" if st.get("ledger_lease") else words
 
 
 def card_text(rows: Sequence[tuple[str, str]]) -> str:

@@ -608,5 +608,7 @@ class Flora:
             "invalid_answers": self.client.invalid_answers,
             "reconciled": stats.reconciled,
             "ledger": self.ledger.location,  # a connection string shows no password
+            "ledger_shared": self.ledger.shared,
+            "user": self.user,
             "ledger_lease": None if self._lease is None else self._lease.trouble,
         }, lookup=None if closed else self._card_facts)

@@ -116,6 +116,7 @@ def test_a_session_on_a_team_ledger_keeps_its_lease_while_it_lives(postgres_sche
     with FloraSimulator(speed=100.0) as sim:
         with Flora(api_key=sim.api_key, base_url=sim.base_url, ledger=postgres_schema, user="ana") as fl:
             assert Ledger(postgres_schema).owner_alive(fl.owner) is True and fl.status()["ledger_lease"] is None
+            assert "(a team ledger, shared by every kernel using it; you are ana)" in dict(fl.status().rows())["ledger"]
         assert Ledger(postgres_schema).lease_alive(fl.owner) is False  # closing ended it
 
 
