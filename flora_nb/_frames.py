@@ -290,6 +290,7 @@ def cost_summary(frame: pd.DataFrame, by: str | Sequence[str]) -> pd.DataFrame:
     is what is known, and ``cost_per_completed_usd`` stays NaN until every charge of the group is.
     """
     keys = _cost_keys(frame, by)
+    frame = _labelled(frame, keys)
     reused = frame["reused_from"].notna() if "reused_from" in frame else pd.Series(False, index=frame.index)
     terminal = frame["status"].isin(TERMINAL)
     known = terminal & frame["charged_cost"].notna() & ~reused
@@ -328,6 +329,7 @@ def cost_table(frame: pd.DataFrame, by: str | Sequence[str]) -> pd.DataFrame:
     """
     full = cost_summary(frame, by)
     keys = _cost_keys(frame, by)
+    frame = _labelled(frame, keys)
     reused = frame["reused_from"].notna() if "reused_from" in frame else pd.Series(False, index=frame.index)
     to_come = frame["status"].isin(OPEN) | (frame["status"].eq(COMPLETED) & frame["charged_cost"].isna())
     open_est = frame["estimated_cost"].where(to_come & ~reused)
@@ -368,6 +370,17 @@ def _cost_keys(frame: pd.DataFrame, by: str | Sequence[str]) -> list[str]:
         what = ", ".join(missing) or "nothing"
         raise InputError(f"cannot group costs by {what}; choose from: {', '.join(_groupable(frame))}.")
     return keys
+
+
+NOT_SET = "(not set)"  # the group of runs without a value in a grouping column (an input another technique lacks)
+
+
+def _labelled(frame: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """``frame`` with a missing value of a grouping column shown as ``NOT_SET``, never as a "NaN" group."""
+    missing = [k for k in keys if not isinstance(frame[k].dtype, pd.CategoricalDtype) and frame[k].isna().any()]
+    if not missing:
+        return frame
+    return frame.assign(**{k: frame[k].astype(object).where(frame[k].notna(), NOT_SET) for k in missing})
 
 
 def _groupable(frame: pd.DataFrame) -> list[str]:

@@ -145,3 +145,19 @@ def test_filters_done_by_sqlite_give_the_rows_select_runs_keeps(tmp_path):
         for column in set(frame.columns) - set(fixed):
             assert _cells(frame[column]) == _cells(expected[column]), (filters, column)
         assert all(expected[c].isna().all() for c in set(expected.columns) - set(frame.columns))
+
+
+def test_costs_grouped_by_an_input_some_runs_lack_name_that_group_not_nan(tmp_path):
+    from flora_nb._frames import NOT_SET, cost_summary, cost_table
+
+    ledger = Ledger(tmp_path / "l.sqlite")
+    for i, inputs in enumerate([{"style": "noir"}, {"style": "noir"}, {"prompt": "no style here"}]):
+        local = ledger.add_intent(endpoint="e", workspace_id="ws", idempotency_key=f"k{i}", technique_id="t",
+                                  estimated_cost=0.1, inputs=inputs)
+        ledger.update(local, run_id=f"r{i}", status="completed", charged_cost=0.1 * (i + 1))
+    frame = runs_frame(ledger.iter_raw("e"))
+    table = cost_table(frame, "style")
+    assert table.index.tolist() == [NOT_SET, "noir", "total"]
+    assert table.loc[NOT_SET, "charged_usd"] == pytest.approx(0.3) and table.loc["noir", "runs"] == 2
+    assert not cost_summary(frame, "style").index.isna().any()
+    assert frame["input.style"].isna().sum() == 1  # the data keeps its missing value; only the grouping names it
