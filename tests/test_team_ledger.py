@@ -123,13 +123,21 @@ def test_a_session_on_a_team_ledger_keeps_its_lease_while_it_lives(postgres_sche
 def test_a_dropped_connection_is_opened_again_and_the_call_goes_on(postgres_schema):
     ledger = Ledger(postgres_schema)
     first = ledger.add_intent(endpoint="e", workspace_id="ws", idempotency_key="k1", technique_id="t")
-    with psycopg.connect(postgres_schema, autocommit=True) as admin:  # the server drops every flora_nb connection
-        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'flora_nb'")
+    _drop(postgres_schema, ledger)  # the server drops the ledger's connection
     assert [row.local_id for row in ledger.rows("e")] == [first]  # a read after the drop: reconnected
-    with psycopg.connect(postgres_schema, autocommit=True) as admin:
-        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'flora_nb'")
+    _drop(postgres_schema, ledger)
     second = ledger.add_intent(endpoint="e", workspace_id="ws", idempotency_key="k2", technique_id="t")
     assert _count(postgres_schema, "SELECT COUNT(*) FROM runs") == 2 and second != first  # written once
+
+
+def _backend_pid(ledger: Ledger) -> int:
+    """The server process of this ledger's connection (only this test's: other tests share the cluster)."""
+    return ledger._backend._conn.info.backend_pid
+
+
+def _drop(url: str, ledger: Ledger) -> None:
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (_backend_pid(ledger),))
 
 
 def test_runs_carry_who_started_them_and_from_where(postgres_schema):
@@ -227,8 +235,8 @@ def test_a_limit_check_and_its_start_are_one_step_for_every_kernel(postgres_sche
     assert inside.wait(30)
     b = threading.Thread(target=second.admit, args=(ids[1], {"status": "starting"}, check_second))
     b.start()
-    waiting = ("SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = 'flora_nb' AND wait_event_type = 'Lock'"
-               " AND query LIKE '%pg_advisory_xact_lock%'")
+    waiting = ("SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+               f" AND query LIKE '%pg_advisory_xact_lock%' AND pid = {_backend_pid(second)}")
     until(lambda: _count(postgres_schema, waiting) == 1, 30, "the second check to wait for the first", interval=0.01)
     assert seen == []  # it has not run while the first one's transaction is open
     go.set()
