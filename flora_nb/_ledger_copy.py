@@ -8,11 +8,11 @@ copying twice adds nothing. SRC and DST are paths, ``sqlite:///PATH`` or ``postg
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Sequence
 
 from ._errors import FloraError, LedgerError
 from ._ledger import COPIED_TABLES, Ledger
+from ._look import say
 from ._sql import is_database_url, sqlite_path
 
 __all__ = ["copy_ledger", "main"]
@@ -48,8 +48,8 @@ def main(argv: Sequence[str]) -> int:
     try:
         added = copy_ledger(args.source, args.target)
     except (FloraError, OSError) as exc:
-        print(f"ledger copy: {exc}", file=sys.stderr)
+        say(f"ledger copy: {exc}", error=True)
         return 1
-    print(f"added {added['runs']} run(s), {added['events']} event(s), {added['sweeps']} sweep(s), "
+    say(f"added {added['runs']} run(s), {added['events']} event(s), {added['sweeps']} sweep(s), "
           f"{added['uploads']} upload(s), {added['spend_limits']} spend limit(s); what was there already was kept.")
     return 0

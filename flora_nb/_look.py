@@ -8,6 +8,7 @@ Colours are JupyterLab's CSS variables, so everything reads well in light and da
 from __future__ import annotations
 
 import html
+import sys
 import time
 from typing import Any, Callable, Mapping, Sequence
 
@@ -216,9 +217,9 @@ def eta_text(seconds: float) -> str:
     return f"{round(seconds / 60)} min"
 
 
-def say(text: str) -> None:
-    """One line for the user, from the user's own call (the one place flora_nb prints)."""
-    print(text)
+def say(text: str, error: bool = False) -> None:
+    """One line for the user, from the user's own call (the one place flora_nb prints); ``error``: to stderr."""
+    print(text, file=sys.stderr if error else sys.stdout)
 
 
 DOUBT = ("&#9888; these outputs may come from another start of its group: the answers of several starts "

@@ -14,6 +14,7 @@ is opened.
 
 from __future__ import annotations
 
+import abc
 import functools
 import os
 import re
@@ -85,56 +86,64 @@ def _without_secrets(text: str, url: str) -> str:
     return text
 
 
-class Backend:
+class Backend(abc.ABC):
     """What the ledger needs of a database: statements, transactions, the schema version, errors."""
 
     shared = False  # a database other machines may use at once (leases, not process ids, tell who lives)
     path: Path | None = None
     now_sql = "0"  # the engine's clock (seconds since 1970) as an SQL expression
 
+    @abc.abstractmethod
     def describe(self) -> str:
-        raise NotImplementedError
+        """What messages show: the file, or the connection string without its password."""
 
+    @abc.abstractmethod
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:
-        raise NotImplementedError
+        """Run one statement of the shared dialect; its cursor."""
 
+    @abc.abstractmethod
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        raise NotImplementedError
+        """Run one statement for each row of parameters."""
 
+    @abc.abstractmethod
     def insert(self, sql: str, args: Sequence[Any]) -> int:
         """Run an INSERT into runs; the new row's local id."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def begin(self) -> None:
-        raise NotImplementedError
+        """Open a write transaction no other writer of this ledger shares."""
 
     def end(self, commit: bool) -> None:
         self.execute("COMMIT" if commit else "ROLLBACK")
 
+    @abc.abstractmethod
     def schema_version(self) -> int:
-        raise NotImplementedError
+        """The ledger's schema version (0: a new ledger)."""
 
+    @abc.abstractmethod
     def set_schema_version(self, version: int) -> None:
-        raise NotImplementedError
+        """Record the schema version the migrations reached."""
 
     def statements(self, script: str) -> list[str]:
         """A migration's statements as this engine takes them."""
         return [s for s in script.split(";") if s.strip()]
 
+    @abc.abstractmethod
     def packed(self, columns: Sequence[str]) -> str:
         """An expression giving these text columns as one JSON array text."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def error_kind(self, exc: BaseException) -> str | None:
         """``integrity``, ``bad_value``, ``disconnected``, ``closed``, ``not_a_database``, ``damaged``,
         ``database`` (another engine error), or None: not the engine's error."""
-        raise NotImplementedError
 
     def reconnect(self) -> None:
         """Open the connection again after it dropped (a server's; a file's never drops)."""
+        return None
 
+    @abc.abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Close the connection; a closed ledger is never opened again."""
 
 
 class SqliteBackend(Backend):
